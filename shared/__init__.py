@@ -1,0 +1,1 @@
+"""The Python package every function group imports: domain modules over `shared.platform`."""

@@ -1,0 +1,191 @@
+"""Who is calling: bearer tokens resolved to one `Principal`.
+
+Two kinds of bearer token are accepted in `Authorization: Bearer ...`:
+
+- Firebase ID tokens (JWTs) from the web app, verified by firebase-admin with
+  revocation checked;
+- phone session tokens issued by `/auth/verify-code`: opaque random strings,
+  stored only as their SHA-256 in `auth_tokens/{hash}` with an expiry and a
+  revoked flag.
+
+Admin is the custom claim `admin: true` or the role `admin` on the user document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from shared.platform import clients
+from shared.platform.errors import Forbidden, Unauthorized, Unavailable
+
+AUTH_TOKENS = "auth_tokens"
+USERS = "users"
+ADMIN_ROLE = "admin"
+
+
+def hash_token(token: str) -> str:
+    """Return the key under which a phone session token is stored.
+
+    Args:
+        token: The opaque token as the client holds it.
+
+    Returns:
+        Its SHA-256 in hex.
+    """
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass
+class Principal:
+    """The authenticated caller.
+
+    Attributes:
+        kind: Which kind of token authenticated the caller.
+        subject: The Firebase uid, or the stored hash of the phone token.
+        user_id: The `users/{userId}` document of the caller, if one exists yet.
+        phone: The verified phone number (E.164), if known.
+        email: The verified email, if known.
+        admin_claim: Whether the token itself carries the admin claim.
+    """
+
+    kind: Literal["firebase", "phone"]
+    subject: str
+    user_id: str | None
+    phone: str | None = None
+    email: str | None = None
+    admin_claim: bool = False
+    _admin: bool | None = field(default=None, repr=False)
+
+    @property
+    def is_admin(self) -> bool:
+        """Whether the caller is an admin (claim, or role on the user document)."""
+        if self._admin is None:
+            self._admin = self.admin_claim or self._has_admin_role()
+        return self._admin
+
+    def _has_admin_role(self) -> bool:
+        if not self.user_id:
+            return False
+        snapshot = clients.firestore().collection(USERS).document(self.user_id).get()
+        roles = (snapshot.to_dict() or {}).get("roles") or []
+        return isinstance(roles, list) and ADMIN_ROLE in roles
+
+
+def authenticate(authorization: str | None) -> Principal:
+    """Resolve an `Authorization` header to a principal.
+
+    Args:
+        authorization: The raw header value, or None when absent.
+
+    Returns:
+        The authenticated principal.
+
+    Raises:
+        Unauthorized: The header is missing, malformed, or the token is not valid.
+        Unavailable: The token could not be checked right now.
+    """
+    scheme, _, token = (authorization or "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("Not authenticated")
+    if token.count(".") == 2:
+        return _firebase_principal(token)
+    return _phone_principal(token)
+
+
+def _firebase_principal(token: str) -> Principal:
+    from firebase_admin import auth as firebase_auth
+    from firebase_admin import exceptions as firebase_exceptions
+
+    try:
+        claims: dict[str, Any] = firebase_auth.verify_id_token(
+            token, app=clients.firebase_app(), check_revoked=True
+        )
+    except firebase_auth.RevokedIdTokenError as exc:
+        raise Unauthorized("Token revoked") from exc
+    except firebase_auth.ExpiredIdTokenError as exc:
+        raise Unauthorized("Token expired") from exc
+    except firebase_auth.UserDisabledError as exc:
+        raise Unauthorized("User disabled") from exc
+    except (firebase_auth.InvalidIdTokenError, firebase_auth.UserNotFoundError, ValueError) as exc:
+        raise Unauthorized("Invalid token") from exc
+    except (firebase_auth.CertificateFetchError, firebase_exceptions.FirebaseError) as exc:
+        raise Unavailable("Token verification is unavailable") from exc
+    # The Auth emulator's tokens are unsigned and firebase-admin skips the expiry
+    # check for them; checking here keeps local behaviour equal to production.
+    expires = claims.get("exp")
+    if not isinstance(expires, int | float) or expires <= time.time():
+        raise Unauthorized("Token expired")
+    uid = str(claims["uid"])
+    return Principal(
+        kind="firebase",
+        subject=uid,
+        user_id=uid,
+        phone=claims.get("phone_number"),
+        email=claims.get("email"),
+        admin_claim=claims.get("admin") is True,
+    )
+
+
+def _phone_principal(token: str) -> Principal:
+    token_hash = hash_token(token)
+    snapshot = clients.firestore().collection(AUTH_TOKENS).document(token_hash).get()
+    record = snapshot.to_dict()
+    if record is None or record.get("revoked"):
+        raise Unauthorized("Invalid token")
+    expires_at = record.get("expiresAt")
+    if not isinstance(expires_at, datetime) or expires_at <= datetime.now(UTC):
+        raise Unauthorized("Token expired")
+    return Principal(
+        kind="phone",
+        subject=token_hash,
+        user_id=record.get("userId"),
+        phone=record.get("phone"),
+    )
+
+
+def require_admin(principal: Principal) -> None:
+    """Allow only admins.
+
+    Args:
+        principal: The caller.
+
+    Raises:
+        Forbidden: The caller is not an admin.
+    """
+    if not principal.is_admin:
+        raise Forbidden("Admin access required")
+
+
+def require_self_or_admin(principal: Principal, user_id: str) -> None:
+    """Allow the user themself or an admin.
+
+    Args:
+        principal: The caller.
+        user_id: The user whose data is being touched.
+
+    Raises:
+        Forbidden: The caller is someone else and not an admin.
+    """
+    if principal.user_id != user_id and not principal.is_admin:
+        raise Forbidden("Not allowed to access this user")
+
+
+def can_access_owned(principal: Principal, owner_id: str | None) -> bool:
+    """Tell whether the caller may see a document owned by `owner_id`.
+
+    Owned documents that the caller may not see are reported as missing
+    (404) by the domain code, so their existence does not leak.
+
+    Args:
+        principal: The caller.
+        owner_id: The `ownerId` recorded on the document.
+
+    Returns:
+        True for the owner and for admins.
+    """
+    return (owner_id is not None and owner_id == principal.user_id) or principal.is_admin

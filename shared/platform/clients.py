@@ -1,0 +1,85 @@
+"""The one place that builds Google clients.
+
+Each client is built on first use and cached for the life of the process;
+nothing here touches the network at import time. The emulator variables
+(`FIRESTORE_EMULATOR_HOST`, `FIREBASE_AUTH_EMULATOR_HOST`,
+`STORAGE_EMULATOR_HOST`, `CLOUD_TASKS_EMULATOR_HOST`) select the emulators,
+so tests swap clients by configuration and `reset()`, never by patching.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import TYPE_CHECKING
+
+from shared.platform.config import get_settings
+
+if TYPE_CHECKING:
+    import firebase_admin
+    from google.cloud import firestore as firestore_module
+    from google.cloud import tasks_v2
+    from google.cloud.storage import Client as StorageClient
+
+_FIREBASE_APP_NAME = "series"
+
+
+@cache
+def firestore() -> firestore_module.Client:
+    """Return the Firestore client (the emulator when `FIRESTORE_EMULATOR_HOST` is set)."""
+    from google.cloud import firestore as firestore_module
+
+    return firestore_module.Client(project=get_settings().project_id)
+
+
+@cache
+def storage() -> StorageClient:
+    """Return the Cloud Storage client (fake-gcs-server when `STORAGE_EMULATOR_HOST` is set)."""
+    from google.cloud.storage import Client as StorageClient
+
+    settings = get_settings()
+    if settings.storage_emulator_host:
+        from google.auth.credentials import AnonymousCredentials
+
+        return StorageClient(
+            project=settings.project_id,
+            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        )
+    return StorageClient(project=settings.project_id)
+
+
+@cache
+def tasks() -> tasks_v2.CloudTasksClient:
+    """Return the Cloud Tasks client (an insecure gRPC channel to the emulator if configured)."""
+    from google.cloud import tasks_v2
+
+    host = get_settings().tasks_emulator_host
+    if host:
+        import grpc
+        from google.cloud.tasks_v2.services.cloud_tasks.transports import (
+            CloudTasksGrpcTransport,
+        )
+
+        channel = grpc.insecure_channel(host)
+        return tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
+    return tasks_v2.CloudTasksClient()
+
+
+@cache
+def firebase_app() -> firebase_admin.App:
+    """Return the Firebase Admin app used to verify ID tokens and manage users."""
+    import firebase_admin
+
+    return firebase_admin.initialize_app(
+        options={"projectId": get_settings().project_id}, name=_FIREBASE_APP_NAME
+    )
+
+
+def reset() -> None:
+    """Forget the settings and every cached client (for tests that change the environment)."""
+    if firebase_app.cache_info().currsize:
+        import firebase_admin
+
+        firebase_admin.delete_app(firebase_app())
+    for factory in (firestore, storage, tasks, firebase_app):
+        factory.cache_clear()
+    get_settings.cache_clear()

@@ -1,0 +1,112 @@
+"""Typed settings read once from the environment.
+
+Every variable is listed in `.env.example`. Secrets arrive as environment
+variables (from Secret Manager in production) and are held as `SecretStr`
+so they never print by accident.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Environment = Literal["local", "test", "production"]
+
+DEFAULT_QUEUE_WORKERS = {
+    "chat-tickets": "chat_worker",
+    "archetype-generation": "archetype_worker",
+    "image-analysis": "image_worker",
+    "agent-replies": "agent_worker",
+}
+_LOCAL_TASK_SECRET = "local-task-signing-secret"  # noqa: S105 - refused in production below
+
+
+class Settings(BaseSettings):
+    """The service configuration.
+
+    Attributes mirror environment variables of the same name in upper case
+    (for example `project_id` is `GOOGLE_CLOUD_PROJECT`).
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    app_env: Environment = Field(default="local", alias="APP_ENV")
+    project_id: str = Field(default="demo-series", alias="GOOGLE_CLOUD_PROJECT")
+    region: str = Field(default="us-central1", alias="FUNCTION_REGION")
+    service_name: str = Field(default="series-api", alias="SERVICE_NAME")
+    version: str = Field(default="1.0.0", alias="SERVICE_VERSION")
+    revision: str | None = Field(default=None, alias="K_REVISION")
+
+    firestore_emulator_host: str | None = Field(default=None, alias="FIRESTORE_EMULATOR_HOST")
+    firebase_auth_emulator_host: str | None = Field(
+        default=None, alias="FIREBASE_AUTH_EMULATOR_HOST"
+    )
+    storage_emulator_host: str | None = Field(default=None, alias="STORAGE_EMULATOR_HOST")
+    tasks_emulator_host: str | None = Field(default=None, alias="CLOUD_TASKS_EMULATOR_HOST")
+
+    profiles_bucket: str = Field(default="series-v1-profiles", alias="PROFILES_BUCKET")
+
+    task_queues: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_QUEUE_WORKERS),
+        alias="TASK_QUEUES",
+        description="Queue name to the worker function Cloud Tasks calls (JSON).",
+    )
+    tasks_location: str = Field(default="us-central1", alias="TASKS_LOCATION")
+    tasks_target_base_url: str = Field(
+        default="http://127.0.0.1:8000/_functions", alias="TASKS_TARGET_BASE_URL"
+    )
+    tasks_invoker_service_account: str | None = Field(
+        default=None, alias="TASKS_INVOKER_SERVICE_ACCOUNT"
+    )
+    task_signing_secret: SecretStr = Field(
+        default=SecretStr(_LOCAL_TASK_SECRET), alias="TASK_SIGNING_SECRET"
+    )
+
+    max_json_body_bytes: int = Field(default=1_048_576, alias="MAX_JSON_BODY_BYTES", gt=0)
+
+    gemini_api_key: SecretStr | None = Field(default=None, alias="GEMINI_API_KEY")
+    openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
+    anthropic_api_key: SecretStr | None = Field(default=None, alias="ANTHROPIC_API_KEY")
+    vertexai_enabled: bool = Field(default=False, alias="VERTEXAI_ENABLED")
+    ollama_base_url: str | None = Field(default=None, alias="OLLAMA_BASE_URL")
+
+    @property
+    def is_production(self) -> bool:
+        """True when running as the deployed service."""
+        return self.app_env == "production"
+
+    def configured_llm_providers(self) -> list[str]:
+        """Names of the LLM providers that have credentials or an endpoint configured."""
+        configured = {
+            "gemini": self.gemini_api_key is not None,
+            "vertexai": self.vertexai_enabled,
+            "openai": self.openai_api_key is not None,
+            "anthropic": self.anthropic_api_key is not None,
+            "ollama": self.ollama_base_url is not None,
+        }
+        return [name for name, present in configured.items() if present]
+
+    def emulator_hosts(self) -> dict[str, str]:
+        """The emulator endpoints in use, keyed by service."""
+        hosts = {
+            "firestore": self.firestore_emulator_host,
+            "auth": self.firebase_auth_emulator_host,
+            "storage": self.storage_emulator_host,
+            "tasks": self.tasks_emulator_host,
+        }
+        return {name: host for name, host in hosts.items() if host}
+
+
+@cache
+def get_settings() -> Settings:
+    """Return the process-wide settings, read from the environment on first use."""
+    settings = Settings()
+    if settings.is_production:
+        if settings.emulator_hosts():
+            raise RuntimeError("emulator hosts must not be set when APP_ENV=production")
+        if settings.task_signing_secret.get_secret_value() == _LOCAL_TASK_SECRET:
+            raise RuntimeError("TASK_SIGNING_SECRET must be set when APP_ENV=production")
+    return settings

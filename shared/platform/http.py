@@ -1,0 +1,478 @@
+"""The HTTP layer over functions-framework (Flask) requests.
+
+A `Router` holds one function group's route table: method, path template
+with typed parameters, pydantic models for query, body and response, and the
+authentication each route needs. `Router.dispatch` matches a request,
+authenticates, validates, calls the handler and serialises the result.
+
+Errors leave as FastAPI-style bodies: `{"detail": "message"}`, and for
+validation 422 `{"detail": [{"loc": [...], "msg": ..., "type": ...}]}`.
+`_error_response` is the single place where domain errors become statuses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import flask
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from shared.platform import auth
+from shared.platform.config import get_settings
+from shared.platform.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    PaymentRequired,
+    RateLimited,
+    Unauthorized,
+    Unavailable,
+)
+from shared.platform.logging import configure_logging, request_log_context
+
+logger = logging.getLogger(__name__)
+
+AuthMode = Literal["none", "optional", "user", "admin"]
+Handler = Callable[..., Any]
+
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(str|int|path))?\}")
+_CONVERTERS: dict[str, tuple[str, type]] = {
+    "str": (r"[^/]+", str),
+    "int": (r"-?[0-9]+", int),
+    "path": (r".+", str),
+}
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
+_STATUS: dict[type[DomainError], int] = {
+    InvalidInput: 422,
+    Unauthorized: 401,
+    PaymentRequired: 402,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    PayloadTooLarge: 413,
+    RateLimited: 429,
+    Unavailable: 503,
+}
+
+
+class RequestValidationFailed(Exception):
+    """Request parameters or body failed validation (answered with 422)."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__("request validation failed")
+        self.errors = errors
+
+
+class HTTPValidationError(BaseModel):
+    """The 422 body, as FastAPI shapes it."""
+
+    detail: list[ValidationErrorItem]
+
+
+class ValidationErrorItem(BaseModel):
+    """One validation problem."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """Every non-validation error body."""
+
+    detail: str
+
+
+HTTPValidationError.model_rebuild()
+
+
+@dataclass
+class RequestContext:
+    """What a handler may know about the request besides its validated inputs.
+
+    Attributes:
+        request: The underlying Flask request.
+        request_id: The id echoed in `X-Request-Id`.
+        principal: The authenticated caller, or None on public routes.
+    """
+
+    request: flask.Request
+    request_id: str
+    principal: auth.Principal | None
+
+    @property
+    def user(self) -> auth.Principal:
+        """The authenticated caller (only on routes that require authentication)."""
+        if self.principal is None:
+            raise Unauthorized("Not authenticated")
+        return self.principal
+
+    @property
+    def client_host(self) -> str | None:
+        """The client address (the first `X-Forwarded-For` hop behind Hosting)."""
+        forwarded = self.request.headers.get("X-Forwarded-For", "")
+        return forwarded.split(",")[0].strip() or self.request.remote_addr
+
+    @property
+    def user_agent(self) -> str | None:
+        """The client's `User-Agent` header."""
+        return self.request.headers.get("User-Agent")
+
+
+@dataclass
+class Route:
+    """One entry of a route table."""
+
+    method: str
+    path: str
+    handler: Handler
+    auth: AuthMode
+    summary: str
+    tags: tuple[str, ...]
+    query: type[BaseModel] | None
+    body: type[BaseModel] | None
+    response: Any
+    status_code: int
+    max_body_bytes: int | None
+    responses: dict[int, str]
+    pattern: re.Pattern[str] = field(init=False)
+    path_params: dict[str, type] = field(init=False)
+
+    def __post_init__(self) -> None:
+        regex, params, position = "", {}, 0
+        for match in _PARAM.finditer(self.path):
+            name, kind = match.group(1), match.group(2) or "str"
+            fragment, python_type = _CONVERTERS[kind]
+            regex += re.escape(self.path[position : match.start()]) + f"(?P<{name}>{fragment})"
+            params[name] = python_type
+            position = match.end()
+        regex += re.escape(self.path[position:])
+        self.pattern = re.compile(f"^{regex}$")
+        self.path_params = params
+
+    @property
+    def openapi_path(self) -> str:
+        """The template with converters removed (`{blob:path}` becomes `{blob}`)."""
+        return _PARAM.sub(lambda m: "{" + m.group(1) + "}", self.path)
+
+    @property
+    def operation_id(self) -> str:
+        """A unique, stable name for the operation."""
+        return f"{self.handler.__name__}_{self.method.lower()}"
+
+
+class Router:
+    """The route table of one function group.
+
+    Args:
+        name: The group's name, used as the OpenAPI tag by default.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.routes: list[Route] = []
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        auth: AuthMode,
+        summary: str,
+        query: type[BaseModel] | None = None,
+        body: type[BaseModel] | None = None,
+        response: Any = None,
+        status_code: int = 200,
+        max_body_bytes: int | None = None,
+        responses: dict[int, str] | None = None,
+        tags: Iterable[str] | None = None,
+    ) -> Callable[[Handler], Handler]:
+        """Register a handler.
+
+        The handler is called as `handler(ctx, **path_params, query=..., body=...)`
+        (only the inputs the route declares) and returns a value matching
+        `response`, or a `flask.Response` for non-JSON answers.
+
+        Args:
+            method: HTTP method.
+            path: Template such as `/users/{user_id}` or `/files/{name:path}`.
+            auth: `none`, `optional`, `user` (any valid token) or `admin`.
+            summary: The operation's one-line description.
+            query: Model validating the query string.
+            body: Model validating the JSON body.
+            response: Type of the JSON response (a model or any type pydantic knows).
+            status_code: Status of a successful answer.
+            max_body_bytes: Largest accepted body (defaults to the global JSON limit).
+            responses: Extra documented error statuses and their descriptions.
+            tags: OpenAPI tags (defaults to the router's name).
+
+        Returns:
+            A decorator that registers and returns the handler unchanged.
+        """
+
+        def register(handler: Handler) -> Handler:
+            self.routes.append(
+                Route(
+                    method=method.upper(),
+                    path=path,
+                    handler=handler,
+                    auth=auth,
+                    summary=summary,
+                    tags=tuple(tags) if tags is not None else (self.name,),
+                    query=query,
+                    body=body,
+                    response=response,
+                    status_code=status_code,
+                    max_body_bytes=max_body_bytes,
+                    responses=responses or {},
+                )
+            )
+            return handler
+
+        return register
+
+    def get(self, path: str, **options: Any) -> Callable[[Handler], Handler]:
+        """Register a GET route (see `route`)."""
+        return self.route("GET", path, **options)
+
+    def post(self, path: str, **options: Any) -> Callable[[Handler], Handler]:
+        """Register a POST route (see `route`)."""
+        return self.route("POST", path, **options)
+
+    def put(self, path: str, **options: Any) -> Callable[[Handler], Handler]:
+        """Register a PUT route (see `route`)."""
+        return self.route("PUT", path, **options)
+
+    def delete(self, path: str, **options: Any) -> Callable[[Handler], Handler]:
+        """Register a DELETE route (see `route`)."""
+        return self.route("DELETE", path, **options)
+
+    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+        """Find the route for a request.
+
+        Args:
+            method: The request method.
+            path: The request path.
+
+        Returns:
+            The route and the raw path parameters.
+
+        Raises:
+            NotFound: No route has this path.
+            MethodNotAllowed: A route has this path, but not this method.
+        """
+        allowed: list[str] = []
+        for route in self.routes:
+            found = route.pattern.match(path)
+            if found is None:
+                continue
+            if route.method == method.upper():
+                return route, found.groupdict()
+            allowed.append(route.method)
+        if allowed:
+            raise MethodNotAllowed(allowed)
+        raise NotFound("Not Found")
+
+    def dispatch(self, request: flask.Request) -> flask.Response:
+        """Serve one request: the whole request/response cycle of the group.
+
+        Args:
+            request: The Flask request functions-framework hands over.
+
+        Returns:
+            The response, with `X-Request-Id` set.
+        """
+        incoming = request.headers.get("X-Request-Id", "")
+        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        started = time.perf_counter()
+        with request_log_context(request_id, _trace(request)):
+            try:
+                route, raw_params = self.match(request.method, request.path)
+                response = _invoke(route, raw_params, request, request_id)
+            except MethodNotAllowed as exc:
+                response = _json({"detail": "Method Not Allowed"}, 405)
+                response.headers["Allow"] = ", ".join(exc.allowed)
+            except RequestValidationFailed as exc:
+                response = _json({"detail": exc.errors}, 422)
+            except DomainError as exc:
+                response = _error_response(exc)
+            except Exception:
+                logger.exception("unhandled error")
+                response = _json({"detail": "Internal Server Error"}, 500)
+            response.headers["X-Request-Id"] = request_id
+            logger.info(
+                "%s %s %s",
+                request.method,
+                request.path,
+                response.status_code,
+                extra={
+                    "httpRequest": {
+                        "requestMethod": request.method,
+                        "requestUrl": request.path,
+                        "status": response.status_code,
+                        "latency": f"{time.perf_counter() - started:.6f}s",
+                        "userAgent": request.headers.get("User-Agent", ""),
+                    }
+                },
+            )
+            return response
+
+
+class MethodNotAllowed(Exception):
+    """The path exists but not for this method."""
+
+    def __init__(self, allowed: list[str]) -> None:
+        super().__init__("method not allowed")
+        self.allowed = allowed
+
+
+def http_function(router: Router) -> Callable[[flask.Request], flask.Response]:
+    """Make a functions-framework HTTP entry point serving a router.
+
+    Args:
+        router: The group's route table.
+
+    Returns:
+        The entry point; its `router` attribute exposes the table to the
+        local gateway and the OpenAPI builder.
+    """
+    configure_logging()
+
+    def entry_point(request: flask.Request) -> flask.Response:
+        return router.dispatch(request)
+
+    entry_point.router = router  # type: ignore[attr-defined]
+    return entry_point
+
+
+def json_response(payload: Any, status: int = 200) -> flask.Response:
+    """Build a JSON response (for handlers that need custom headers or status).
+
+    Args:
+        payload: Anything `json.dumps` accepts.
+        status: The HTTP status.
+
+    Returns:
+        The response.
+    """
+    return _json(payload, status)
+
+
+def _json(payload: Any, status: int) -> flask.Response:
+    return flask.Response(
+        json.dumps(payload, separators=(",", ":")), status=status, mimetype="application/json"
+    )
+
+
+def _error_response(exc: DomainError) -> flask.Response:
+    status = next(code for kind, code in _STATUS.items() if isinstance(exc, kind))
+    if isinstance(exc, InvalidInput):
+        item = {"loc": list(exc.loc), "msg": exc.detail, "type": "value_error"}
+        return _json({"detail": [item]}, status)
+    response = _json({"detail": exc.detail}, status)
+    if isinstance(exc, Unauthorized):
+        response.headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, RateLimited):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    if status >= 500:
+        logger.warning("dependency unavailable: %s", exc.detail)
+    return response
+
+
+def _trace(request: flask.Request) -> str | None:
+    header = request.headers.get("X-Cloud-Trace-Context", "")
+    trace_id = header.split("/", 1)[0]
+    if not re.fullmatch(r"[0-9a-f]{32}", trace_id):
+        return None
+    return f"projects/{get_settings().project_id}/traces/{trace_id}"
+
+
+def _invoke(
+    route: Route, raw_params: dict[str, str], request: flask.Request, request_id: str
+) -> flask.Response:
+    principal = _principal(route.auth, request)
+    kwargs: dict[str, Any] = _path_params(route, raw_params)
+    if route.query is not None:
+        kwargs["query"] = _validate(route.query, request.args.to_dict(flat=True), "query")
+    if route.body is not None:
+        kwargs["body"] = _validate(route.body, _read_json(route, request), "body")
+    ctx = RequestContext(request=request, request_id=request_id, principal=principal)
+    result = route.handler(ctx, **kwargs)
+    if isinstance(result, flask.Response):
+        return result
+    if route.status_code == 204:
+        return flask.Response(status=204)
+    if route.response is not None:
+        adapter: TypeAdapter[Any] = TypeAdapter(route.response)
+        result = adapter.dump_python(adapter.validate_python(result), mode="json", by_alias=True)
+    return _json(result, route.status_code)
+
+
+def _principal(mode: AuthMode, request: flask.Request) -> auth.Principal | None:
+    header = request.headers.get("Authorization")
+    if mode == "none" or (mode == "optional" and not header):
+        return None
+    principal = auth.authenticate(header)
+    if mode == "admin":
+        auth.require_admin(principal)
+    return principal
+
+
+def _path_params(route: Route, raw: dict[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, python_type in route.path_params.items():
+        try:
+            values[name] = python_type(raw[name])
+        except ValueError as exc:
+            raise RequestValidationFailed(
+                [
+                    {
+                        "loc": ["path", name],
+                        "msg": "Input should be a valid integer",
+                        "type": "int_parsing",
+                    }
+                ]
+            ) from exc
+    return values
+
+
+def _read_json(route: Route, request: flask.Request) -> Any:
+    limit = route.max_body_bytes or get_settings().max_json_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
+    raw = request.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
+    if not raw:
+        raise RequestValidationFailed(
+            [{"loc": ["body"], "msg": "Field required", "type": "missing"}]
+        )
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        position = exc.pos if isinstance(exc, json.JSONDecodeError) else 0
+        raise RequestValidationFailed(
+            [{"loc": ["body", position], "msg": "JSON decode error", "type": "json_invalid"}]
+        ) from exc
+
+
+def _validate(model: type[BaseModel], data: Any, where: str) -> BaseModel:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationFailed(
+            [
+                {"loc": [where, *error["loc"]], "msg": error["msg"], "type": error["type"]}
+                for error in exc.errors(include_url=False, include_input=False)
+            ]
+        ) from exc

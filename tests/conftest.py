@@ -1,0 +1,100 @@
+"""Test-wide fixtures: markers by folder, and the emulator stack for tests that need it.
+
+The stack (Firestore, Auth, Cloud Storage and Cloud Tasks emulators, plus the
+local gateway in a thread) starts once per session on free ports, only when a
+test asks for it, and stops when the session ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+TESTS = Path(__file__).parent
+TEST_PROJECT = "demo-series-test"
+PROBE_QUEUE = "platform-probe"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = Path(str(item.fspath)).relative_to(TESTS).parts[0]
+        if folder in ("unit", "integration", "rules"):
+            item.add_marker(getattr(pytest.mark, folder))
+
+
+@dataclass
+class LiveStack:
+    """The running emulators and gateway."""
+
+    gateway_url: str
+    env: dict[str, str]
+
+    def url(self, path: str) -> str:
+        return self.gateway_url + path
+
+
+@pytest.fixture(scope="session")
+def live_stack() -> Iterator[LiveStack]:
+    from werkzeug.serving import make_server
+
+    from devstack.emulators import free_port, running_stack
+    from shared.platform.config import DEFAULT_QUEUE_WORKERS
+
+    queues = {**DEFAULT_QUEUE_WORKERS, PROBE_QUEUE: "probe_worker"}
+    gateway_port = free_port()
+    gateway_url = f"http://127.0.0.1:{gateway_port}"
+    saved = dict(os.environ)
+    with running_stack(TEST_PROJECT, fixed_ports=False, queues=queues) as stack:
+        env = {**stack.env(gateway_url), "APP_ENV": "test", "TASK_QUEUES": json.dumps(queues)}
+        os.environ.update(env)
+        from shared.platform import clients
+
+        clients.reset()
+        from devstack.gateway import create_app
+        from tests.fakes.probe_worker import probe_worker
+
+        server = make_server(
+            "127.0.0.1",
+            gateway_port,
+            create_app(extra_functions={"probe_worker": probe_worker}),
+            threaded=True,
+        )
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield LiveStack(gateway_url=gateway_url, env=env)
+        finally:
+            server.shutdown()
+            os.environ.clear()
+            os.environ.update(saved)
+            clients.reset()
+
+
+@pytest.fixture
+def stack(live_stack: LiveStack) -> LiveStack:
+    """The stack with Firestore and Auth emptied before the test."""
+    env = live_stack.env
+    project = env["GOOGLE_CLOUD_PROJECT"]
+    firestore = env["FIRESTORE_EMULATOR_HOST"]
+    auth = env["FIREBASE_AUTH_EMULATOR_HOST"]
+    requests.delete(
+        f"http://{firestore}/emulator/v1/projects/{project}/databases/(default)/documents",
+        timeout=10,
+    ).raise_for_status()
+    requests.delete(
+        f"http://{auth}/emulator/v1/projects/{project}/accounts", timeout=10
+    ).raise_for_status()
+    return live_stack
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex

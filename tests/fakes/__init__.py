@@ -1,0 +1,1 @@
+"""Small servers and functions speaking real wire formats, for tests."""
