@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -94,7 +94,7 @@ class CloudJsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "logger": record.name,
         }
-        entry.update(_request_fields.get() or {})
+        entry.update(getattr(record, "_request_fields", None) or {})
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 entry[key] = _clean(key, value)
@@ -103,12 +103,28 @@ class CloudJsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+def _stamp_request_fields(factory: Callable[..., logging.LogRecord]) -> Callable[..., Any]:
+    def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        record._request_fields = _request_fields.get()
+        return record
+
+    make_record.stamps_request_fields = True  # type: ignore[attr-defined]
+    return make_record
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     """Send the root logger's records to stdout as JSON lines (idempotent).
+
+    Records carry the request fields of the moment they were made, so a
+    record formatted later (by another handler or thread) keeps them.
 
     Args:
         level: The minimum level to emit.
     """
+    factory = logging.getLogRecordFactory()
+    if not getattr(factory, "stamps_request_fields", False):
+        logging.setLogRecordFactory(_stamp_request_fields(factory))
     root = logging.getLogger()
     if any(isinstance(h.formatter, CloudJsonFormatter) for h in root.handlers):
         return

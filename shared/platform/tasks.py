@@ -192,7 +192,8 @@ def task_worker(
                 logger.warning("task refused: missing or bad signature")
                 return json_response({"detail": "Invalid task signature"}, 401)
             context = TaskContext(
-                queue=request.headers.get("X-CloudTasks-QueueName", ""),
+                # Cloud Tasks sends the short name; the emulator the full path.
+                queue=request.headers.get("X-CloudTasks-QueueName", "").rsplit("/", 1)[-1],
                 task_name=request.headers.get("X-CloudTasks-TaskName", ""),
                 retry_count=int(request.headers.get("X-CloudTasks-TaskRetryCount", "0") or 0),
             )

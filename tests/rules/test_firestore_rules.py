@@ -1,0 +1,73 @@
+"""firestore.rules against the Firestore emulator, as a signed-in web client would hit it."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import pytest
+import requests
+
+from devstack.functions_index import ROOT
+from shared.platform import clients
+
+
+def client_token(uid: str) -> str:
+    """An unsigned ID token of the shape the emulator accepts from client SDKs."""
+    now = int(time.time())
+
+    def part(data: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    claims = {"sub": uid, "user_id": uid, "iat": now, "exp": now + 3600, "firebase": {}}
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
+
+
+@pytest.fixture
+def rules_base(stack) -> str:
+    host = stack.env["FIRESTORE_EMULATOR_HOST"]
+    project = stack.env["GOOGLE_CLOUD_PROJECT"]
+    rules = (ROOT / "firestore.rules").read_text()
+    requests.put(
+        f"http://{host}/emulator/v1/projects/{project}:securityRules",
+        json={"rules": {"files": [{"name": "firestore.rules", "content": rules}]}},
+        timeout=10,
+    ).raise_for_status()
+    return f"http://{host}/v1/projects/{project}/databases/(default)/documents"
+
+
+@pytest.mark.parametrize("collection", ["users", "auth_tokens", "tickets", "matches"])
+def test_clients_cannot_read_documents_even_their_own(rules_base, unique, collection):
+    clients.firestore().collection(collection).document(unique).set({"ownerId": unique})
+
+    response = requests.get(
+        f"{rules_base}/{collection}/{unique}",
+        headers={"Authorization": f"Bearer {client_token(unique)}"},
+        timeout=10,
+    )
+
+    assert response.status_code == 403
+    assert response.json()["error"]["status"] == "PERMISSION_DENIED"
+
+
+def test_clients_cannot_write(rules_base, unique):
+    response = requests.patch(
+        f"{rules_base}/users/{unique}",
+        json={"fields": {"elo": {"integerValue": "9999"}}},
+        headers={"Authorization": f"Bearer {client_token(unique)}"},
+        timeout=10,
+    )
+
+    assert response.status_code == 403
+    assert not clients.firestore().collection("users").document(unique).get().exists
+
+
+def test_admin_sdk_is_not_bound_by_rules(rules_base, unique):
+    clients.firestore().collection("users").document(unique).set({"name": "x"})
+
+    response = requests.get(
+        f"{rules_base}/users/{unique}", headers={"Authorization": "Bearer owner"}, timeout=10
+    )
+
+    assert response.status_code == 200

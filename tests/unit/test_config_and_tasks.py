@@ -1,0 +1,78 @@
+"""Settings guards and task signatures."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.platform import clients, tasks
+from shared.platform.config import get_settings
+
+
+@pytest.fixture
+def environment(monkeypatch):
+    def apply(**values: str) -> None:
+        for key, value in values.items():
+            monkeypatch.setenv(key, value)
+        clients.reset()
+
+    yield apply
+    monkeypatch.undo()
+    clients.reset()
+
+
+def test_production_refuses_emulator_hosts(environment):
+    environment(
+        APP_ENV="production",
+        TASK_SIGNING_SECRET="s3cret-value",
+        FIRESTORE_EMULATOR_HOST="127.0.0.1:1",
+    )
+
+    with pytest.raises(RuntimeError, match="emulator"):
+        get_settings()
+
+
+def test_production_refuses_the_local_task_secret(environment, monkeypatch):
+    for name in (
+        "FIRESTORE_EMULATOR_HOST",
+        "FIREBASE_AUTH_EMULATOR_HOST",
+        "STORAGE_EMULATOR_HOST",
+        "CLOUD_TASKS_EMULATOR_HOST",
+        "TASK_SIGNING_SECRET",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    environment(APP_ENV="production")
+
+    with pytest.raises(RuntimeError, match="TASK_SIGNING_SECRET"):
+        get_settings()
+
+
+def test_signature_verifies_only_the_signed_body(environment):
+    environment(TASK_SIGNING_SECRET="one-secret")
+    signature = tasks.sign(b'{"a":1}')
+
+    assert tasks.verify(b'{"a":1}', signature)
+    assert not tasks.verify(b'{"a":2}', signature)
+    assert not tasks.verify(b'{"a":1}', None)
+    environment(TASK_SIGNING_SECRET="another-secret")
+    assert not tasks.verify(b'{"a":1}', signature)
+
+
+def test_worker_url_follows_the_queue_configuration(environment):
+    environment(
+        TASKS_TARGET_BASE_URL="https://region-proj.cloudfunctions.net/",
+        TASK_QUEUES='{"chat-tickets": "chat_worker"}',
+    )
+
+    assert tasks.worker_url("chat-tickets") == "https://region-proj.cloudfunctions.net/chat_worker"
+    with pytest.raises(ValueError, match="unknown queue"):
+        tasks.worker_url("image-analysis")
+
+
+def test_settings_repr_hides_secrets(environment):
+    environment(TASK_SIGNING_SECRET="very-secret-value", OPENAI_API_KEY="sk-hidden")
+
+    text = repr(get_settings())
+
+    assert "very-secret-value" not in text
+    assert "sk-hidden" not in text
+    assert get_settings().configured_llm_providers() == ["openai"]
