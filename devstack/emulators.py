@@ -16,7 +16,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -95,6 +97,7 @@ def running_stack(project: str, *, fixed_ports: bool, queues: Iterable[str]) -> 
     ports = dict(DEV_PORTS) if fixed_ports else {name: free_port() for name in names}
     stack = Stack(project=project, ports=ports, workdir=Path(tempfile.mkdtemp(prefix="devstack-")))
     atexit.register(stack.stop)
+    _exit_on_sigterm()
     try:
         _start_firestore(stack)
         _start_auth(stack)
@@ -106,6 +109,12 @@ def running_stack(project: str, *, fixed_ports: bool, queues: Iterable[str]) -> 
     finally:
         stack.stop()
         atexit.unregister(stack.stop)
+
+
+def _exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so `finally` blocks (and pytest finalizers) stop the stack."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def _spawn(stack: Stack, name: str, command: list[str], env: dict[str, str] | None = None) -> None:
