@@ -18,6 +18,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.fakes.server import serving
+from tests.fakes.twilio import FakeTwilio
+
 TESTS = Path(__file__).parent
 TEST_PROJECT = "demo-series-test"
 PROBE_QUEUE = "platform-probe"
@@ -30,12 +33,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(getattr(pytest.mark, folder))
 
 
+TEST_NUMBER = "+12015550100"
+TEST_NUMBER_CODE = "424242"
+
+
 @dataclass
 class LiveStack:
-    """The running emulators and gateway."""
+    """The running emulators, gateway and outside-service fakes."""
 
     gateway_url: str
     env: dict[str, str]
+    twilio: FakeTwilio
 
     def url(self, path: str) -> str:
         return self.gateway_url + path
@@ -52,8 +60,23 @@ def live_stack() -> Iterator[LiveStack]:
     gateway_port = free_port()
     gateway_url = f"http://127.0.0.1:{gateway_port}"
     saved = dict(os.environ)
-    with running_stack(TEST_PROJECT, fixed_ports=False, queues=queues) as stack:
-        env = {**stack.env(gateway_url), "APP_ENV": "test", "TASK_QUEUES": json.dumps(queues)}
+    twilio = FakeTwilio()
+    with (
+        running_stack(TEST_PROJECT, fixed_ports=False, queues=queues) as stack,
+        serving(twilio.app()) as twilio_url,
+    ):
+        env = {
+            **stack.env(gateway_url),
+            "APP_ENV": "test",
+            "TASK_QUEUES": json.dumps(queues),
+            "TRUSTED_PROXY_HOPS": "1",
+            "SMS_PROVIDER": "twilio",
+            "TWILIO_API_BASE": twilio_url,
+            "TWILIO_ACCOUNT_SID": twilio.account_sid,
+            "TWILIO_AUTH_TOKEN": twilio.auth_token,
+            "TWILIO_FROM_NUMBER": twilio.from_number,
+            "TEST_PHONE_NUMBERS": json.dumps({TEST_NUMBER: TEST_NUMBER_CODE}),
+        }
         os.environ.update(env)
         from shared.platform import clients
 
@@ -70,7 +93,7 @@ def live_stack() -> Iterator[LiveStack]:
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
-            yield LiveStack(gateway_url=gateway_url, env=env)
+            yield LiveStack(gateway_url=gateway_url, env=env, twilio=twilio)
         finally:
             server.shutdown()
             os.environ.clear()
@@ -92,6 +115,7 @@ def stack(live_stack: LiveStack) -> LiveStack:
     requests.delete(
         f"http://{auth}/emulator/v1/projects/{project}/accounts", timeout=10
     ).raise_for_status()
+    live_stack.twilio.failing = False
     return live_stack
 
 

@@ -24,6 +24,7 @@ from shared.platform.errors import Forbidden, Unauthorized, Unavailable
 
 AUTH_TOKENS = "auth_tokens"
 USERS = "users"
+USER_PHONES = "user_phones"
 ADMIN_ROLE = "admin"
 
 
@@ -140,12 +141,13 @@ def _phone_principal(token: str) -> Principal:
     expires_at = record.get("expiresAt")
     if not isinstance(expires_at, datetime) or expires_at <= datetime.now(UTC):
         raise Unauthorized("Token expired")
-    return Principal(
-        kind="phone",
-        subject=token_hash,
-        user_id=record.get("userId"),
-        phone=record.get("phone"),
-    )
+    user_id = record.get("userId")
+    phone = record.get("phone")
+    if user_id is None and phone:
+        # Tokens issued before the user existed find the user by the verified phone.
+        owner = clients.firestore().collection(USER_PHONES).document(phone).get().to_dict()
+        user_id = (owner or {}).get("userId")
+    return Principal(kind="phone", subject=token_hash, user_id=user_id, phone=phone)
 
 
 def require_admin(principal: Principal) -> None:

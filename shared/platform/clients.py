@@ -16,9 +16,12 @@ from shared.platform.config import get_settings
 
 if TYPE_CHECKING:
     import firebase_admin
+    import requests
     from google.cloud import firestore as firestore_module
     from google.cloud import tasks_v2
     from google.cloud.storage import Client as StorageClient
+
+    from shared.platform.sms import SmsSender
 
 _FIREBASE_APP_NAME = "series"
 
@@ -74,12 +77,31 @@ def firebase_app() -> firebase_admin.App:
     )
 
 
+@cache
+def http_session() -> requests.Session:
+    """Return the pooled HTTP session for calls to outside services."""
+    import requests
+
+    return requests.Session()
+
+
+@cache
+def sms() -> SmsSender:
+    """Return the SMS sender `SMS_PROVIDER` selects (Twilio, or the local console)."""
+    from shared.platform.sms import ConsoleSender, TwilioSender
+
+    settings = get_settings()
+    if settings.sms_provider == "twilio":
+        return TwilioSender(settings, http_session())
+    return ConsoleSender(settings)
+
+
 def reset() -> None:
     """Forget the settings and every cached client (for tests that change the environment)."""
     if firebase_app.cache_info().currsize:
         import firebase_admin
 
         firebase_admin.delete_app(firebase_app())
-    for factory in (firestore, storage, tasks, firebase_app):
+    for factory in (firestore, storage, tasks, firebase_app, http_session, sms):
         factory.cache_clear()
     get_settings.cache_clear()

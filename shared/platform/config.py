@@ -22,6 +22,7 @@ DEFAULT_QUEUE_WORKERS = {
     "agent-replies": "agent_worker",
 }
 _LOCAL_TASK_SECRET = "local-task-signing-secret"  # noqa: S105 - refused in production below
+_LOCAL_CODE_SECRET = "local-phone-code-secret"  # noqa: S105 - refused in production below
 
 
 class Settings(BaseSettings):
@@ -65,6 +66,41 @@ class Settings(BaseSettings):
         default=SecretStr(_LOCAL_TASK_SECRET), alias="TASK_SIGNING_SECRET"
     )
 
+    trusted_proxy_hops: int = Field(
+        default=0,
+        alias="TRUSTED_PROXY_HOPS",
+        ge=0,
+        description="Proxies in front of the service that append to X-Forwarded-For.",
+    )
+
+    default_phone_region: str = Field(default="US", alias="DEFAULT_PHONE_REGION")
+    phone_code_secret: SecretStr = Field(
+        default=SecretStr(_LOCAL_CODE_SECRET), alias="PHONE_CODE_SECRET"
+    )
+    phone_code_ttl_seconds: int = Field(default=600, alias="PHONE_CODE_TTL_SECONDS", gt=0)
+    phone_code_max_attempts: int = Field(default=5, alias="PHONE_CODE_MAX_ATTEMPTS", gt=0)
+    phone_code_resend_seconds: int = Field(default=30, alias="PHONE_CODE_RESEND_SECONDS", ge=0)
+    phone_sends_per_number_per_hour: int = Field(
+        default=5, alias="PHONE_SENDS_PER_NUMBER_PER_HOUR", gt=0
+    )
+    phone_sends_per_ip_per_hour: int = Field(default=20, alias="PHONE_SENDS_PER_IP_PER_HOUR", gt=0)
+    test_phone_numbers: dict[str, str] = Field(
+        default_factory=dict,
+        alias="TEST_PHONE_NUMBERS",
+        description="E.164 number to fixed code (JSON); no SMS is sent to these.",
+    )
+    session_token_ttl_seconds: int = Field(
+        default=30 * 24 * 3600, alias="SESSION_TOKEN_TTL_SECONDS", gt=0
+    )
+
+    sms_provider: Literal["twilio", "console"] = Field(default="console", alias="SMS_PROVIDER")
+    twilio_api_base: str = Field(default="https://api.twilio.com", alias="TWILIO_API_BASE")
+    twilio_account_sid: str | None = Field(default=None, alias="TWILIO_ACCOUNT_SID")
+    twilio_auth_token: SecretStr | None = Field(default=None, alias="TWILIO_AUTH_TOKEN")
+    twilio_from_number: str | None = Field(default=None, alias="TWILIO_FROM_NUMBER")
+
+    elo_k_factor: float = Field(default=32, alias="ELO_K_FACTOR", gt=0)
+
     max_json_body_bytes: int = Field(default=1_048_576, alias="MAX_JSON_BODY_BYTES", gt=0)
 
     gemini_api_key: SecretStr | None = Field(default=None, alias="GEMINI_API_KEY")
@@ -77,6 +113,20 @@ class Settings(BaseSettings):
     def is_production(self) -> bool:
         """True when running as the deployed service."""
         return self.app_env == "production"
+
+    def task_secret(self) -> bytes:
+        """The key that signs task bodies (the local default is refused in production)."""
+        return self._secret(self.task_signing_secret, _LOCAL_TASK_SECRET, "TASK_SIGNING_SECRET")
+
+    def code_secret(self) -> bytes:
+        """The key of phone code HMACs (the local default is refused in production)."""
+        return self._secret(self.phone_code_secret, _LOCAL_CODE_SECRET, "PHONE_CODE_SECRET")
+
+    def _secret(self, value: SecretStr, local_default: str, name: str) -> bytes:
+        secret = value.get_secret_value()
+        if self.is_production and secret == local_default:
+            raise RuntimeError(f"{name} must be set when APP_ENV=production")
+        return secret.encode()
 
     def configured_llm_providers(self) -> list[str]:
         """Names of the LLM providers that have credentials or an endpoint configured."""
@@ -104,9 +154,6 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Return the process-wide settings, read from the environment on first use."""
     settings = Settings()
-    if settings.is_production:
-        if settings.emulator_hosts():
-            raise RuntimeError("emulator hosts must not be set when APP_ENV=production")
-        if settings.task_signing_secret.get_secret_value() == _LOCAL_TASK_SECRET:
-            raise RuntimeError("TASK_SIGNING_SECRET must be set when APP_ENV=production")
+    if settings.is_production and settings.emulator_hosts():
+        raise RuntimeError("emulator hosts must not be set when APP_ENV=production")
     return settings

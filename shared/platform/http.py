@@ -119,9 +119,18 @@ class RequestContext:
 
     @property
     def client_host(self) -> str | None:
-        """The client address (the first `X-Forwarded-For` hop behind Hosting)."""
-        forwarded = self.request.headers.get("X-Forwarded-For", "")
-        return forwarded.split(",")[0].strip() or self.request.remote_addr
+        """The client address.
+
+        With `TRUSTED_PROXY_HOPS=n`, the n-th `X-Forwarded-For` entry from the
+        right (the one our own proxies appended); otherwise the peer address.
+        Entries further left are client-supplied and never trusted.
+        """
+        hops = get_settings().trusted_proxy_hops
+        header = self.request.headers.get("X-Forwarded-For", "")
+        forwarded = [hop.strip() for hop in header.split(",") if hop.strip()]
+        if hops and len(forwarded) >= hops:
+            return forwarded[-hops]
+        return self.request.remote_addr
 
     @property
     def user_agent(self) -> str | None:

@@ -54,7 +54,7 @@ def sign(body: bytes) -> str:
     Returns:
         `v1=` followed by the hex HMAC-SHA256 of the body.
     """
-    secret = get_settings().task_signing_secret.get_secret_value().encode()
+    secret = get_settings().task_secret()
     return "v1=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 

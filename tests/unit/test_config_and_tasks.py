@@ -43,7 +43,9 @@ def test_production_refuses_the_local_task_secret(environment, monkeypatch):
     environment(APP_ENV="production")
 
     with pytest.raises(RuntimeError, match="TASK_SIGNING_SECRET"):
-        get_settings()
+        tasks.sign(b"{}")
+    with pytest.raises(RuntimeError, match="PHONE_CODE_SECRET"):
+        get_settings().code_secret()
 
 
 def test_signature_verifies_only_the_signed_body(environment):

@@ -1,0 +1,137 @@
+"""The `users` function: profiles, lookups and closing the loop on matches."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+from shared import matches
+from shared import users as profiles
+from shared.platform.http import RequestContext, Router, http_function
+
+router = Router("users")
+_PRIVATE = {403: "Forbidden", 404: "Not Found"}
+
+
+class PhoneQuery(BaseModel):
+    """The `phone` query parameter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    phone: str = Field(min_length=3, max_length=32, description="Phone number to check")
+
+
+class EmailQuery(BaseModel):
+    """The `email` query parameter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: EmailStr = Field(description="Email address to check")
+
+
+@router.get(
+    "/users/check-phone",
+    auth="user",
+    summary="Check Phone Exists",
+    query=PhoneQuery,
+    response=profiles.PhoneExists,
+)
+def check_phone(ctx: RequestContext, query: PhoneQuery) -> profiles.PhoneExists:
+    """Check if a phone number already exists."""
+    return profiles.phone_exists(query.phone)
+
+
+@router.get(
+    "/users/check-email",
+    auth="user",
+    summary="Check Email Exists",
+    query=EmailQuery,
+    response=profiles.EmailExists,
+)
+def check_email(ctx: RequestContext, query: EmailQuery) -> profiles.EmailExists:
+    """Check if an email address already exists, by whom, and if the profile is complete."""
+    return profiles.email_exists(str(query.email))
+
+
+@router.post(
+    "/users/close-loop",
+    auth="user",
+    summary="Close Loop",
+    query=matches.CloseLoopQuery,
+    body=matches.CloseLoopBody,
+    response=matches.CloseLoopResult,
+    responses={**_PRIVATE, 409: "Conflict"},
+    max_body_bytes=8192,
+)
+def close_loop(
+    ctx: RequestContext, query: matches.CloseLoopQuery, body: matches.CloseLoopBody
+) -> matches.CloseLoopResult:
+    """Record how an introduction ended and update both users' Elo once."""
+    return matches.close_loop(ctx.user, query, body)
+
+
+@router.post(
+    "/users",
+    auth="user",
+    summary="Create New User",
+    body=profiles.CreateUserRequest,
+    response=profiles.User,
+    status_code=201,
+    responses={403: "Forbidden", 409: "Conflict"},
+)
+def create_user(ctx: RequestContext, body: profiles.CreateUserRequest) -> profiles.User:
+    """Create a new user (a phone token is bound to the user it creates)."""
+    return profiles.create_user(ctx.user, body)
+
+
+@router.get(
+    "/users/phone/{phone_number}",
+    auth="user",
+    summary="Get User By Phone Number",
+    response=profiles.User,
+    responses=_PRIVATE,
+)
+def get_user_by_phone(ctx: RequestContext, phone_number: str) -> profiles.User:
+    """Retrieve a user by their phone number (self or admin)."""
+    return profiles.get_user_by_phone(ctx.user, phone_number)
+
+
+@router.get(
+    "/users/{user_id}/public",
+    auth="none",
+    summary="Get Public User Profile",
+    response=profiles.PublicUser,
+    responses={404: "Not Found"},
+)
+def get_public_profile(ctx: RequestContext, user_id: str) -> profiles.PublicUser:
+    """Retrieve a user's public profile (no authentication required)."""
+    return profiles.public_profile(user_id)
+
+
+@router.get(
+    "/users/{user_id}",
+    auth="user",
+    summary="Get User By Id",
+    response=profiles.User,
+    responses=_PRIVATE,
+)
+def get_user(ctx: RequestContext, user_id: str) -> profiles.User:
+    """Retrieve a user by id (self or admin)."""
+    return profiles.get_user(ctx.user, user_id)
+
+
+@router.put(
+    "/users/{user_id}",
+    auth="user",
+    summary="Update User By Id",
+    body=profiles.UpdateUserRequest,
+    response=profiles.User,
+    responses={**_PRIVATE, 409: "Conflict"},
+)
+def update_user(
+    ctx: RequestContext, user_id: str, body: profiles.UpdateUserRequest
+) -> profiles.User:
+    """Update a user's data (self or admin; system fields admin only)."""
+    return profiles.update_user(ctx.user, user_id, body)
+
+
+users = http_function(router)

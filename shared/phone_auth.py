@@ -1,0 +1,281 @@
+"""Phone sign-in: verification codes and phone session tokens.
+
+A code is 6 digits, stored only as an HMAC (keyed by `PHONE_CODE_SECRET`,
+bound to the number), valid for `PHONE_CODE_TTL_SECONDS` (10 minutes), burned
+after `PHONE_CODE_MAX_ATTEMPTS` (5) wrong tries and consumed by the right
+one. Sending is limited per number (a resend cooldown and an hourly cap) and
+per client address (an hourly cap). Numbers listed in `TEST_PHONE_NUMBERS`
+get their fixed code and no SMS, like Firebase's fictional numbers.
+
+A successful verification issues an opaque session token, stored only as its
+SHA-256 in `auth_tokens`, bound to the user with that phone (or to none yet:
+`POST /users` binds it when it creates the user).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import secrets
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from typing import Any
+
+import phonenumbers
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.platform import clients, ratelimit
+from shared.platform.auth import AUTH_TOKENS, USER_PHONES, hash_token
+from shared.platform.config import get_settings
+from shared.platform.errors import InvalidInput, RateLimited, Unavailable
+
+PHONE_CODES = "phone_codes"
+_HOUR = timedelta(hours=1)
+
+
+class SendCodeRequest(BaseModel):
+    """Model for phone verification request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    phone: str = Field(min_length=3, max_length=32, description="Phone number to verify")
+
+
+class SendCodeResponse(BaseModel):
+    """The answer to a send-code request."""
+
+    success: bool = True
+    message: str = "Verification code sent"
+
+
+class VerifyCodeRequest(BaseModel):
+    """A code typed by the user."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    phone: str = Field(min_length=3, max_length=32)
+    code: str = Field(pattern=r"^[0-9]{6}$", description="The 6-digit code")
+
+
+class TokenResponse(BaseModel):
+    """Authentication token response."""
+
+    token: str
+    user_id: str | None
+    expires_in: int
+
+
+class LogoutRequest(BaseModel):
+    """The token to revoke."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: str = Field(min_length=1, max_length=512)
+
+
+class LogoutResponse(BaseModel):
+    """The answer to a logout."""
+
+    success: bool = True
+
+
+class ValidateResponse(BaseModel):
+    """The answer to a token validation."""
+
+    valid: bool
+    user_id: str | None
+
+
+def normalize_phone(raw: str, loc: tuple[str | int, ...] = ("body", "phone")) -> str:
+    """Normalise a phone number to E.164.
+
+    Args:
+        raw: The number as typed (national numbers use `DEFAULT_PHONE_REGION`).
+        loc: Where the number came from, for the error.
+
+    Returns:
+        The E.164 form.
+
+    Raises:
+        InvalidInput: The number is not a valid phone number.
+    """
+    try:
+        parsed = phonenumbers.parse(raw, get_settings().default_phone_region)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidInput("Invalid phone number", loc=loc) from exc
+    if not phonenumbers.is_valid_number(parsed):
+        raise InvalidInput("Invalid phone number", loc=loc)
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _code_hash(phone: str, code: str) -> str:
+    secret = get_settings().code_secret()
+    return hmac.new(secret, f"{phone}:{code}".encode(), hashlib.sha256).hexdigest()
+
+
+def send_code(raw_phone: str, client_host: str | None) -> SendCodeResponse:
+    """Issue a verification code and text it to the number.
+
+    Args:
+        raw_phone: The number as typed.
+        client_host: The caller's address, for the per-address limit.
+
+    Returns:
+        The confirmation.
+
+    Raises:
+        InvalidInput: The number is invalid.
+        RateLimited: A cooldown or hourly limit applies (`retry_after` says how long).
+        Unavailable: The SMS could not be sent (no code is left active).
+    """
+    from google.cloud import firestore
+
+    settings = get_settings()
+    phone = normalize_phone(raw_phone)
+    ratelimit.consume(
+        f"send-code-ip:{client_host or 'unknown'}",
+        settings.phone_sends_per_ip_per_hour,
+        _HOUR,
+        "Too many verification codes requested from this address",
+    )
+    fixed_code = settings.test_phone_numbers.get(phone)
+    code = fixed_code or f"{secrets.randbelow(1_000_000):06d}"
+    db = clients.firestore()
+    ref = db.collection(PHONE_CODES).document(phone)
+
+    @firestore.transactional
+    def reserve(transaction: firestore.Transaction) -> RateLimited | None:
+        now = datetime.now(UTC)
+        record = ref.get(transaction=transaction).to_dict() or {}
+        sent_at = record.get("sentAt")
+        cooldown = timedelta(seconds=settings.phone_code_resend_seconds)
+        if isinstance(sent_at, datetime) and now - sent_at < cooldown:
+            return RateLimited(
+                "Please wait before requesting another code",
+                ratelimit.retry_after(sent_at, cooldown, now),
+            )
+        start, count = ratelimit.window_state(record, now, _HOUR)
+        if count >= settings.phone_sends_per_number_per_hour:
+            return RateLimited(
+                "Too many codes requested for this number",
+                ratelimit.retry_after(start, _HOUR, now),
+            )
+        transaction.set(
+            ref,
+            {
+                "codeHash": _code_hash(phone, code),
+                "expiresAt": now + timedelta(seconds=settings.phone_code_ttl_seconds),
+                "attempts": 0,
+                "sentAt": now,
+                "windowStart": start,
+                "count": count + 1,
+            },
+        )
+        return None
+
+    refused = reserve(db.transaction())
+    if refused is not None:
+        raise refused
+    if fixed_code is None:
+        try:
+            clients.sms().send(phone, f"Your Series verification code is {code}")
+        except Unavailable:
+            ref.update({"codeHash": firestore.DELETE_FIELD})
+            raise
+    return SendCodeResponse()
+
+
+class _Outcome(Enum):
+    VALID = "valid"
+    NO_CODE = "no_code"
+    EXPIRED = "expired"
+    WRONG = "wrong"
+    BURNED = "burned"
+
+
+_OUTCOME_MESSAGES = {
+    _Outcome.NO_CODE: "No active code for this number; request a new one",
+    _Outcome.EXPIRED: "The code has expired; request a new one",
+    _Outcome.WRONG: "Incorrect code",
+    _Outcome.BURNED: "Too many incorrect attempts; request a new code",
+}
+
+
+def verify_code(raw_phone: str, code: str) -> TokenResponse:
+    """Check a code and issue a phone session token.
+
+    Args:
+        raw_phone: The number as typed.
+        code: The 6 digits.
+
+    Returns:
+        The token (shown once), its user (or None) and its lifetime in seconds.
+
+    Raises:
+        InvalidInput: Invalid number, or no valid code (wrong, expired, burned).
+    """
+    from google.cloud import firestore
+
+    settings = get_settings()
+    phone = normalize_phone(raw_phone)
+    db = clients.firestore()
+    code_ref = db.collection(PHONE_CODES).document(phone)
+    owner_ref = db.collection(USER_PHONES).document(phone)
+    token = secrets.token_urlsafe(32)
+    token_ref = db.collection(AUTH_TOKENS).document(hash_token(token))
+    lifetime = settings.session_token_ttl_seconds
+
+    @firestore.transactional
+    def check(transaction: firestore.Transaction) -> tuple[_Outcome, str | None]:
+        now = datetime.now(UTC)
+        record: dict[str, Any] = code_ref.get(transaction=transaction).to_dict() or {}
+        owner = (owner_ref.get(transaction=transaction).to_dict() or {}).get("userId")
+        if not record.get("codeHash"):
+            return _Outcome.NO_CODE, None
+        if record["expiresAt"] <= now:
+            transaction.update(code_ref, {"codeHash": firestore.DELETE_FIELD})
+            return _Outcome.EXPIRED, None
+        if not hmac.compare_digest(record["codeHash"], _code_hash(phone, code)):
+            attempts = int(record.get("attempts", 0)) + 1
+            if attempts >= settings.phone_code_max_attempts:
+                transaction.update(
+                    code_ref, {"codeHash": firestore.DELETE_FIELD, "attempts": attempts}
+                )
+                return _Outcome.BURNED, None
+            transaction.update(code_ref, {"attempts": attempts})
+            return _Outcome.WRONG, None
+        transaction.update(code_ref, {"codeHash": firestore.DELETE_FIELD, "attempts": 0})
+        transaction.set(
+            token_ref,
+            {
+                "userId": owner,
+                "phone": phone,
+                "createdAt": now,
+                "expiresAt": now + timedelta(seconds=lifetime),
+                "revoked": False,
+            },
+        )
+        return _Outcome.VALID, owner
+
+    outcome, user_id = check(db.transaction())
+    if outcome is not _Outcome.VALID:
+        raise InvalidInput(_OUTCOME_MESSAGES[outcome], loc=("body", "code"))
+    return TokenResponse(token=token, user_id=user_id, expires_in=lifetime)
+
+
+def logout(token: str) -> LogoutResponse:
+    """Revoke a phone session token (unknown tokens are accepted silently).
+
+    Args:
+        token: The token to revoke.
+
+    Returns:
+        The confirmation.
+    """
+    from google.api_core import exceptions as google_exceptions
+
+    ref = clients.firestore().collection(AUTH_TOKENS).document(hash_token(token))
+    with contextlib.suppress(google_exceptions.NotFound):
+        ref.update({"revoked": True, "revokedAt": datetime.now(UTC)})
+    return LogoutResponse()

@@ -1,0 +1,52 @@
+"""Helpers shared by the integration tests: signing up through the real API."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import requests
+
+_numbers = itertools.count(1000)
+
+
+def random_number() -> str:
+    """A valid US number in the 555 exchange, unique within the test session."""
+    return f"+1201555{next(_numbers):04d}"
+
+
+@dataclass
+class SignedUp:
+    user_id: str
+    phone: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def phone_token(stack, phone: str) -> dict:
+    sent = requests.post(stack.url("/auth/send-code"), json={"phone": phone}, timeout=10)
+    assert sent.status_code == 200, sent.text
+    verified = requests.post(
+        stack.url("/auth/verify-code"),
+        json={"phone": phone, "code": stack.twilio.last_code(phone)},
+        timeout=10,
+    )
+    assert verified.status_code == 200, verified.text
+    return verified.json()
+
+
+def sign_up(stack, **profile) -> SignedUp:
+    """Sign in by phone and create the user, as the app does."""
+    phone = random_number()
+    token = phone_token(stack, phone)["token"]
+    created = requests.post(
+        stack.url("/users"),
+        json={"name": {"first": "Test"}, **profile},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
+    return SignedUp(user_id=created.json()["userId"], phone=phone, token=token)
