@@ -14,10 +14,12 @@ import os
 import sys
 
 from devstack.functions_index import ROOT
+from shared.platform.logging import configure_logging
 
 DEV_PROJECT = "demo-series"
 GATEWAY_PORT = 8000
 DEMO_EMAIL = "demo@example.com"
+DEV_TEST_NUMBERS = '{"+12015550100": "123456"}'
 
 
 def _dev() -> None:
@@ -31,6 +33,10 @@ def _dev() -> None:
     with running_stack(DEV_PROJECT, fixed_ports=True, queues=get_settings().task_queues) as stack:
         os.environ.update(stack.env(gateway_url))
         os.environ.setdefault("APP_ENV", "local")
+        os.environ.setdefault("TEST_PHONE_NUMBERS", DEV_TEST_NUMBERS)
+        from shared.platform import clients
+
+        clients.reset()  # the settings were read before the stack's variables were set
         from devstack.gateway import create_app
         from devstack.seed import seed_demo_user
 
@@ -72,7 +78,7 @@ def main() -> None:
     token.add_argument("--admin", action="store_true")
     commands.add_parser("openapi", help="regenerate shared/openapi.json")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging()
     if args.command == "dev":
         _dev()
     elif args.command == "token":

@@ -112,9 +112,13 @@ def running_stack(project: str, *, fixed_ports: bool, queues: Iterable[str]) -> 
 
 
 def _exit_on_sigterm() -> None:
-    """Turn SIGTERM into SystemExit so `finally` blocks (and pytest finalizers) stop the stack."""
+    """Make SIGTERM and SIGINT unwind, so `finally` blocks (and pytest finalizers) stop the stack.
+
+    SIGINT is restored too: a shell starting us in the background ignores it.
+    """
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _spawn(stack: Stack, name: str, command: list[str], env: dict[str, str] | None = None) -> None:

@@ -34,6 +34,7 @@ from shared.platform import clients
 from shared.platform.auth import USERS, Principal
 from shared.platform.config import get_settings
 from shared.platform.errors import Conflict, Forbidden, InvalidInput, NotFound
+from shared.platform.transactions import run_in_transaction
 
 MATCHES = "matches"
 NOTIFICATIONS = "notifications"
@@ -135,7 +136,6 @@ def close_loop(principal: Principal, query: CloseLoopQuery, body: CloseLoopBody)
     target_ref = db.collection(USERS).document(target_id)
     notification_ref = db.collection(NOTIFICATIONS).document(f"{mid}-referrer")
 
-    @firestore.transactional
     def close(transaction: firestore.Transaction) -> dict[str, Any]:
         match = match_ref.get(transaction=transaction).to_dict()
         source = source_ref.get(transaction=transaction).to_dict()
@@ -186,5 +186,5 @@ def close_loop(principal: Principal, query: CloseLoopQuery, body: CloseLoopBody)
             )
         return closed
 
-    stored = close(db.transaction())
+    stored = run_in_transaction(close)
     return CloseLoopResult.model_validate(stored, from_attributes=False)

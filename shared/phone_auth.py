@@ -29,6 +29,7 @@ from shared.platform import clients, ratelimit
 from shared.platform.auth import AUTH_TOKENS, USER_PHONES, hash_token
 from shared.platform.config import get_settings
 from shared.platform.errors import InvalidInput, RateLimited, Unavailable
+from shared.platform.transactions import run_in_transaction
 
 PHONE_CODES = "phone_codes"
 _HOUR = timedelta(hours=1)
@@ -144,7 +145,6 @@ def send_code(raw_phone: str, client_host: str | None) -> SendCodeResponse:
     db = clients.firestore()
     ref = db.collection(PHONE_CODES).document(phone)
 
-    @firestore.transactional
     def reserve(transaction: firestore.Transaction) -> RateLimited | None:
         now = datetime.now(UTC)
         record = ref.get(transaction=transaction).to_dict() or {}
@@ -174,7 +174,7 @@ def send_code(raw_phone: str, client_host: str | None) -> SendCodeResponse:
         )
         return None
 
-    refused = reserve(db.transaction())
+    refused = run_in_transaction(reserve)
     if refused is not None:
         raise refused
     if fixed_code is None:
@@ -226,7 +226,6 @@ def verify_code(raw_phone: str, code: str) -> TokenResponse:
     token_ref = db.collection(AUTH_TOKENS).document(hash_token(token))
     lifetime = settings.session_token_ttl_seconds
 
-    @firestore.transactional
     def check(transaction: firestore.Transaction) -> tuple[_Outcome, str | None]:
         now = datetime.now(UTC)
         record: dict[str, Any] = code_ref.get(transaction=transaction).to_dict() or {}
@@ -258,7 +257,7 @@ def verify_code(raw_phone: str, code: str) -> TokenResponse:
         )
         return _Outcome.VALID, owner
 
-    outcome, user_id = check(db.transaction())
+    outcome, user_id = run_in_transaction(check)
     if outcome is not _Outcome.VALID:
         raise InvalidInput(_OUTCOME_MESSAGES[outcome], loc=("body", "code"))
     return TokenResponse(token=token, user_id=user_id, expires_in=lifetime)

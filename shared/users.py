@@ -23,6 +23,7 @@ from shared.phone_auth import normalize_phone
 from shared.platform import clients
 from shared.platform.auth import AUTH_TOKENS, USER_PHONES, USERS, Principal, require_self_or_admin
 from shared.platform.errors import Conflict, Forbidden, InvalidInput, NotFound
+from shared.platform.transactions import run_in_transaction
 
 USER_EMAILS = "user_emails"
 DEFAULT_ELO = 1600
@@ -300,7 +301,6 @@ def create_user(principal: Principal, body: CreateUserRequest) -> User:
         else None
     )
 
-    @firestore.transactional
     def create(transaction: firestore.Transaction) -> str | None:
         claims = _claims(db, transaction, user_id, phone, email)
         if user_ref.get(transaction=transaction).exists:
@@ -315,7 +315,7 @@ def create_user(principal: Principal, body: CreateUserRequest) -> User:
             transaction.update(token_ref, {"userId": user_id})
         return None
 
-    conflict = create(db.transaction())
+    conflict = run_in_transaction(create)
     if conflict:
         raise Conflict(conflict)
     return to_user(record)
@@ -453,7 +453,6 @@ def update_user(principal: Principal, user_id: str, body: UpdateUserRequest) -> 
     db = clients.firestore()
     user_ref = db.collection(USERS).document(user_id)
 
-    @firestore.transactional
     def apply(transaction: firestore.Transaction) -> dict[str, Any]:
         current = user_ref.get(transaction=transaction).to_dict()
         if current is None:
@@ -478,7 +477,7 @@ def update_user(principal: Principal, user_id: str, body: UpdateUserRequest) -> 
                 transaction.delete(db.collection(collection).document(current[field]))
         return current
 
-    apply(db.transaction())
+    run_in_transaction(apply)
     return to_user(load_user(user_id))
 
 

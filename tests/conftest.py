@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -101,6 +102,15 @@ def live_stack() -> Iterator[LiveStack]:
             clients.reset()
 
 
+def reset_firestore(url: str) -> None:
+    """Empty the Firestore emulator; it answers 409 while a transaction still holds locks."""
+    deadline = time.monotonic() + 60
+    while (response := requests.delete(url, timeout=10)).status_code == 409:
+        assert time.monotonic() < deadline, "Firestore emulator stayed locked"
+        time.sleep(0.5)
+    response.raise_for_status()
+
+
 @pytest.fixture
 def stack(live_stack: LiveStack) -> LiveStack:
     """The stack with Firestore and Auth emptied before the test."""
@@ -108,10 +118,9 @@ def stack(live_stack: LiveStack) -> LiveStack:
     project = env["GOOGLE_CLOUD_PROJECT"]
     firestore = env["FIRESTORE_EMULATOR_HOST"]
     auth = env["FIREBASE_AUTH_EMULATOR_HOST"]
-    requests.delete(
-        f"http://{firestore}/emulator/v1/projects/{project}/databases/(default)/documents",
-        timeout=10,
-    ).raise_for_status()
+    reset_firestore(
+        f"http://{firestore}/emulator/v1/projects/{project}/databases/(default)/documents"
+    )
     requests.delete(
         f"http://{auth}/emulator/v1/projects/{project}/accounts", timeout=10
     ).raise_for_status()

@@ -136,8 +136,10 @@ def _phone_principal(token: str) -> Principal:
     token_hash = hash_token(token)
     snapshot = clients.firestore().collection(AUTH_TOKENS).document(token_hash).get()
     record = snapshot.to_dict()
-    if record is None or record.get("revoked"):
+    if record is None:
         raise Unauthorized("Invalid token")
+    if record.get("revoked"):
+        raise Unauthorized("Token revoked")
     expires_at = record.get("expiresAt")
     if not isinstance(expires_at, datetime) or expires_at <= datetime.now(UTC):
         raise Unauthorized("Token expired")

@@ -5,10 +5,14 @@ from __future__ import annotations
 import hashlib
 import math
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.platform import clients
 from shared.platform.errors import RateLimited
+from shared.platform.transactions import run_in_transaction
+
+if TYPE_CHECKING:
+    from google.cloud.firestore import Transaction
 
 RATE_LIMITS = "rate_limits"
 
@@ -49,13 +53,13 @@ def consume(key: str, limit: int, window: timedelta, message: str) -> None:
     Raises:
         RateLimited: The window already holds `limit` hits.
     """
-    from google.cloud import firestore
+    ref = (
+        clients.firestore()
+        .collection(RATE_LIMITS)
+        .document(hashlib.sha256(key.encode()).hexdigest())
+    )
 
-    db = clients.firestore()
-    ref = db.collection(RATE_LIMITS).document(hashlib.sha256(key.encode()).hexdigest())
-
-    @firestore.transactional
-    def hit(transaction: firestore.Transaction) -> int | None:
+    def hit(transaction: Transaction) -> int | None:
         now = datetime.now(UTC)
         start, count = window_state(ref.get(transaction=transaction).to_dict(), now, window)
         if count >= limit:
@@ -65,6 +69,6 @@ def consume(key: str, limit: int, window: timedelta, message: str) -> None:
         )
         return None
 
-    wait = hit(db.transaction())
+    wait = run_in_transaction(hit)
     if wait is not None:
         raise RateLimited(message, retry_after=wait)

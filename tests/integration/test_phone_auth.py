@@ -57,6 +57,7 @@ def test_full_sign_up_flow(stack):
     assert post(stack, "/auth/logout", {"token": token}).status_code == 200
     refused = requests.get(stack.url("/auth/validate"), headers=bearer(token), timeout=10)
     assert refused.status_code == 401
+    assert refused.json() == {"detail": "Token revoked"}
     again = requests.get(stack.url(f"/users/{user['userId']}"), headers=bearer(token), timeout=10)
     assert again.status_code == 401
 
