@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.fakes.llm import API_KEY as LLM_API_KEY
+from tests.fakes.llm import FakeLlm
 from tests.fakes.server import serving
 from tests.fakes.twilio import FakeTwilio
 
@@ -45,6 +47,7 @@ class LiveStack:
     gateway_url: str
     env: dict[str, str]
     twilio: FakeTwilio
+    llm: FakeLlm
 
     def url(self, path: str) -> str:
         return self.gateway_url + path
@@ -62,9 +65,11 @@ def live_stack() -> Iterator[LiveStack]:
     gateway_url = f"http://127.0.0.1:{gateway_port}"
     saved = dict(os.environ)
     twilio = FakeTwilio()
+    llm = FakeLlm()
     with (
         running_stack(TEST_PROJECT, fixed_ports=False, queues=queues) as stack,
         serving(twilio.app()) as twilio_url,
+        serving(llm.app()) as llm_url,
     ):
         env = {
             **stack.env(gateway_url),
@@ -77,6 +82,16 @@ def live_stack() -> Iterator[LiveStack]:
             "TWILIO_AUTH_TOKEN": twilio.auth_token,
             "TWILIO_FROM_NUMBER": twilio.from_number,
             "TEST_PHONE_NUMBERS": json.dumps({TEST_NUMBER: TEST_NUMBER_CODE}),
+            "GEMINI_API_KEY": LLM_API_KEY,
+            "GEMINI_BASE_URL": llm_url,
+            "VERTEXAI_ENABLED": "true",
+            "VERTEXAI_BASE_URL": llm_url,
+            "OPENAI_API_KEY": LLM_API_KEY,
+            "OPENAI_BASE_URL": f"{llm_url}/v1",
+            "ANTHROPIC_API_KEY": LLM_API_KEY,
+            "ANTHROPIC_BASE_URL": llm_url,
+            "OLLAMA_BASE_URL": f"{llm_url}/v1",
+            "PLAN_CAPS": json.dumps({"free": 1.0, "pro": 50.0}),
         }
         os.environ.update(env)
         from shared.platform import clients
@@ -94,7 +109,7 @@ def live_stack() -> Iterator[LiveStack]:
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
-            yield LiveStack(gateway_url=gateway_url, env=env, twilio=twilio)
+            yield LiveStack(gateway_url=gateway_url, env=env, twilio=twilio, llm=llm)
         finally:
             server.shutdown()
             os.environ.clear()
@@ -125,6 +140,7 @@ def stack(live_stack: LiveStack) -> LiveStack:
         f"http://{auth}/emulator/v1/projects/{project}/accounts", timeout=10
     ).raise_for_status()
     live_stack.twilio.failing = False
+    live_stack.llm.reset()
     return live_stack
 
 

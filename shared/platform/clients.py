@@ -15,8 +15,11 @@ from typing import TYPE_CHECKING
 from shared.platform.config import get_settings
 
 if TYPE_CHECKING:
+    import anthropic as anthropic_module
     import firebase_admin
+    import openai as openai_module
     import requests
+    from google import genai as genai_module
     from google.cloud import firestore as firestore_module
     from google.cloud import tasks_v2
     from google.cloud.storage import Client as StorageClient
@@ -96,6 +99,71 @@ def sms() -> SmsSender:
     return ConsoleSender(settings)
 
 
+@cache
+def genai(vertex: bool) -> genai_module.Client:
+    """Return the google-genai client: Gemini API (API key) or Gemini on Vertex AI (ADC)."""
+    from google import genai as genai_module
+    from google.genai import types
+
+    settings = get_settings()
+    timeout_ms = int(settings.llm_timeout_seconds * 1000)
+    if vertex:
+        options = types.HttpOptions(base_url=settings.vertexai_base_url, timeout=timeout_ms)
+        credentials = None
+        if settings.vertexai_base_url:
+            from google.oauth2.credentials import Credentials
+
+            # A local Vertex AI endpoint takes any bearer token; never used in production.
+            credentials = Credentials(token="local-vertex")  # type: ignore[no-untyped-call]  # noqa: S106
+        return genai_module.Client(
+            vertexai=True,
+            project=settings.project_id,
+            location=settings.vertexai_location,
+            credentials=credentials,
+            http_options=options,
+        )
+    key = settings.gemini_api_key.get_secret_value() if settings.gemini_api_key else None
+    options = types.HttpOptions(base_url=settings.gemini_base_url, timeout=timeout_ms)
+    return genai_module.Client(api_key=key, http_options=options)
+
+
+@cache
+def openai(ollama: bool) -> openai_module.OpenAI:
+    """Return an OpenAI client: OpenAI itself, or Ollama's OpenAI-compatible endpoint."""
+    import openai as openai_module
+
+    settings = get_settings()
+    if ollama:
+        return openai_module.OpenAI(
+            api_key="ollama",
+            base_url=settings.ollama_base_url,
+            timeout=settings.llm_timeout_seconds,
+            max_retries=0,
+        )
+    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+    return openai_module.OpenAI(
+        api_key=key,
+        base_url=settings.openai_base_url,
+        timeout=settings.llm_timeout_seconds,
+        max_retries=0,
+    )
+
+
+@cache
+def anthropic() -> anthropic_module.Anthropic:
+    """Return the Anthropic client."""
+    import anthropic as anthropic_module
+
+    settings = get_settings()
+    key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
+    return anthropic_module.Anthropic(
+        api_key=key,
+        base_url=settings.anthropic_base_url,
+        timeout=settings.llm_timeout_seconds,
+        max_retries=0,
+    )
+
+
 def reset() -> None:
     """Forget the settings and every cached client (for tests that change the environment)."""
     if firebase_app.cache_info().currsize:
@@ -104,4 +172,6 @@ def reset() -> None:
         firebase_admin.delete_app(firebase_app())
     for factory in (firestore, storage, tasks, firebase_app, http_session, sms):
         factory.cache_clear()
+    for llm_factory in (genai, openai, anthropic):
+        llm_factory.cache_clear()
     get_settings.cache_clear()

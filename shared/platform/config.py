@@ -104,10 +104,28 @@ class Settings(BaseSettings):
     max_json_body_bytes: int = Field(default=1_048_576, alias="MAX_JSON_BODY_BYTES", gt=0)
 
     gemini_api_key: SecretStr | None = Field(default=None, alias="GEMINI_API_KEY")
-    openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
-    anthropic_api_key: SecretStr | None = Field(default=None, alias="ANTHROPIC_API_KEY")
+    gemini_base_url: str | None = Field(default=None, alias="GEMINI_BASE_URL")
     vertexai_enabled: bool = Field(default=False, alias="VERTEXAI_ENABLED")
+    vertexai_location: str = Field(default="us-central1", alias="VERTEXAI_LOCATION")
+    vertexai_base_url: str | None = Field(
+        default=None,
+        alias="VERTEXAI_BASE_URL",
+        description="A Vertex AI endpoint reached without credentials (tests only).",
+    )
+    openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
+    anthropic_api_key: SecretStr | None = Field(default=None, alias="ANTHROPIC_API_KEY")
+    anthropic_base_url: str | None = Field(default=None, alias="ANTHROPIC_BASE_URL")
     ollama_base_url: str | None = Field(default=None, alias="OLLAMA_BASE_URL")
+    llm_timeout_seconds: float = Field(default=120, alias="LLM_TIMEOUT_SECONDS", gt=0)
+
+    plan_caps: dict[str, float] = Field(
+        default_factory=lambda: {"free": 5.0, "pro": 50.0},
+        alias="PLAN_CAPS",
+        description="Plan name to the largest monthly allowance in USD (JSON).",
+    )
+    default_plan: str = Field(default="free", alias="DEFAULT_PLAN")
+    allowance_period_days: int = Field(default=30, alias="ALLOWANCE_PERIOD_DAYS", gt=0)
 
     @property
     def is_production(self) -> bool:

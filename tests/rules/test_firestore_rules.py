@@ -37,7 +37,7 @@ def rules_base(stack) -> str:
     return f"http://{host}/v1/projects/{project}/databases/(default)/documents"
 
 
-@pytest.mark.parametrize("collection", ["users", "auth_tokens", "tickets", "matches"])
+@pytest.mark.parametrize("collection", ["users", "auth_tokens", "sessions", "matches"])
 def test_clients_cannot_read_documents_even_their_own(rules_base, unique, collection):
     clients.firestore().collection(collection).document(unique).set({"ownerId": unique})
 
@@ -71,3 +71,60 @@ def test_admin_sdk_is_not_bound_by_rules(rules_base, unique):
     )
 
     assert response.status_code == 200
+
+
+def test_owner_may_read_own_ticket_but_not_write_it(rules_base, unique):
+    clients.firestore().collection("tickets").document(unique).set(
+        {"ownerId": "alice", "status": "pending"}
+    )
+    headers = {"Authorization": f"Bearer {client_token('alice')}"}
+
+    read = requests.get(f"{rules_base}/tickets/{unique}", headers=headers, timeout=10)
+    write = requests.patch(
+        f"{rules_base}/tickets/{unique}",
+        json={"fields": {"status": {"stringValue": "completed"}}},
+        headers=headers,
+        timeout=10,
+    )
+
+    assert read.status_code == 200
+    assert read.json()["fields"]["status"]["stringValue"] == "pending"
+    assert write.status_code == 403
+
+
+def test_others_cannot_read_a_ticket(rules_base, unique):
+    clients.firestore().collection("tickets").document(unique).set({"ownerId": "alice"})
+
+    response = requests.get(
+        f"{rules_base}/tickets/{unique}",
+        headers={"Authorization": f"Bearer {client_token('mallory')}"},
+        timeout=10,
+    )
+    anonymous = requests.get(f"{rules_base}/tickets/{unique}", timeout=10)
+
+    assert response.status_code == 403
+    assert anonymous.status_code == 403
+
+
+def test_owner_query_is_allowed_only_when_filtered_to_own_tickets(rules_base, unique):
+    clients.firestore().collection("tickets").document(unique).set({"ownerId": "alice"})
+    headers = {"Authorization": f"Bearer {client_token('alice')}"}
+    own = {
+        "structuredQuery": {
+            "from": [{"collectionId": "tickets"}],
+            "where": {
+                "fieldFilter": {
+                    "field": {"fieldPath": "ownerId"},
+                    "op": "EQUAL",
+                    "value": {"stringValue": "alice"},
+                }
+            },
+        }
+    }
+    everything = {"structuredQuery": {"from": [{"collectionId": "tickets"}]}}
+
+    allowed = requests.post(f"{rules_base}:runQuery", json=own, headers=headers, timeout=10)
+    refused = requests.post(f"{rules_base}:runQuery", json=everything, headers=headers, timeout=10)
+
+    assert allowed.status_code == 200
+    assert refused.status_code == 403

@@ -70,7 +70,9 @@ def test_worker_url_follows_the_queue_configuration(environment):
         tasks.worker_url("image-analysis")
 
 
-def test_settings_repr_hides_secrets(environment):
+def test_settings_repr_hides_secrets(environment, monkeypatch):
+    for name in ("GEMINI_API_KEY", "VERTEXAI_ENABLED", "ANTHROPIC_API_KEY", "OLLAMA_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
     environment(TASK_SIGNING_SECRET="very-secret-value", OPENAI_API_KEY="sk-hidden")
 
     text = repr(get_settings())

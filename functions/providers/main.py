@@ -1,0 +1,56 @@
+"""The `providers` function: the catalog of configured LLM providers and models."""
+
+from __future__ import annotations
+
+from shared import catalog
+from shared.platform.http import RequestContext, Router, http_function
+
+router = Router("providers")
+_MISSING = {404: "Not Found"}
+
+
+@router.get(
+    "/providers", auth="user", summary="List Providers", response=dict[str, catalog.ProviderConfig]
+)
+def list_providers(ctx: RequestContext) -> dict[str, catalog.ProviderConfig]:
+    """Map of provider configurations keyed by provider slug."""
+    return catalog.providers()
+
+
+@router.get(
+    "/providers/{provider}",
+    auth="user",
+    summary="Get Provider",
+    response=catalog.ProviderConfig,
+    responses=_MISSING,
+)
+def get_provider(ctx: RequestContext, provider: str) -> catalog.ProviderConfig:
+    """One provider's configuration."""
+    return catalog.provider(provider)
+
+
+@router.get(
+    "/providers/{provider}/models",
+    auth="user",
+    summary="List Models",
+    response=list[str],
+    responses=_MISSING,
+)
+def list_models(ctx: RequestContext, provider: str) -> list[str]:
+    """The provider's model slugs."""
+    return list(catalog.provider(provider).models)
+
+
+@router.get(
+    "/providers/{provider}/models/{model}",
+    auth="user",
+    summary="Get Model",
+    response=catalog.ModelConfig,
+    responses=_MISSING,
+)
+def get_model(ctx: RequestContext, provider: str, model: str) -> catalog.ModelConfig:
+    """One model's configuration."""
+    return catalog.model(provider, model)
+
+
+providers = http_function(router)

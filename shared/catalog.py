@@ -1,0 +1,174 @@
+"""The LLM provider catalog (data in `catalog.json`) and parameter validation.
+
+Per model: its parameters (type, default, min, max, choices), pairs of
+parameters that may not be set together, built-in tools with the provider's
+tool configuration, the context window, and prices per million input and
+output tokens. A provider is listed only when it is configured.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from shared.platform.config import get_settings
+from shared.platform.errors import InvalidInput, NotFound
+
+CATALOG_PATH = Path(__file__).with_name("catalog.json")
+
+
+class Parameter(BaseModel):
+    """One tunable parameter of a model."""
+
+    type: Literal["int", "float", "string", "bool"]
+    default: Any = None
+    min: float | None = None
+    max: float | None = None
+    choices: list[str] | None = None
+    description: str = ""
+
+
+class Price(BaseModel):
+    """USD per million tokens."""
+
+    inputPerMillion: float  # noqa: N815 - API field name
+    outputPerMillion: float  # noqa: N815 - API field name
+
+
+class BuiltInTool(BaseModel):
+    """A tool the provider runs itself, and how to ask for it."""
+
+    description: str
+    tool: dict[str, Any]
+
+
+class ModelConfig(BaseModel):
+    """One model of a provider."""
+
+    displayName: str  # noqa: N815 - API field name
+    contextWindow: int  # noqa: N815 - API field name
+    price: Price
+    parameters: dict[str, Parameter]
+    mutuallyExclusive: list[list[str]] = Field(default_factory=list)  # noqa: N815
+    builtInTools: dict[str, BuiltInTool] = Field(default_factory=dict)  # noqa: N815
+
+
+class ProviderConfig(BaseModel):
+    """One provider and its models."""
+
+    displayName: str  # noqa: N815 - API field name
+    models: dict[str, ModelConfig]
+
+
+@cache
+def _catalog() -> dict[str, ProviderConfig]:
+    data = json.loads(CATALOG_PATH.read_text())
+    return {name: ProviderConfig.model_validate(entry) for name, entry in data.items()}
+
+
+def providers() -> dict[str, ProviderConfig]:
+    """The configured providers, keyed by slug."""
+    configured = set(get_settings().configured_llm_providers())
+    return {name: config for name, config in _catalog().items() if name in configured}
+
+
+def provider(name: str) -> ProviderConfig:
+    """One configured provider.
+
+    Raises:
+        NotFound: Unknown or not configured.
+    """
+    found = providers().get(name)
+    if found is None:
+        raise NotFound(f"Provider '{name}' not found")
+    return found
+
+
+def model(provider_name: str, model_name: str) -> ModelConfig:
+    """One model of a configured provider.
+
+    Raises:
+        NotFound: Unknown provider or model.
+    """
+    found = provider(provider_name).models.get(model_name)
+    if found is None:
+        raise NotFound(f"Model '{model_name}' not found for provider '{provider_name}'")
+    return found
+
+
+def validate_parameters(config: ModelConfig, parameters: dict[str, Any]) -> dict[str, Any]:
+    """Check caller-set parameters against a model's catalog entry.
+
+    Args:
+        config: The model.
+        parameters: What the caller set.
+
+    Returns:
+        The parameters with `max_tokens` filled from the default when unset.
+
+    Raises:
+        InvalidInput: Unknown parameter, wrong type, out of range, not a
+            choice, or two mutually exclusive parameters set together.
+    """
+    for name, value in parameters.items():
+        spec = config.parameters.get(name)
+        loc = ("body", "parameters", name)
+        if spec is None:
+            raise InvalidInput(f"Unknown parameter '{name}'", loc=loc)
+        _check_value(spec, value, name, loc)
+    for pair in config.mutuallyExclusive:
+        if all(name in parameters for name in pair):
+            raise InvalidInput(
+                f"Parameters {' and '.join(pair)} cannot be set together",
+                loc=("body", "parameters"),
+            )
+    checked = dict(parameters)
+    if "max_tokens" in config.parameters:
+        checked.setdefault("max_tokens", config.parameters["max_tokens"].default)
+    return checked
+
+
+def _check_value(spec: Parameter, value: Any, name: str, loc: tuple[str | int, ...]) -> None:
+    kinds: dict[str, tuple[type, ...]] = {
+        "int": (int,),
+        "float": (int, float),
+        "string": (str,),
+        "bool": (bool,),
+    }
+    if (isinstance(value, bool) and spec.type != "bool") or not isinstance(value, kinds[spec.type]):
+        raise InvalidInput(f"Parameter '{name}' must be of type {spec.type}", loc=loc)
+    number = float(value) if isinstance(value, int | float) and spec.type != "bool" else None
+    if number is not None and (
+        (spec.min is not None and number < spec.min) or (spec.max is not None and number > spec.max)
+    ):
+        raise InvalidInput(f"Parameter '{name}' must be between {spec.min} and {spec.max}", loc=loc)
+    if spec.choices is not None and value not in spec.choices:
+        raise InvalidInput(f"Parameter '{name}' must be one of {spec.choices}", loc=loc)
+
+
+def validate_tools(config: ModelConfig, tools: list[str]) -> None:
+    """Check that every requested built-in tool exists for the model.
+
+    Raises:
+        InvalidInput: An unknown tool.
+    """
+    for index, tool in enumerate(tools):
+        if tool not in config.builtInTools:
+            raise InvalidInput(
+                f"Unknown built-in tool '{tool}'", loc=("body", "builtInTools", index)
+            )
+
+
+def cost(config: ModelConfig, input_tokens: int, output_tokens: int) -> float:
+    """Price a call from its token usage.
+
+    Returns:
+        USD.
+    """
+    return (
+        input_tokens * config.price.inputPerMillion + output_tokens * config.price.outputPerMillion
+    ) / 1_000_000

@@ -1,0 +1,276 @@
+"""Chat tickets and session configuration.
+
+`POST /chat` writes `tickets/{ticketId}` (status `pending`, owner) and only
+then enqueues it on `chat-tickets`, so polling never races the worker. The
+worker moves the ticket to `processing` under a lease, reserves the
+estimated cost, calls the model through the LLM gateway, and in one atomic
+write settles the charge, appends the ledger entry (id = ticket id) and
+marks the ticket `completed` with `{content, thoughts, model, usage, cost}`.
+A failed call releases the reservation and marks the ticket `failed` with
+the error, charging nothing. A completed or failed ticket is never run
+again; a ticket whose worker died is taken over once its lease has expired.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared import llm, usage
+from shared.platform import clients, tasks
+from shared.platform.auth import Principal, can_access_owned
+from shared.platform.errors import (
+    DomainError,
+    Forbidden,
+    NotFound,
+    PaymentRequired,
+    Unavailable,
+)
+from shared.platform.transactions import Plan, write_if_unchanged
+
+logger = logging.getLogger(__name__)
+
+TICKETS = "tickets"
+SESSIONS = "sessions"
+QUEUE = "chat-tickets"
+LEASE = timedelta(minutes=5)
+TicketStatus = Literal["pending", "processing", "completed", "failed"]
+
+
+class ChatRequest(llm.LlmRequest):
+    """A chat: the conversation, provider, model, parameters and built-in tools."""
+
+    sessionId: str | None = Field(default=None, max_length=128)  # noqa: N815
+
+
+class TicketCreated(BaseModel):
+    """The answer to `POST /chat`."""
+
+    ticket_id: str
+    status: TicketStatus
+
+
+class TicketPayload(BaseModel):
+    """The `chat-tickets` task body."""
+
+    ticketId: str = Field(min_length=1, max_length=64)  # noqa: N815
+
+
+class ChatResponse(BaseModel):
+    """A ticket as its owner sees it."""
+
+    ticket_id: str
+    status: TicketStatus
+    result: llm.LlmResult | None = None
+    error: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProviderConfigBody(BaseModel):
+    """The provider configuration of a session."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str = Field(min_length=1, max_length=64)
+    model: str = Field(min_length=1, max_length=128)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class SessionSaved(BaseModel):
+    """The answer to saving a session's configuration."""
+
+    message: str
+    session_id: str
+
+
+class SessionDeleted(BaseModel):
+    """The answer to deleting a session."""
+
+    message: Literal["Session deleted"] = "Session deleted"
+
+
+def create_ticket(principal: Principal, request: ChatRequest) -> TicketCreated:
+    """Validate a chat, write its ticket, then enqueue it.
+
+    Raises:
+        InvalidInput: The request does not fit the catalog.
+        PaymentRequired: Nothing is left of the caller's allowance.
+        Unavailable: The queue could not take the ticket (the ticket is marked failed).
+    """
+    if not principal.user_id:
+        raise Forbidden("Create your user first")
+    llm.prepare(request)
+    if usage.get_account(principal).usageInfo.spendRemaining <= 0:
+        raise PaymentRequired("Allowance exhausted")
+    ticket_id = str(uuid.uuid4())
+    now = datetime.now(UTC)
+    ref = clients.firestore().collection(TICKETS).document(ticket_id)
+    ref.create(
+        {
+            "ticketId": ticket_id,
+            "ownerId": principal.user_id,
+            "status": "pending",
+            "request": request.model_dump(mode="json"),
+            "result": None,
+            "error": None,
+            "createdAt": now,
+            "updatedAt": now,
+        }
+    )
+    try:
+        tasks.enqueue(QUEUE, TicketPayload(ticketId=ticket_id), dedup_name=f"chat-{ticket_id}")
+    except Unavailable:
+        ref.update({"status": "failed", "error": "Queue unavailable", "updatedAt": now})
+        raise
+    return TicketCreated(ticket_id=ticket_id, status="pending")
+
+
+def get_ticket(principal: Principal, ticket_id: str) -> ChatResponse:
+    """Return a ticket to its owner (or an admin).
+
+    Raises:
+        NotFound: No such ticket, or someone else's.
+    """
+    record = clients.firestore().collection(TICKETS).document(ticket_id).get().to_dict()
+    if record is None or not can_access_owned(principal, record.get("ownerId")):
+        raise NotFound("Ticket not found")
+    return ChatResponse(
+        ticket_id=ticket_id,
+        status=record["status"],
+        result=record.get("result"),
+        error=record.get("error"),
+        created_at=record["createdAt"],
+        updated_at=record["updatedAt"],
+    )
+
+
+def run_ticket(ticket_id: str) -> None:
+    """Run a ticket once (the `chat_worker` task handler).
+
+    Raises:
+        NotFound: No such ticket (the task is dropped).
+        Unavailable: Another worker holds the ticket's lease (the task is retried).
+    """
+    ref = clients.firestore().collection(TICKETS).document(ticket_id)
+
+    def claim(record: dict[str, Any] | None) -> Plan[dict[str, Any] | None]:
+        now = datetime.now(UTC)
+        if record is None:
+            raise NotFound("Ticket not found")
+        if record["status"] in ("completed", "failed"):
+            return Plan(None)
+        if record["status"] == "processing" and record.get("leaseUntil", now) > now:
+            raise Unavailable("Ticket is being processed")
+        changes = {"status": "processing", "leaseUntil": now + LEASE, "updatedAt": now}
+        return Plan({**record, **changes}, update=changes)
+
+    ticket = write_if_unchanged(ref, claim)
+    if ticket is None:
+        return
+    owner = ticket["ownerId"]
+    if ticket.get("reserved"):
+        # A previous worker died holding a reservation: release it before starting over.
+        usage.settle(owner, ticket["reserved"], 0.0, also_set=[(ref, {"reserved": 0.0})])
+    request = llm.LlmRequest.model_validate(
+        {k: v for k, v in ticket["request"].items() if k in llm.LlmRequest.model_fields}
+    )
+    try:
+        estimate = llm.estimate_cost(request)
+        usage.reserve(owner, estimate, also_set=[(ref, {"reserved": estimate})])
+    except DomainError as exc:
+        _finish(ref, {"status": "failed", "error": exc.detail})
+        return
+    try:
+        result = llm.complete(request)
+    except DomainError as exc:
+        logger.warning("chat ticket failed", extra={"ticket": ticket_id, "error": exc.detail})
+        usage.settle(owner, estimate, 0.0, also_set=[(ref, _finished("failed", exc.detail))])
+        return
+    entry = {
+        "cost": result.cost,
+        "model": result.model,
+        "provider": request.provider,
+        "usage": result.usage.model_dump(),
+        "ticketId": ticket_id,
+        "source": "chat",
+        "createdAt": datetime.now(UTC),
+    }
+    outcome = {**_finished("completed", None), "result": result.model_dump(mode="json")}
+    usage.settle(owner, estimate, result.cost, ledger=(ticket_id, entry), also_set=[(ref, outcome)])
+
+
+def _finished(status: TicketStatus, error: str | None) -> dict[str, Any]:
+    return {"status": status, "error": error, "reserved": 0.0, "updatedAt": datetime.now(UTC)}
+
+
+def _finish(ref: Any, changes: dict[str, Any]) -> None:
+    ref.set({**changes, "updatedAt": datetime.now(UTC)}, merge=True)
+
+
+def save_session(principal: Principal, session_id: str, body: ProviderConfigBody) -> SessionSaved:
+    """Create or update a session's provider configuration (owner only).
+
+    Raises:
+        InvalidInput: The configuration does not fit the catalog.
+        Forbidden: The session belongs to someone else.
+    """
+    llm.prepare(
+        llm.LlmRequest(
+            provider=body.provider,
+            model=body.model,
+            parameters=body.parameters,
+            messages=[llm.Message(role="user", content="-")],
+        )
+    )
+    ref = clients.firestore().collection(SESSIONS).document(session_id)
+
+    def decide(record: dict[str, Any] | None) -> Plan[SessionSaved]:
+        if record is not None and not can_access_owned(principal, record.get("ownerId")):
+            raise Forbidden("Session belongs to another user")
+        now = datetime.now(UTC)
+        data = {
+            "sessionId": session_id,
+            "ownerId": (record or {}).get("ownerId", principal.user_id),
+            "provider_config": body.model_dump(),
+            "updatedAt": now,
+            "createdAt": (record or {}).get("createdAt", now),
+        }
+        return Plan(
+            SessionSaved(message="Session config saved", session_id=session_id), update=data
+        )
+
+    return write_if_unchanged(ref, decide)
+
+
+def _owned_session(principal: Principal, session_id: str) -> tuple[Any, dict[str, Any]]:
+    ref = clients.firestore().collection(SESSIONS).document(session_id)
+    record = ref.get().to_dict()
+    if record is None or not can_access_owned(principal, record.get("ownerId")):
+        raise NotFound("Session not found")
+    return ref, record
+
+
+def get_session(principal: Principal, session_id: str) -> ProviderConfigBody:
+    """Return a session's provider configuration (owner only).
+
+    Raises:
+        NotFound: No such session, or someone else's.
+    """
+    _, record = _owned_session(principal, session_id)
+    return ProviderConfigBody.model_validate(record["provider_config"])
+
+
+def delete_session(principal: Principal, session_id: str) -> SessionDeleted:
+    """Delete a session (owner only).
+
+    Raises:
+        NotFound: No such session, or someone else's.
+    """
+    ref, _ = _owned_session(principal, session_id)
+    ref.delete()
+    return SessionDeleted()

@@ -1,0 +1,63 @@
+"""Catalog data and parameter validation (no I/O)."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared import catalog
+from shared.matches import elo_delta
+from shared.platform.errors import InvalidInput
+
+
+@pytest.fixture
+def gpt():
+    return catalog.ModelConfig.model_validate(
+        catalog._catalog()["openai"].models["gpt-4.1-mini"].model_dump()
+    )
+
+
+def test_every_model_is_priced_and_bounded():
+    for provider in catalog._catalog().values():
+        for config in provider.models.values():
+            assert config.price.inputPerMillion >= 0
+            assert config.contextWindow > 0
+            assert "max_tokens" in config.parameters
+            for pair in config.mutuallyExclusive:
+                assert set(pair) <= set(config.parameters)
+
+
+def test_valid_parameters_get_max_tokens_default(gpt):
+    assert catalog.validate_parameters(gpt, {"temperature": 0.3}) == {
+        "temperature": 0.3,
+        "max_tokens": 4096,
+    }
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({"temperature": 2.5}, "between"),
+        ({"temperature": True}, "type float"),
+        ({"max_tokens": 1.5}, "type int"),
+        ({"reasoning_effort": "extreme"}, "one of"),
+        ({"temperature": 0.2, "top_p": 0.5}, "cannot be set together"),
+        ({"frequency": 1}, "Unknown parameter"),
+    ],
+)
+def test_invalid_parameters(gpt, parameters, message):
+    with pytest.raises(InvalidInput, match=message):
+        catalog.validate_parameters(gpt, parameters)
+
+
+def test_cost_uses_prices_per_million(gpt):
+    assert catalog.cost(gpt, 1_000_000, 500_000) == pytest.approx(0.40 + 0.80)
+
+
+def test_elo_is_zero_sum_and_favours_the_underdog():
+    even = elo_delta(1600, 1600, 1.0, 32)
+    upset = elo_delta(1400, 1800, 1.0, 32)
+    expected_win = elo_delta(1800, 1400, 1.0, 32)
+
+    assert even == 16
+    assert upset > even > expected_win
+    assert elo_delta(1600, 1600, 0.0, 32) == -16
