@@ -5,7 +5,7 @@ VENV := .venv/.installed
 TASKS_VENV := .venv-tasks/.installed
 NODE := node_modules/.installed
 
-.PHONY: setup dev test token openapi lint check-tools
+.PHONY: setup dev test token openapi lint check-tools bench
 
 setup: check-tools $(VENV) $(TASKS_VENV) $(NODE)
 
@@ -49,3 +49,8 @@ token: $(VENV)
 ## make openapi: regenerate shared/openapi.json after changing routes or models
 openapi: $(VENV)
 	$(PY) -m devstack openapi
+
+## make bench: cold start (providers vs bare functions-framework) and chat ticket overhead
+bench: setup
+	PYTHONPATH=. $(PY) bench/cold_start.py --function providers --path /providers
+	PYTHONPATH=. $(PY) bench/ticket_overhead.py --tickets 200

@@ -111,3 +111,12 @@ def test_openapi_covers_every_route():
     for router in routers():
         for route in router.routes:
             assert route.method.lower() in paths[route.openapi_path]
+
+
+def test_env_example_lists_every_setting():
+    from shared.platform.config import Settings
+
+    listed = (ROOT / ".env.example").read_text()
+    aliases = [field.alias for field in Settings.model_fields.values() if field.alias]
+
+    assert [alias for alias in aliases if alias not in listed] == []
