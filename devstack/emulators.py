@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 LOCATION = "us-central1"
 DEV_PORTS = {"firestore": 8080, "auth": 9099, "storage": 4443, "tasks": 9022}
+PROFILES_BUCKET = "series-v1-profiles"
 STARTUP_TIMEOUT = 120.0
 
 
@@ -62,6 +63,8 @@ class Stack:
             "CLOUD_TASKS_EMULATOR_HOST": f"127.0.0.1:{self.ports['tasks']}",
             "TASKS_LOCATION": LOCATION,
             "TASKS_TARGET_BASE_URL": f"{gateway_url}/_functions",
+            "PROFILES_BUCKET": PROFILES_BUCKET,
+            "SIGNING_CREDENTIALS_FILE": str(self.workdir / "signer.json"),
         }
 
     def stop(self) -> None:
@@ -105,6 +108,8 @@ def running_stack(project: str, *, fixed_ports: bool, queues: Iterable[str]) -> 
         _start_tasks(stack, queues)
         for name in names:
             _wait_ready(stack, name)
+        _write_signing_key(stack)
+        _create_bucket(stack, PROFILES_BUCKET)
         yield stack
     finally:
         stack.stop()
@@ -212,6 +217,8 @@ def _start_storage(stack: Stack) -> None:
             "-host=127.0.0.1",
             f"-port={port}",
             f"-external-url=http://127.0.0.1:{port}",
+            # Signed URLs are path-style on this host (the XML API's storage.googleapis.com).
+            f"-public-host=127.0.0.1:{port}",
             "-log-level=warn",
         ],
     )
@@ -230,6 +237,41 @@ def _start_tasks(stack: Stack, names: Iterable[str]) -> None:
             *queues,
         ],
     )
+
+
+def _write_signing_key(stack: Stack) -> None:
+    """Write a service-account key (a fresh RSA key) that signs URLs for fake-gcs-server."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    account = {
+        "type": "service_account",
+        "project_id": stack.project,
+        "private_key_id": "local",
+        "private_key": pem,
+        "client_email": f"url-signer@{stack.project}.iam.gserviceaccount.com",
+        "client_id": "0",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }
+    (stack.workdir / "signer.json").write_text(json.dumps(account))
+
+
+def _create_bucket(stack: Stack, name: str) -> None:
+    body = json.dumps({"name": name}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{stack.ports['storage']}/storage/v1/b?project={stack.project}",
+        data=body,
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - loopback only
+        pass
 
 
 def _wait_ready(stack: Stack, name: str) -> None:

@@ -32,6 +32,11 @@ class FunctionSpec:
     flags: tuple[str, ...]
 
     @property
+    def event_triggered(self) -> bool:
+        """Whether the function takes CloudEvents (Eventarc) instead of HTTP requests."""
+        return any(flag.startswith("--trigger-event-filters") for flag in self.flags)
+
+    @property
     def public(self) -> bool:
         """Whether the function is reachable without IAM (behind Hosting)."""
         return "--allow-unauthenticated" in self.flags

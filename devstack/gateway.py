@@ -4,7 +4,8 @@ Public paths are routed by the Hosting rewrites of `firebase.json`, exactly
 as Firebase Hosting routes them in production. `/_functions/{name}/...`
 reaches any deployed function directly, like its own
 `https://REGION-PROJECT.cloudfunctions.net/{name}` URL: the Cloud Tasks
-emulator calls the workers there.
+emulator calls the workers there, and event-triggered functions take
+CloudEvents there as Eventarc delivers them.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ def create_app(extra_functions: dict[str, Callable[..., Any]] | None = None) -> 
         The Flask app.
     """
     rewrites = hosting_rewrites()
+    specs = deployed_functions()
     functions: dict[str, Callable[..., Any]] = {
-        name: load_entry_point(spec) for name, spec in deployed_functions().items()
+        name: load_entry_point(spec) for name, spec in specs.items()
     }
     functions.update(extra_functions or {})
     app = flask.Flask("gateway")
@@ -56,6 +58,12 @@ def create_app(extra_functions: dict[str, Callable[..., Any]] | None = None) -> 
         function = functions.get(name)
         if function is None:
             return flask.jsonify(detail="Not Found"), 404
+        if name in specs and specs[name].event_triggered:
+            # Eventarc delivers CloudEvents over HTTP; hand the function the event.
+            from cloudevents.http import from_http
+
+            function(from_http(dict(request.headers), request.get_data()))
+            return flask.Response(status=204)
         return flask.make_response(function(request))
 
     return app

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
+from shared import photos
 from shared.phone_auth import normalize_phone
 from shared.platform import clients
 from shared.platform.auth import AUTH_TOKENS, USER_PHONES, USERS, Principal, require_self_or_admin
@@ -266,6 +267,7 @@ def create_user(principal: Principal, body: CreateUserRequest) -> User:
             phone = principal.phone
     own_uid = principal.kind == "firebase" and not principal.is_admin
     user_id = principal.subject if own_uid else str(uuid.uuid4())
+    pending = photos.pending_upload(principal, user_id, body.profilePic)
     email = _normalize_email(str(body.email)) if body.email else None
     if principal.kind == "firebase" and not principal.is_admin and principal.email:
         email = email or principal.email
@@ -318,7 +320,29 @@ def create_user(principal: Principal, body: CreateUserRequest) -> User:
     conflict = run_in_transaction(create)
     if conflict:
         raise Conflict(conflict)
+    if pending is not None:
+        record["profilePic"] = set_profile_picture(user_id, photos.adopt_pending(user_id, pending))
     return to_user(record)
+
+
+def set_profile_picture(user_id: str, url: str) -> str:
+    """Point a user's `profilePic` at an image URL.
+
+    Returns:
+        The URL.
+
+    Raises:
+        NotFound: No such user.
+    """
+    from google.api_core import exceptions as google_exceptions
+
+    try:
+        _users().document(user_id).update(
+            {"profilePic": url, "metadata.last_updated_ts": datetime.now(UTC)}
+        )
+    except google_exceptions.NotFound as exc:
+        raise NotFound("User not found") from exc
+    return url
 
 
 def _claims(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -19,6 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.fakes.face_models import write_models
 from tests.fakes.llm import API_KEY as LLM_API_KEY
 from tests.fakes.llm import FakeLlm
 from tests.fakes.server import serving
@@ -66,6 +69,8 @@ def live_stack() -> Iterator[LiveStack]:
     saved = dict(os.environ)
     twilio = FakeTwilio()
     llm = FakeLlm()
+    deepface_home = Path(tempfile.mkdtemp(prefix="deepface-"))
+    write_models(deepface_home)
     with (
         running_stack(TEST_PROJECT, fixed_ports=False, queues=queues) as stack,
         serving(twilio.app()) as twilio_url,
@@ -92,6 +97,7 @@ def live_stack() -> Iterator[LiveStack]:
             "ANTHROPIC_BASE_URL": llm_url,
             "OLLAMA_BASE_URL": f"{llm_url}/v1",
             "PLAN_CAPS": json.dumps({"free": 1.0, "pro": 50.0}),
+            "DEEPFACE_HOME": str(deepface_home),
         }
         os.environ.update(env)
         from shared.platform import clients
@@ -115,6 +121,7 @@ def live_stack() -> Iterator[LiveStack]:
             os.environ.clear()
             os.environ.update(saved)
             clients.reset()
+            shutil.rmtree(deepface_home, ignore_errors=True)
 
 
 def reset_firestore(url: str) -> None:

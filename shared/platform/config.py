@@ -49,6 +49,27 @@ class Settings(BaseSettings):
     tasks_emulator_host: str | None = Field(default=None, alias="CLOUD_TASKS_EMULATOR_HOST")
 
     profiles_bucket: str = Field(default="series-v1-profiles", alias="PROFILES_BUCKET")
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, alias="MAX_UPLOAD_BYTES", gt=0)
+    signing_service_account: str | None = Field(
+        default=None,
+        alias="SIGNING_SERVICE_ACCOUNT",
+        description="Service account that signs URLs through IAM signBlob (production).",
+    )
+    signing_credentials_file: str | None = Field(
+        default=None,
+        alias="SIGNING_CREDENTIALS_FILE",
+        description="Service-account key file that signs URLs locally (emulators only).",
+    )
+    signed_url_minutes: int = Field(default=15, alias="SIGNED_URL_MINUTES", gt=0, le=10080)
+    deepface_home: str | None = Field(default=None, alias="DEEPFACE_HOME")
+    face_attributes: list[str] = Field(
+        default_factory=lambda: ["gender", "race"],
+        alias="FACE_ATTRIBUTES",
+        description="DeepFace attributes to compute (JSON list of gender, race).",
+    )
+    analyze_inline_max_bytes: int = Field(
+        default=2 * 1024 * 1024, alias="ANALYZE_INLINE_MAX_BYTES", gt=0
+    )
 
     task_queues: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_QUEUE_WORKERS),
@@ -172,6 +193,7 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Return the process-wide settings, read from the environment on first use."""
     settings = Settings()
-    if settings.is_production and settings.emulator_hosts():
-        raise RuntimeError("emulator hosts must not be set when APP_ENV=production")
+    local_only = settings.vertexai_base_url or settings.signing_credentials_file
+    if settings.is_production and (settings.emulator_hosts() or local_only):
+        raise RuntimeError("emulator settings must not be set when APP_ENV=production")
     return settings

@@ -150,6 +150,8 @@ class Route:
     tags: tuple[str, ...]
     query: type[BaseModel] | None
     body: type[BaseModel] | None
+    form: type[BaseModel] | None
+    files: tuple[str, ...]
     response: Any
     status_code: int
     max_body_bytes: int | None
@@ -176,8 +178,9 @@ class Route:
 
     @property
     def operation_id(self) -> str:
-        """A unique, stable name for the operation."""
-        return f"{self.handler.__name__}_{self.method.lower()}"
+        """A unique, stable name for the operation, from its method and path."""
+        words = re.sub(r"[^a-z0-9]+", "_", self.openapi_path.lower()).strip("_") or "root"
+        return f"{self.method.lower()}_{words}"
 
 
 class Router:
@@ -200,6 +203,8 @@ class Router:
         summary: str,
         query: type[BaseModel] | None = None,
         body: type[BaseModel] | None = None,
+        form: type[BaseModel] | None = None,
+        files: Iterable[str] = (),
         response: Any = None,
         status_code: int = 200,
         max_body_bytes: int | None = None,
@@ -219,6 +224,8 @@ class Router:
             summary: The operation's one-line description.
             query: Model validating the query string.
             body: Model validating the JSON body.
+            form: Model validating the fields of a multipart or urlencoded form body.
+            files: Names of required file fields of a multipart body.
             response: Type of the JSON response (a model or any type pydantic knows).
             status_code: Status of a successful answer.
             max_body_bytes: Largest accepted body (defaults to the global JSON limit).
@@ -240,6 +247,8 @@ class Router:
                     tags=tuple(tags) if tags is not None else (self.name,),
                     query=query,
                     body=body,
+                    form=form,
+                    files=tuple(files),
                     response=response,
                     status_code=status_code,
                     max_body_bytes=max_body_bytes,
@@ -415,6 +424,8 @@ def _invoke(
         kwargs["query"] = _validate(route.query, request.args.to_dict(flat=True), "query")
     if route.body is not None:
         kwargs["body"] = _validate(route.body, _read_json(route, request), "body")
+    if route.form is not None:
+        kwargs["form"] = _validate(route.form, _read_form(route, request), "body")
     ctx = RequestContext(request=request, request_id=request_id, principal=principal)
     result = route.handler(ctx, **kwargs)
     if isinstance(result, flask.Response):
@@ -473,6 +484,28 @@ def _read_json(route: Route, request: flask.Request) -> Any:
         raise RequestValidationFailed(
             [{"loc": ["body", position], "msg": "JSON decode error", "type": "json_invalid"}]
         ) from exc
+
+
+def _read_form(route: Route, request: flask.Request) -> dict[str, str]:
+    from werkzeug.exceptions import RequestEntityTooLarge
+
+    limit = route.max_body_bytes or get_settings().max_json_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
+    request.max_content_length = limit
+    try:
+        fields = request.form.to_dict(flat=True)
+        missing = [name for name in route.files if name not in request.files]
+    except RequestEntityTooLarge as exc:
+        raise PayloadTooLarge(f"Request body exceeds {limit} bytes") from exc
+    if missing:
+        raise RequestValidationFailed(
+            [
+                {"loc": ["body", name], "msg": "Field required", "type": "missing"}
+                for name in missing
+            ]
+        )
+    return fields
 
 
 def _validate(model: type[BaseModel], data: Any, where: str) -> BaseModel:

@@ -43,6 +43,8 @@ def build_openapi(routers: Iterable[Router], *, title: str, version: str) -> dic
     for route in routes:
         if route.body is not None:
             inputs.append(((route.operation_id, "body"), "validation", TypeAdapter(route.body)))
+        if route.form is not None:
+            inputs.append(((route.operation_id, "form"), "validation", TypeAdapter(route.form)))
         if route.response is not None:
             inputs.append(
                 ((route.operation_id, "response"), "serialization", TypeAdapter(route.response))
@@ -97,6 +99,14 @@ def _operation(route: Route, schemas: dict[tuple[str, str], dict[str, Any]]) -> 
             "required": True,
             "content": {"application/json": {"schema": schemas[(route.operation_id, "body")]}},
         }
+    if route.form is not None:
+        form_schema: dict[str, Any] = {
+            "allOf": [schemas[(route.operation_id, "form")]],
+            "properties": {name: {"type": "string", "format": "binary"} for name in route.files},
+            "required": list(route.files),
+        }
+        media = "multipart/form-data" if route.files else "application/x-www-form-urlencoded"
+        operation["requestBody"] = {"required": True, "content": {media: {"schema": form_schema}}}
     success: dict[str, Any] = {"description": "Successful Response"}
     if route.response is not None:
         success["content"] = {
@@ -113,7 +123,7 @@ def _operation(route: Route, schemas: dict[tuple[str, str], dict[str, Any]]) -> 
             "description": description,
             "content": {"application/json": {"schema": schemas[("error", "body")]}},
         }
-    if route.body is not None or route.query is not None or route.path_params:
+    if route.body or route.form or route.query or route.path_params:
         responses["422"] = {
             "description": "Validation Error",
             "content": {"application/json": {"schema": schemas[("error", "validation")]}},

@@ -38,6 +38,8 @@ def test_production_refuses_the_local_task_secret(environment, monkeypatch):
         "STORAGE_EMULATOR_HOST",
         "CLOUD_TASKS_EMULATOR_HOST",
         "TASK_SIGNING_SECRET",
+        "VERTEXAI_BASE_URL",
+        "SIGNING_CREDENTIALS_FILE",
     ):
         monkeypatch.delenv(name, raising=False)
     environment(APP_ENV="production")

@@ -120,3 +120,26 @@ def test_env_example_lists_every_setting():
     aliases = [field.alias for field in Settings.model_fields.values() if field.alias]
 
     assert [alias for alias in aliases if alias not in listed] == []
+
+
+@pytest.mark.parametrize("name", ["storage", "providers", "chat", "users"])
+def test_http_functions_do_not_import_heavy_libraries(name):
+    import subprocess
+    import sys
+
+    spec = deployed_functions()[name]
+    probe = (
+        "import importlib.util, sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        f"s = importlib.util.spec_from_file_location('m', {str(spec.source / 'main.py')!r})\n"
+        "m = importlib.util.module_from_spec(s); s.loader.exec_module(m)\n"
+        "heavy = ['deepface', 'cv2', 'onnxruntime', 'google.genai', 'openai', 'anthropic', 'mcp',"
+        " 'PIL', 'firebase_admin']\n"
+        "print(','.join(h for h in heavy if h in sys.modules))\n"
+    )
+
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+    assert loaded == ""

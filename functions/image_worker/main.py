@@ -1,0 +1,16 @@
+"""The `image_worker` function: face analysis from the `image-analysis` queue."""
+
+from __future__ import annotations
+
+from shared import photos
+from shared.platform.tasks import TaskContext, task_worker
+
+
+@task_worker(photos.AnalysisTask)
+def image_worker(payload: photos.AnalysisTask, context: TaskContext) -> None:
+    """Analyse one profile picture object (skips stale or already analysed ones)."""
+    from shared import face_analysis
+
+    face_analysis.analyze_profile_object(
+        payload.userId, payload.bucket, payload.blob, payload.generation
+    )

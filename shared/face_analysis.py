@@ -1,0 +1,144 @@
+"""Face detection and attributes of profile photos, with DeepFace on its ONNX backend.
+
+DeepFace, OpenCV and onnxruntime are imported only here, inside the
+functions that need them. Detection uses OpenCV's Haar cascades (shipped by
+opencv-contrib-python-headless); attribute models load from
+`$DEEPFACE_HOME/.deepface/weights` and are never downloaded at request time:
+a missing model gives `picture_data.error`. Confidences are fractions (0-1).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from shared.platform.config import get_settings
+from shared.users import Label, PictureData
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_FILES = {"gender": "gender_model_weights.onnx", "race": "race_model_single_batch.onnx"}
+DETECTOR = "opencv"
+
+
+def _weights_dir() -> Path:
+    home = get_settings().deepface_home or os.environ.get("DEEPFACE_HOME") or str(Path.home())
+    return Path(home) / ".deepface" / "weights"
+
+
+def _prepare_deepface() -> None:
+    os.environ["DEEPFACE_BACKEND_ENGINE"] = "onnx"
+    if get_settings().deepface_home:
+        os.environ["DEEPFACE_HOME"] = str(get_settings().deepface_home)
+
+
+def analyze_image(data: bytes) -> PictureData:
+    """Detect the main face of an image and compute the configured attributes.
+
+    Args:
+        data: Encoded image bytes.
+
+    Returns:
+        The seed's `picture_data`; `error` says why nothing was found.
+    """
+    import cv2
+    import numpy as np
+
+    now = datetime.now(UTC)
+    actions = [a for a in get_settings().face_attributes if a in WEIGHT_FILES]
+    missing = [WEIGHT_FILES[a] for a in actions if not (_weights_dir() / WEIGHT_FILES[a]).is_file()]
+    if missing:
+        logger.error("face model weights missing", extra={"files": missing})
+        return PictureData(analyzed_at=now, error=f"Model weights missing: {', '.join(missing)}")
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        return PictureData(analyzed_at=now, error="The image could not be decoded")
+    _prepare_deepface()
+    from deepface import DeepFace
+
+    try:
+        if actions:
+            faces: list[dict[str, Any]] = DeepFace.analyze(
+                img_path=image,
+                actions=actions,
+                detector_backend=DETECTOR,
+                enforce_detection=True,
+                silent=True,
+            )
+        else:
+            faces = [
+                {"region": face["facial_area"]}
+                for face in DeepFace.extract_faces(
+                    img_path=image, detector_backend=DETECTOR, enforce_detection=True
+                )
+            ]
+    except ValueError:
+        return PictureData(analyzed_at=now, error="No face detected")
+    face = max(faces, key=lambda f: int(f["region"]["w"]) * int(f["region"]["h"]))
+    return PictureData(
+        face_detected=True,
+        gender=_label(face, "gender") if "gender" in actions else None,
+        race=_label(face, "race") if "race" in actions else None,
+        analyzed_at=now,
+    )
+
+
+def _label(face: dict[str, Any], attribute: str) -> Label:
+    dominant = str(face[f"dominant_{attribute}"])
+    return Label(label=dominant, confidence=round(float(face[attribute][dominant]) / 100, 4))
+
+
+def _object_key(bucket: str, blob: str, generation: int | None) -> str:
+    return f"{bucket}/{blob}#{generation or 0}"
+
+
+def analyze_profile_object(
+    user_id: str, bucket: str, blob_name: str, generation: int | None
+) -> PictureData | None:
+    """Analyse a user's profile picture object and store `metadata.picture_data` once.
+
+    Skips (returns None) when the user no longer shows this object (a replaced
+    picture), when the object changed or vanished, or when this generation was
+    already analysed.
+
+    Raises:
+        NotFound: No such user.
+    """
+    from shared import photos
+    from shared.platform import clients
+    from shared.platform.auth import USERS
+    from shared.platform.errors import NotFound
+    from shared.platform.transactions import Plan, write_if_unchanged
+
+    ref = photos.ObjectRef(bucket, blob_name)
+    user_ref = clients.firestore().collection(USERS).document(user_id)
+    record = user_ref.get().to_dict()
+    if record is None:
+        raise NotFound("User not found")
+    key = _object_key(bucket, blob_name, generation)
+    if record.get("profilePic") != ref.proxy_url:
+        logger.info("face analysis skipped: not the profile picture", extra={"object": key})
+        return None
+    if (record.get("pictureAnalysis") or {}).get("object") == key:
+        return None
+    blob = clients.storage().bucket(bucket).get_blob(blob_name)
+    if blob is None or (generation is not None and blob.generation != generation):
+        logger.info("face analysis skipped: object replaced or gone", extra={"object": key})
+        return None
+    result = analyze_image(blob.download_as_bytes())
+
+    def store(current: dict[str, Any] | None) -> Plan[PictureData | None]:
+        if current is None or current.get("profilePic") != ref.proxy_url:
+            return Plan(None)
+        return Plan(
+            result,
+            update={
+                "metadata.picture_data": result.model_dump(mode="python"),
+                "pictureAnalysis": {"object": key, "analyzedAt": datetime.now(UTC)},
+            },
+        )
+
+    return write_if_unchanged(user_ref, store)

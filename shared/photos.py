@@ -1,0 +1,477 @@
+"""Profile photos: uploads, object ownership, signed URLs and serving.
+
+Objects live in the profiles bucket under `profiles/{userId}/{uuid}.{ext}`;
+a phone-signed-in caller without a user yet uploads under
+`pending/{key}/...` (the key derives from their session), and `POST /users`
+adopts that object. Uploads are checked by content (JPEG, PNG, WebP, HEIC
+magic bytes, then a full decode with Pillow), limited in size, and
+re-encoded so no metadata (EXIF GPS included) survives. The URL clients get
+is `/storage/profile-image/{bucket}/{blob}`, which streams public profile
+photos; signed URLs work with a local key (emulators) or IAM signBlob.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.platform import clients, tasks
+from shared.platform.auth import Principal
+from shared.platform.config import get_settings
+from shared.platform.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
+
+if TYPE_CHECKING:
+    from google.cloud.storage import Blob
+
+IMAGE_QUEUE = "image-analysis"
+PROXY_PREFIX = "/storage/profile-image/"
+IMAGE_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "heic": "image/heic"}
+_EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
+_NOT_OURS = "image_url must be one of our uploaded images"
+_SAFE_NAME = re.compile(r"^[^/\\\x00-\x1f]{1,255}$")
+
+
+class UploadForm(BaseModel):
+    """The non-file fields of an upload."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str | None = Field(default=None, max_length=128)
+    bypass_auth: str | None = Field(
+        default=None, max_length=16, description="Accepted for compatibility and ignored."
+    )
+
+
+class UploadResult(BaseModel):
+    """What an upload returns."""
+
+    success: bool = True
+    image_url: str
+    analysis: str
+
+
+class ProfilePictureForm(BaseModel):
+    """`user_id` and `image_url` form fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(min_length=1, max_length=128)
+    image_url: str = Field(min_length=1, max_length=2048)
+
+
+class SignedUrlRequest(BaseModel):
+    """What the client wants to upload."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fileName: str = Field(min_length=1, max_length=255)  # noqa: N815 - seed field name
+    contentType: str = Field(min_length=1, max_length=100)  # noqa: N815 - seed field name
+    bucketName: str = Field(default="series-v1-profiles", max_length=222)  # noqa: N815
+
+
+class SignedUrlResponse(BaseModel):
+    """A V4 signed PUT URL and the object's public URL."""
+
+    signedUrl: str  # noqa: N815 - seed field name
+    publicUrl: str  # noqa: N815 - seed field name
+    objectName: str  # noqa: N815 - API field name
+
+
+class UrlResponse(BaseModel):
+    """A URL for an object."""
+
+    url: str
+    expiresIn: int  # noqa: N815 - API field name
+
+
+class AnalysisTask(BaseModel):
+    """The `image-analysis` task body."""
+
+    userId: str  # noqa: N815
+    bucket: str
+    blob: str
+    generation: int | None = None
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """A bucket and an object name."""
+
+    bucket: str
+    blob: str
+
+    @property
+    def proxy_url(self) -> str:
+        """The URL clients use to show the object."""
+        return f"{PROXY_PREFIX}{self.bucket}/{self.blob}"
+
+
+def owner_prefixes(principal: Principal) -> list[str]:
+    """The object prefixes a caller owns."""
+    prefixes = [f"pending/{principal.subject[:32]}/"]
+    if principal.user_id:
+        prefixes.append(f"profiles/{principal.user_id}/")
+    return prefixes
+
+
+def sniff(data: bytes) -> str | None:
+    """Tell the image format from its first bytes (JPEG, PNG, WebP, HEIC), or None."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+        return "heic"
+    return None
+
+
+def clean_image(data: bytes) -> tuple[bytes, str, str]:
+    """Check an upload by content and re-encode it without metadata.
+
+    HEIC becomes JPEG (browsers cannot show HEIC); the EXIF orientation is
+    applied before the metadata is dropped.
+
+    Args:
+        data: The uploaded bytes.
+
+    Returns:
+        The clean bytes, their content type and file extension.
+
+    Raises:
+        InvalidInput: Not a JPEG, PNG, WebP or HEIC image, or not decodable.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    kind = sniff(data)
+    if kind is None:
+        raise InvalidInput("File must be a JPEG, PNG, WebP or HEIC image", loc=("body", "file"))
+    if kind == "heic":
+        from pillow_heif import register_heif_opener
+
+        register_heif_opener()
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise InvalidInput("The image could not be decoded", loc=("body", "file")) from exc
+    output_kind = "jpeg" if kind == "heic" else kind
+    if output_kind == "jpeg" and upright.mode not in ("RGB", "L"):
+        upright = upright.convert("RGB")
+    buffer = io.BytesIO()
+    upright.save(buffer, format=output_kind.upper(), quality=90)
+    return buffer.getvalue(), IMAGE_TYPES[output_kind], _EXTENSIONS[output_kind]
+
+
+def upload_photo(
+    principal: Principal, form: UploadForm, file_name: str | None, data: bytes
+) -> UploadResult:
+    """Store a profile photo (and make it the user's picture, queueing its analysis).
+
+    Raises:
+        InvalidInput: Bad file name or not an image.
+        PayloadTooLarge: Over `MAX_UPLOAD_BYTES`.
+        Forbidden: `user_id` is someone else's.
+    """
+    from shared import users
+
+    if file_name is not None and (not _SAFE_NAME.match(file_name) or ".." in file_name):
+        raise InvalidInput("Invalid file name", loc=("body", "file"))
+    limit = get_settings().max_upload_bytes
+    if len(data) > limit:
+        raise PayloadTooLarge(f"File exceeds {limit} bytes")
+    user_id = form.user_id or principal.user_id
+    if user_id is not None and user_id != principal.user_id and not principal.is_admin:
+        raise Forbidden("Not allowed to upload for this user")
+    clean, content_type, extension = clean_image(data)
+    prefix = f"profiles/{user_id}/" if user_id else owner_prefixes(principal)[0]
+    ref = ObjectRef(get_settings().profiles_bucket, f"{prefix}{uuid.uuid4().hex}.{extension}")
+    blob = clients.storage().bucket(ref.bucket).blob(ref.blob)
+    blob.cache_control = "public, max-age=3600"
+    blob.upload_from_string(clean, content_type=content_type)
+    if user_id is None:
+        return UploadResult(image_url=ref.proxy_url, analysis="pending_profile")
+    users.set_profile_picture(user_id, ref.proxy_url)
+    enqueue_analysis(user_id, ref, blob.generation)
+    return UploadResult(image_url=ref.proxy_url, analysis="queued")
+
+
+def enqueue_analysis(user_id: str, ref: ObjectRef, generation: int | None) -> None:
+    """Queue face analysis of an object (once per object generation)."""
+    payload = AnalysisTask(userId=user_id, bucket=ref.bucket, blob=ref.blob, generation=generation)
+    tasks.enqueue(
+        IMAGE_QUEUE, payload, dedup_name=f"face-{ref.bucket}/{ref.blob}#{generation or 0}"
+    )
+
+
+def parse_image_url(url: str) -> ObjectRef:
+    """Find our object behind an image URL.
+
+    Accepts the proxy URL (absolute or not), `gs://bucket/blob` and
+    `https://storage.googleapis.com/bucket/blob`.
+
+    Raises:
+        InvalidInput: The URL does not name an object of our profiles bucket.
+    """
+    parsed = urlparse(url)
+    if parsed.scheme == "gs":
+        bucket, blob = parsed.netloc, parsed.path.lstrip("/")
+    elif parsed.path.startswith(PROXY_PREFIX):
+        bucket, _, blob = parsed.path[len(PROXY_PREFIX) :].partition("/")
+    elif parsed.netloc == "storage.googleapis.com":
+        bucket, _, blob = parsed.path.lstrip("/").partition("/")
+    else:
+        raise InvalidInput(
+            "image_url must be one of our uploaded images", loc=("body", "image_url")
+        )
+    blob = unquote(blob)
+    if bucket != get_settings().profiles_bucket or not blob or ".." in blob.split("/"):
+        raise InvalidInput(
+            "image_url must be one of our uploaded images", loc=("body", "image_url")
+        )
+    return ObjectRef(bucket, blob)
+
+
+def require_owned(principal: Principal, ref: ObjectRef, user_id: str | None = None) -> None:
+    """Allow only objects under the caller's (or, for admins, the target user's) prefix.
+
+    Raises:
+        Forbidden: Someone else's object.
+    """
+    prefixes = owner_prefixes(principal)
+    if principal.is_admin and user_id:
+        prefixes.append(f"profiles/{user_id}/")
+    if not any(ref.blob.startswith(prefix) for prefix in prefixes):
+        raise Forbidden("Not allowed to use this image")
+
+
+def existing_blob(ref: ObjectRef) -> Blob:
+    """Return an object's metadata.
+
+    Raises:
+        NotFound: No such object.
+    """
+    blob = clients.storage().bucket(ref.bucket).get_blob(ref.blob)
+    if blob is None:
+        raise NotFound("Image not found")
+    return blob
+
+
+def update_profile_picture(principal: Principal, form: ProfilePictureForm) -> dict[str, Any]:
+    """Make one of the user's uploaded images their profile picture and queue its analysis.
+
+    Raises:
+        Forbidden: Not the caller's user, or not the user's image.
+        InvalidInput: Not one of our images.
+        NotFound: No such image or user.
+    """
+    from shared import users
+    from shared.platform.auth import require_self_or_admin
+
+    require_self_or_admin(principal, form.user_id)
+    ref = parse_image_url(form.image_url)
+    if not ref.blob.startswith(f"profiles/{form.user_id}/"):
+        raise Forbidden("Not allowed to use this image")
+    blob = existing_blob(ref)
+    users.set_profile_picture(form.user_id, ref.proxy_url)
+    enqueue_analysis(form.user_id, ref, blob.generation)
+    return {"success": True, "profilePic": ref.proxy_url, "analysis": "queued"}
+
+
+def pending_upload(principal: Principal, user_id: str, profile_pic: str | None) -> ObjectRef | None:
+    """Check a new user's picture: our images must be the caller's own.
+
+    Returns:
+        The caller's pending upload to adopt once the user exists, if it is one.
+
+    Raises:
+        Forbidden: One of our images that is not the caller's.
+    """
+    if not profile_pic or PROXY_PREFIX not in profile_pic:
+        return None
+    ref = parse_image_url(profile_pic)
+    require_owned(principal, ref, user_id)
+    return ref if ref.blob.startswith("pending/") else None
+
+
+def adopt_pending(user_id: str, ref: ObjectRef) -> str:
+    """Move a pending upload under the new user's prefix and queue its analysis.
+
+    Returns:
+        The picture's new URL.
+    """
+    bucket = clients.storage().bucket(ref.bucket)
+    source = existing_blob(ref)
+    target = ObjectRef(ref.bucket, f"profiles/{user_id}/{ref.blob.rsplit('/', 1)[-1]}")
+    copied = bucket.copy_blob(source, bucket, target.blob)
+    source.delete()
+    enqueue_analysis(user_id, target, copied.generation)
+    return target.proxy_url
+
+
+def signed_upload_url(principal: Principal, request: SignedUrlRequest) -> SignedUrlResponse:
+    """Issue a V4 signed PUT URL for a new object under the caller's prefix.
+
+    Raises:
+        Forbidden: The bucket is not allow-listed.
+        InvalidInput: Not an image content type, or an unsafe file name.
+    """
+    if request.bucketName != get_settings().profiles_bucket:
+        raise Forbidden("Bucket not allowed")
+    extension = {v: _EXTENSIONS.get(k, k) for k, v in IMAGE_TYPES.items()}.get(request.contentType)
+    if extension is None:
+        raise InvalidInput("contentType must be an image type", loc=("body", "contentType"))
+    if not _SAFE_NAME.match(request.fileName) or ".." in request.fileName:
+        raise InvalidInput("Invalid file name", loc=("body", "fileName"))
+    prefix = owner_prefixes(principal)[-1]
+    ref = ObjectRef(request.bucketName, f"{prefix}{uuid.uuid4().hex}.{extension}")
+    url = _sign(
+        ref, "PUT", timedelta(minutes=get_settings().signed_url_minutes), request.contentType
+    )
+    return SignedUrlResponse(signedUrl=url, publicUrl=ref.proxy_url, objectName=ref.blob)
+
+
+def signed_read_url(principal: Principal, ref: ObjectRef, lifetime: timedelta) -> UrlResponse:
+    """Issue a signed GET URL for an object the caller owns.
+
+    Raises:
+        Forbidden: Not the caller's object.
+        NotFound: No such object.
+    """
+    require_owned(principal, ref)
+    existing_blob(ref)
+    return UrlResponse(url=_sign(ref, "GET", lifetime), expiresIn=int(lifetime.total_seconds()))
+
+
+def _sign(ref: ObjectRef, method: str, lifetime: timedelta, content_type: str | None = None) -> str:
+    settings = get_settings()
+    blob = clients.storage().bucket(ref.bucket).blob(ref.blob)
+    options: dict[str, Any] = {
+        "version": "v4",
+        "expiration": lifetime,
+        "method": method,
+        "content_type": content_type,
+    }
+    if settings.signing_credentials_file:
+        from google.oauth2 import service_account
+
+        options["credentials"] = service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
+            settings.signing_credentials_file
+        )
+        options["api_access_endpoint"] = settings.storage_emulator_host
+    else:
+        import google.auth
+        import google.auth.transport.requests
+
+        credentials, _ = google.auth.default()
+        credentials.refresh(google.auth.transport.requests.Request())  # type: ignore[no-untyped-call]
+        options["service_account_email"] = settings.signing_service_account or getattr(
+            credentials, "service_account_email", None
+        )
+        options["access_token"] = credentials.token
+    return str(blob.generate_signed_url(**options))
+
+
+def profile_image(ref: ObjectRef) -> tuple[bytes, str, str | None]:
+    """Return a public profile photo's bytes, content type and ETag.
+
+    Raises:
+        NotFound: Not a profile photo of our bucket, or missing.
+    """
+    if ref.bucket != get_settings().profiles_bucket or not ref.blob.startswith("profiles/"):
+        raise NotFound("Image not found")
+    blob = existing_blob(ref)
+    return blob.download_as_bytes(), blob.content_type or "application/octet-stream", blob.etag
+
+
+class AnalyzeQuery(BaseModel):
+    """`?user_id=&image_url=`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(min_length=1, max_length=128)
+    image_url: str = Field(min_length=1, max_length=2048)
+
+
+class AnalyzeResult(BaseModel):
+    """The outcome of `analyze-face`."""
+
+    status: str
+    picture_data: Any = None
+
+
+def analyze_face(principal: Principal, query: AnalyzeQuery) -> AnalyzeResult:
+    """Analyse one of the user's images now (large ones are queued instead).
+
+    When the image is the user's profile picture, the result is stored in
+    `metadata.picture_data` (once per object generation).
+
+    Raises:
+        Forbidden: Not the caller's user or image.
+        InvalidInput: Not one of our images.
+        NotFound: No such image or user.
+    """
+    from shared import face_analysis
+    from shared.platform.auth import require_self_or_admin
+    from shared.users import load_user
+
+    require_self_or_admin(principal, query.user_id)
+    ref = parse_image_url(query.image_url)
+    if not ref.blob.startswith(f"profiles/{query.user_id}/"):
+        raise Forbidden("Not allowed to use this image")
+    blob = existing_blob(ref)
+    if (blob.size or 0) > get_settings().analyze_inline_max_bytes:
+        enqueue_analysis(query.user_id, ref, blob.generation)
+        return AnalyzeResult(status="queued")
+    record = load_user(query.user_id)
+    if record.get("profilePic") != ref.proxy_url:
+        return AnalyzeResult(
+            status="analyzed", picture_data=face_analysis.analyze_image(blob.download_as_bytes())
+        )
+    stored = face_analysis.analyze_profile_object(
+        query.user_id, ref.bucket, ref.blob, blob.generation
+    )
+    if stored is None:
+        stored = (load_user(query.user_id).get("metadata") or {}).get("picture_data")
+    return AnalyzeResult(status="analyzed", picture_data=stored)
+
+
+def clean_finalized_object(bucket_name: str, name: str, metadata: dict[str, str] | None) -> None:
+    """Handle an object that landed in the profiles bucket (by signed URL).
+
+    A new object under `profiles/{userId}/` is checked and re-encoded in
+    place (marked `cleaned`); the cleaned version's own finalize event then
+    queues its analysis. Anything else is left alone; an object that is not
+    an image is deleted.
+    """
+    import logging
+
+    if bucket_name != get_settings().profiles_bucket or not name.startswith("profiles/"):
+        return
+    user_id = name.split("/")[1]
+    ref = ObjectRef(bucket_name, name)
+    blob = clients.storage().bucket(bucket_name).get_blob(name)
+    if blob is None:
+        return
+    if (metadata or {}).get("cleaned") == "1":
+        enqueue_analysis(user_id, ref, blob.generation)
+        return
+    try:
+        clean, content_type, _ = clean_image(blob.download_as_bytes())
+    except InvalidInput:
+        logging.getLogger(__name__).warning("deleting a non-image upload", extra={"object": name})
+        blob.delete()
+        return
+    blob.metadata = {"cleaned": "1"}
+    blob.cache_control = "public, max-age=3600"
+    blob.upload_from_string(clean, content_type=content_type)
