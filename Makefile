@@ -50,7 +50,10 @@ token: $(VENV)
 openapi: $(VENV)
 	$(PY) -m devstack openapi
 
-## make bench: cold start (providers vs bare functions-framework) and chat ticket overhead
+## make bench: cold starts against bare functions, chat ticket overhead, face analysis latency
 bench: setup
 	PYTHONPATH=. $(PY) bench/cold_start.py --function providers --path /providers
+	PYTHONPATH=. $(PY) bench/cold_start.py --function storage --path /storage/profile-image/x/y \
+		--baseline bench/bare_storage_function.py:bare_storage
 	PYTHONPATH=. $(PY) bench/ticket_overhead.py --tickets 200
+	PYTHONPATH=. $(PY) bench/face_analysis.py --runs 20

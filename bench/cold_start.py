@@ -5,6 +5,7 @@ spawn until the first HTTP answer to a request the function serves (any
 status). The two targets alternate so machine noise hits both alike.
 
     .venv/bin/python bench/cold_start.py [--function providers] [--path /providers] [--runs 7]
+        [--baseline bench/bare_function.py:bare]
 """
 
 from __future__ import annotations
@@ -60,16 +61,18 @@ def main() -> None:
     parser.add_argument("--function", default="providers")
     parser.add_argument("--path", default="/providers")
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--baseline", default="bench/bare_function.py:bare")
     args = parser.parse_args()
     spec = deployed_functions()[args.function]
-    bare = ROOT / "bench" / "bare_function.py"
+    baseline_file, baseline_target = args.baseline.split(":")
+    bare = ROOT / baseline_file
     ours, baseline = [], []
     for _ in range(args.runs):
         ours.append(cold_start(spec.entry_point, spec.source / "main.py", args.path))
-        baseline.append(cold_start("bare", bare, "/"))
+        baseline.append(cold_start(baseline_target, bare, "/"))
     ours_median, bare_median = statistics.median(ours), statistics.median(baseline)
     print(f"{args.function}: median {ours_median * 1000:.0f} ms over {args.runs} runs")
-    print(f"bare functions-framework: median {bare_median * 1000:.0f} ms")
+    print(f"baseline {args.baseline}: median {bare_median * 1000:.0f} ms")
     print(f"ratio: {ours_median / bare_median:.2f}x")
 
 
