@@ -44,8 +44,6 @@ TicketStatus = Literal["pending", "processing", "completed", "failed"]
 class ChatRequest(llm.LlmRequest):
     """A chat: the conversation, provider, model, parameters and built-in tools."""
 
-    sessionId: str | None = Field(default=None, max_length=128)  # noqa: N815
-
 
 class TicketCreated(BaseModel):
     """The answer to `POST /chat`."""
@@ -176,9 +174,7 @@ def run_ticket(ticket_id: str) -> None:
     if ticket.get("reserved"):
         # A previous worker died holding a reservation: release it before starting over.
         usage.settle(owner, ticket["reserved"], 0.0, also_set=[(ref, {"reserved": 0.0})])
-    request = llm.LlmRequest.model_validate(
-        {k: v for k, v in ticket["request"].items() if k in llm.LlmRequest.model_fields}
-    )
+    request = llm.LlmRequest.model_validate(ticket["request"])
     try:
         estimate = llm.estimate_cost(request)
         usage.reserve(owner, estimate, also_set=[(ref, {"reserved": estimate})])

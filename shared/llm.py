@@ -212,7 +212,7 @@ def _openai(
         raise UpstreamError(f"{request.provider} answered {exc.status_code}") from exc
     except openai.APIError as exc:
         raise UpstreamError(f"{request.provider} unreachable: {type(exc).__name__}") from exc
-    answer = response.choices[0].message.content or "" if response.choices else ""
+    answer = (response.choices[0].message.content or "") if response.choices else ""
     usage = response.usage
     return (
         answer,

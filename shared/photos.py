@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlparse
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.platform import clients, tasks
-from shared.platform.auth import Principal
+from shared.platform.auth import Principal, require_self_or_admin
 from shared.platform.config import get_settings
 from shared.platform.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
 
@@ -65,6 +65,14 @@ class ProfilePictureForm(BaseModel):
 
     user_id: str = Field(min_length=1, max_length=128)
     image_url: str = Field(min_length=1, max_length=2048)
+
+
+class ProfilePictureSet(BaseModel):
+    """The new profile picture, whose analysis is queued."""
+
+    success: bool = True
+    profilePic: str  # noqa: N815 - seed field name
+    analysis: str = "queued"
 
 
 class SignedUrlRequest(BaseModel):
@@ -267,7 +275,22 @@ def existing_blob(ref: ObjectRef) -> Blob:
     return blob
 
 
-def update_profile_picture(principal: Principal, form: ProfilePictureForm) -> dict[str, Any]:
+def users_image(principal: Principal, user_id: str, image_url: str) -> tuple[ObjectRef, Blob]:
+    """Resolve an image URL to an existing object of the user, for the user or an admin.
+
+    Raises:
+        Forbidden: Not the caller's user, or not the user's image.
+        InvalidInput: Not one of our images.
+        NotFound: No such image.
+    """
+    require_self_or_admin(principal, user_id)
+    ref = parse_image_url(image_url)
+    if not ref.blob.startswith(f"profiles/{user_id}/"):
+        raise Forbidden("Not allowed to use this image")
+    return ref, existing_blob(ref)
+
+
+def update_profile_picture(principal: Principal, form: ProfilePictureForm) -> ProfilePictureSet:
     """Make one of the user's uploaded images their profile picture and queue its analysis.
 
     Raises:
@@ -276,16 +299,11 @@ def update_profile_picture(principal: Principal, form: ProfilePictureForm) -> di
         NotFound: No such image or user.
     """
     from shared import users
-    from shared.platform.auth import require_self_or_admin
 
-    require_self_or_admin(principal, form.user_id)
-    ref = parse_image_url(form.image_url)
-    if not ref.blob.startswith(f"profiles/{form.user_id}/"):
-        raise Forbidden("Not allowed to use this image")
-    blob = existing_blob(ref)
+    ref, blob = users_image(principal, form.user_id, form.image_url)
     users.set_profile_picture(form.user_id, ref.proxy_url)
     enqueue_analysis(form.user_id, ref, blob.generation)
-    return {"success": True, "profilePic": ref.proxy_url, "analysis": "queued"}
+    return ProfilePictureSet(profilePic=ref.proxy_url)
 
 
 def pending_upload(principal: Principal, user_id: str, profile_pic: str | None) -> ObjectRef | None:
@@ -422,14 +440,9 @@ def analyze_face(principal: Principal, query: AnalyzeQuery) -> AnalyzeResult:
         NotFound: No such image or user.
     """
     from shared import face_analysis
-    from shared.platform.auth import require_self_or_admin
     from shared.users import load_user
 
-    require_self_or_admin(principal, query.user_id)
-    ref = parse_image_url(query.image_url)
-    if not ref.blob.startswith(f"profiles/{query.user_id}/"):
-        raise Forbidden("Not allowed to use this image")
-    blob = existing_blob(ref)
+    ref, blob = users_image(principal, query.user_id, query.image_url)
     if (blob.size or 0) > get_settings().analyze_inline_max_bytes:
         enqueue_analysis(query.user_id, ref, blob.generation)
         return AnalyzeResult(status="queued")

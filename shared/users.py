@@ -522,6 +522,4 @@ def _same(sent: Any, stored: Any) -> bool:
     if isinstance(sent, dict) and isinstance(stored, dict):
         keys = set(sent) | set(stored)
         return all(_same(sent.get(key), stored.get(key)) for key in keys)
-    if isinstance(sent, datetime) and isinstance(stored, datetime):
-        return sent == stored
     return bool(sent == stored)

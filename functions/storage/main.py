@@ -19,6 +19,7 @@ _UPLOAD_LIMIT = 11 * 1024 * 1024  # the file limit (MAX_UPLOAD_BYTES) plus form 
 
 
 def _upload(ctx: RequestContext, form: photos.UploadForm) -> photos.UploadResult:
+    """Store a profile photo (checked by content, re-encoded) and queue its analysis."""
     upload = ctx.request.files["file"]
     if upload.filename is None:
         raise InvalidInput("file is required", loc=("body", "file"))
@@ -39,7 +40,10 @@ for _path in ("/storage/upload-photo", "/users/upload-photo"):
     )(_upload)
 
 
-def _update_profile_picture(ctx: RequestContext, form: photos.ProfilePictureForm) -> dict:
+def _update_profile_picture(
+    ctx: RequestContext, form: photos.ProfilePictureForm
+) -> photos.ProfilePictureSet:
+    """Make one of the user's images their profile picture and queue its analysis."""
     return photos.update_profile_picture(ctx.user, form)
 
 
@@ -49,6 +53,7 @@ for _path in ("/storage/update-profile-picture", "/users/update-profile-picture"
         auth="user",
         summary="Update Profile Picture",
         form=photos.ProfilePictureForm,
+        response=photos.ProfilePictureSet,
         responses={403: "Forbidden", 404: "Not Found"},
     )(_update_profile_picture)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -16,6 +15,7 @@ from shared.platform import auth, clients, tasks
 from shared.platform.config import get_settings
 from shared.platform.errors import Unauthorized
 from tests.conftest import PROBE_QUEUE
+from tests.fakes.tokens import unsigned_jwt
 
 
 def wait_for(predicate, timeout: float = 15.0):
@@ -158,18 +158,11 @@ def test_token_of_disabled_user_is_refused(stack, unique):
         auth.authenticate(f"Bearer {user.id_token}")
 
 
-def _unsigned_jwt(claims: dict) -> str:
-    def part(data: dict) -> str:
-        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
-
-    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
-
-
 def _emulator_style_token(uid: str, *, lifetime: int) -> str:
     project = get_settings().project_id
     time.sleep(2.1)  # issue it after the account's tokens-valid-after second
     issued = int(time.time()) - 1
-    return _unsigned_jwt(
+    return unsigned_jwt(
         {
             "iss": f"https://securetoken.google.com/{project}",
             "aud": project,

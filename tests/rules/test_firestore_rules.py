@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 
 import pytest
@@ -11,17 +9,13 @@ import requests
 
 from devstack.functions_index import ROOT
 from shared.platform import clients
+from tests.fakes.tokens import unsigned_jwt
 
 
 def client_token(uid: str) -> str:
     """An unsigned ID token of the shape the emulator accepts from client SDKs."""
     now = int(time.time())
-
-    def part(data: dict) -> str:
-        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
-
-    claims = {"sub": uid, "user_id": uid, "iat": now, "exp": now + 3600, "firebase": {}}
-    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
+    return unsigned_jwt({"sub": uid, "user_id": uid, "iat": now, "exp": now + 3600, "firebase": {}})
 
 
 @pytest.fixture
