@@ -91,7 +91,7 @@ def list_users(ctx: RequestContext, query: usage.AdminUsersQuery) -> usage.Accou
 
 
 @router.put(
-    "/admin/users/{user_id}",
+    "/admin/users/{user_id:id}",
     auth="admin",
     summary="Update User Usage",
     body=usage.AdminUsageUpdate,

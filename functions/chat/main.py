@@ -23,7 +23,7 @@ def post_chat(ctx: RequestContext, body: chats.ChatRequest) -> chats.TicketCreat
 
 
 @router.get(
-    "/chat/{ticket_id}",
+    "/chat/{ticket_id:id}",
     auth="user",
     summary="Get Chat Ticket",
     response=chats.ChatResponse,
@@ -35,7 +35,7 @@ def get_chat(ctx: RequestContext, ticket_id: str) -> chats.ChatResponse:
 
 
 @router.post(
-    "/sessions/{session_id}/config",
+    "/sessions/{session_id:id}/config",
     auth="user",
     summary="Save Session Config",
     body=chats.ProviderConfigBody,
@@ -50,7 +50,7 @@ def save_session(
 
 
 @router.get(
-    "/sessions/{session_id}/config",
+    "/sessions/{session_id:id}/config",
     auth="user",
     summary="Get Session Config",
     response=chats.ProviderConfigBody,
@@ -62,7 +62,7 @@ def get_session(ctx: RequestContext, session_id: str) -> chats.ProviderConfigBod
 
 
 @router.delete(
-    "/sessions/{session_id}",
+    "/sessions/{session_id:id}",
     auth="user",
     summary="Delete Session",
     response=chats.SessionDeleted,

@@ -96,7 +96,7 @@ def get_user_by_phone(ctx: RequestContext, phone_number: str) -> profiles.User:
 
 
 @router.get(
-    "/users/{user_id}/public",
+    "/users/{user_id:id}/public",
     auth="none",
     summary="Get Public User Profile",
     response=profiles.PublicUser,
@@ -108,7 +108,7 @@ def get_public_profile(ctx: RequestContext, user_id: str) -> profiles.PublicUser
 
 
 @router.get(
-    "/users/{user_id}",
+    "/users/{user_id:id}",
     auth="user",
     summary="Get User By Id",
     response=profiles.User,
@@ -120,7 +120,7 @@ def get_user(ctx: RequestContext, user_id: str) -> profiles.User:
 
 
 @router.put(
-    "/users/{user_id}",
+    "/users/{user_id:id}",
     auth="user",
     summary="Update User By Id",
     body=profiles.UpdateUserRequest,

@@ -45,9 +45,11 @@ logger = logging.getLogger(__name__)
 AuthMode = Literal["none", "optional", "user", "admin"]
 Handler = Callable[..., Any]
 
-_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(str|int|path))?\}")
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(str|int|path|id))?\}")
 _CONVERTERS: dict[str, tuple[str, type]] = {
     "str": (r"[^/]+", str),
+    # A document id (uuids, Firebase uids): never Firestore's reserved `__...__` form.
+    "id": (r"[A-Za-z0-9-][A-Za-z0-9_-]{0,127}", str),
     "int": (r"-?[0-9]+", int),
     "path": (r".+", str),
 }
@@ -219,7 +221,8 @@ class Router:
 
         Args:
             method: HTTP method.
-            path: Template such as `/users/{user_id}` or `/files/{name:path}`.
+            path: Template such as `/users/{user_id:id}` or `/files/{name:path}`; `id`
+                matches document ids, `int` integers, `path` several segments.
             auth: `none`, `optional`, `user` (any valid token) or `admin`.
             summary: The operation's one-line description.
             query: Model validating the query string.

@@ -389,3 +389,12 @@ def test_close_loop_by_outsider_is_403_and_bad_input_422(stack):
         .get()
         .exists
     )
+
+
+@pytest.mark.parametrize("user_id", ["__reserved__", "a.b", "x" * 200, "%2E%2E"])
+def test_ids_firestore_cannot_hold_are_404_not_500(stack, unique, user_id):
+    response = requests.get(
+        stack.url(f"/users/{user_id}"), headers=admin_headers(unique), timeout=10
+    )
+
+    assert response.status_code == 404
