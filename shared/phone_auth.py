@@ -29,7 +29,7 @@ from shared.platform import clients, ratelimit
 from shared.platform.auth import AUTH_TOKENS, USER_PHONES, hash_token
 from shared.platform.config import get_settings
 from shared.platform.errors import InvalidInput, RateLimited, Unavailable
-from shared.platform.transactions import run_in_transaction
+from shared.platform.transactions import Plan, run_in_transaction, write_if_unchanged
 
 PHONE_CODES = "phone_codes"
 _HOUR = timedelta(hours=1)
@@ -145,38 +145,33 @@ def send_code(raw_phone: str, client_host: str | None) -> SendCodeResponse:
     db = clients.firestore()
     ref = db.collection(PHONE_CODES).document(phone)
 
-    def reserve(transaction: firestore.Transaction) -> RateLimited | None:
+    def reserve(stored: dict[str, Any] | None) -> Plan[None]:
         now = datetime.now(UTC)
-        record = ref.get(transaction=transaction).to_dict() or {}
+        record = stored or {}
         sent_at = record.get("sentAt")
         cooldown = timedelta(seconds=settings.phone_code_resend_seconds)
         if isinstance(sent_at, datetime) and now - sent_at < cooldown:
-            return RateLimited(
+            raise RateLimited(
                 "Please wait before requesting another code",
                 ratelimit.retry_after(sent_at, cooldown, now),
             )
         start, count = ratelimit.window_state(record, now, _HOUR)
         if count >= settings.phone_sends_per_number_per_hour:
-            return RateLimited(
+            raise RateLimited(
                 "Too many codes requested for this number",
                 ratelimit.retry_after(start, _HOUR, now),
             )
-        transaction.set(
-            ref,
-            {
-                "codeHash": _code_hash(phone, code),
-                "expiresAt": now + timedelta(seconds=settings.phone_code_ttl_seconds),
-                "attempts": 0,
-                "sentAt": now,
-                "windowStart": start,
-                "count": count + 1,
-            },
-        )
-        return None
+        fresh = {
+            "codeHash": _code_hash(phone, code),
+            "expiresAt": now + timedelta(seconds=settings.phone_code_ttl_seconds),
+            "attempts": 0,
+            "sentAt": now,
+            "windowStart": start,
+            "count": count + 1,
+        }
+        return Plan(None, update=fresh)
 
-    refused = run_in_transaction(reserve)
-    if refused is not None:
-        raise refused
+    write_if_unchanged(ref, reserve)
     if fixed_code is None:
         try:
             clients.sms().send(phone, f"Your Series verification code is {code}")

@@ -5,14 +5,11 @@ from __future__ import annotations
 import hashlib
 import math
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from shared.platform import clients
 from shared.platform.errors import RateLimited
-from shared.platform.transactions import run_in_transaction
-
-if TYPE_CHECKING:
-    from google.cloud.firestore import Transaction
+from shared.platform.transactions import Plan, write_if_unchanged
 
 RATE_LIMITS = "rate_limits"
 
@@ -59,16 +56,13 @@ def consume(key: str, limit: int, window: timedelta, message: str) -> None:
         .document(hashlib.sha256(key.encode()).hexdigest())
     )
 
-    def hit(transaction: Transaction) -> int | None:
+    def hit(record: dict[str, Any] | None) -> Plan[None]:
         now = datetime.now(UTC)
-        start, count = window_state(ref.get(transaction=transaction).to_dict(), now, window)
+        start, count = window_state(record, now, window)
         if count >= limit:
-            return retry_after(start, window, now)
-        transaction.set(
-            ref, {"windowStart": start, "count": count + 1, "expiresAt": start + window}
+            raise RateLimited(message, retry_after=retry_after(start, window, now))
+        return Plan(
+            None, update={"windowStart": start, "count": count + 1, "expiresAt": start + window}
         )
-        return None
 
-    wait = run_in_transaction(hit)
-    if wait is not None:
-        raise RateLimited(message, retry_after=wait)
+    write_if_unchanged(ref, hit)
