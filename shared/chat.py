@@ -179,7 +179,7 @@ def run_ticket(ticket_id: str) -> None:
         estimate = llm.estimate_cost(request)
         usage.reserve(owner, estimate, also_set=[(ref, {"reserved": estimate})])
     except DomainError as exc:
-        _finish(ref, {"status": "failed", "error": exc.detail})
+        ref.set(_finished("failed", exc.detail), merge=True)
         return
     try:
         result = llm.complete(request)
@@ -202,10 +202,6 @@ def run_ticket(ticket_id: str) -> None:
 
 def _finished(status: TicketStatus, error: str | None) -> dict[str, Any]:
     return {"status": status, "error": error, "reserved": 0.0, "updatedAt": datetime.now(UTC)}
-
-
-def _finish(ref: Any, changes: dict[str, Any]) -> None:
-    ref.set({**changes, "updatedAt": datetime.now(UTC)}, merge=True)
 
 
 def save_session(principal: Principal, session_id: str, body: ProviderConfigBody) -> SessionSaved:

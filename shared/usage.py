@@ -210,9 +210,19 @@ def _change_usage(
     change: Any,
     principal: Principal | None = None,
     ledger_entry: tuple[str, dict[str, Any]] | None = None,
+    also_set: list[tuple[Any, dict[str, Any]]] | None = None,
 ) -> Account:
-    """Apply `change(usage_info, record) -> None` (raising to refuse) atomically."""
+    """Apply `change(usage_info, record) -> None` (raising to refuse) atomically.
+
+    The account is created first when missing (only for a caller's own
+    account) and a due reset is applied; `ledger_entry` and `also_set` are
+    written in the same commit.
+    """
     ref = _user_ref(user_id)
+    also = list(also_set or [])
+    if ledger_entry is not None:
+        entry_id, entry = ledger_entry
+        also.append((ref.collection(LEDGER).document(entry_id), entry))
 
     def decide(record: dict[str, Any] | None) -> Plan[Account]:
         if record is None and principal is None:
@@ -222,10 +232,6 @@ def _change_usage(
         change(usage, account)
         account = {**account, "usageInfo": usage}
         writes = {key: account[key] for key in ("basicInfo", "billingInfo", "usageInfo")}
-        also = []
-        if ledger_entry is not None:
-            entry_id, entry = ledger_entry
-            also.append((ref.collection(LEDGER).document(entry_id), entry))
         return Plan(_to_account(user_id, account), update=writes, also_set=also)
 
     return write_if_unchanged(ref, decide)
@@ -336,18 +342,15 @@ def reserve(user_id: str, amount: float, also_set: list[tuple[Any, dict[str, Any
 
     Raises:
         PaymentRequired: The remaining spend cannot cover the estimate.
+        NotFound: No such user.
     """
 
-    def decide(record: dict[str, Any] | None) -> Plan[None]:
-        account, _ = _current(record, None, datetime.now(UTC))
-        usage = dict(account["usageInfo"])
+    def change(usage: dict[str, Any], account: dict[str, Any]) -> None:
         if usage["spendRemaining"] < amount:
             raise PaymentRequired("Allowance exhausted")
         usage["spendRemaining"] -= amount
-        writes = {key: account[key] for key in ("basicInfo", "billingInfo", "usageInfo")}
-        return Plan(None, update={**writes, "usageInfo": usage}, also_set=also_set)
 
-    write_if_unchanged(_user_ref(user_id), decide)
+    _change_usage(user_id, change, also_set=also_set)
 
 
 def settle(
