@@ -75,12 +75,6 @@ class RequestValidationFailed(Exception):
         self.errors = errors
 
 
-class HTTPValidationError(BaseModel):
-    """The 422 body, as FastAPI shapes it."""
-
-    detail: list[ValidationErrorItem]
-
-
 class ValidationErrorItem(BaseModel):
     """One validation problem."""
 
@@ -89,13 +83,16 @@ class ValidationErrorItem(BaseModel):
     type: str
 
 
+class HTTPValidationError(BaseModel):
+    """The 422 body, as FastAPI shapes it."""
+
+    detail: list[ValidationErrorItem]
+
+
 class ErrorBody(BaseModel):
     """Every non-validation error body."""
 
     detail: str
-
-
-HTTPValidationError.model_rebuild()
 
 
 @dataclass
