@@ -211,14 +211,7 @@ def save_session(principal: Principal, session_id: str, body: ProviderConfigBody
         InvalidInput: The configuration does not fit the catalog.
         Forbidden: The session belongs to someone else.
     """
-    llm.prepare(
-        llm.LlmRequest(
-            provider=body.provider,
-            model=body.model,
-            parameters=body.parameters,
-            messages=[llm.Message(role="user", content="-")],
-        )
-    )
+    llm.check_config(body.provider, body.model, body.parameters)
     ref = clients.firestore().collection(SESSIONS).document(session_id)
 
     def decide(record: dict[str, Any] | None) -> Plan[SessionSaved]:

@@ -64,8 +64,10 @@ class UpstreamError(Unavailable):
     """The provider failed or did not answer in time."""
 
 
-def prepare(request: LlmRequest) -> tuple[catalog.ModelConfig, dict[str, Any]]:
-    """Validate a request against the catalog.
+def check_config(
+    provider: str, model: str, parameters: dict[str, Any], tools: list[str] | None = None
+) -> tuple[catalog.ModelConfig, dict[str, Any]]:
+    """Validate a provider, model, parameters and built-in tools against the catalog.
 
     Returns:
         The model's catalog entry and the checked parameters.
@@ -74,11 +76,26 @@ def prepare(request: LlmRequest) -> tuple[catalog.ModelConfig, dict[str, Any]]:
         InvalidInput: Unknown provider or model, bad parameters or tools.
     """
     try:
-        config = catalog.model(request.provider, request.model)
+        config = catalog.model(provider, model)
     except NotFound as exc:
         raise InvalidInput(exc.detail, loc=("body", "model")) from exc
-    parameters = catalog.validate_parameters(config, request.parameters)
-    catalog.validate_tools(config, request.builtInTools)
+    checked = catalog.validate_parameters(config, parameters)
+    catalog.validate_tools(config, tools or [])
+    return config, checked
+
+
+def prepare(request: LlmRequest) -> tuple[catalog.ModelConfig, dict[str, Any]]:
+    """Validate a request against the catalog.
+
+    Returns:
+        The model's catalog entry and the checked parameters.
+
+    Raises:
+        InvalidInput: Unknown provider or model, bad parameters or tools, no user message.
+    """
+    config, parameters = check_config(
+        request.provider, request.model, request.parameters, request.builtInTools
+    )
     if all(message.role == "system" for message in request.messages):
         raise InvalidInput("The conversation needs a user message", loc=("body", "messages"))
     return config, parameters

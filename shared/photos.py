@@ -143,6 +143,11 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
+def _check_file_name(name: str, loc: tuple[str, ...]) -> None:
+    if not _SAFE_NAME.match(name) or ".." in name:
+        raise InvalidInput("Invalid file name", loc=loc)
+
+
 def clean_image(data: bytes) -> tuple[bytes, str, str]:
     """Check an upload by content and re-encode it without metadata.
 
@@ -193,8 +198,8 @@ def upload_photo(
     """
     from shared import users
 
-    if file_name is not None and (not _SAFE_NAME.match(file_name) or ".." in file_name):
-        raise InvalidInput("Invalid file name", loc=("body", "file"))
+    if file_name is not None:
+        _check_file_name(file_name, ("body", "file"))
     limit = get_settings().max_upload_bytes
     if len(data) > limit:
         raise PayloadTooLarge(f"File exceeds {limit} bytes")
@@ -349,8 +354,7 @@ def signed_upload_url(principal: Principal, request: SignedUrlRequest) -> Signed
     extension = {v: _EXTENSIONS.get(k, k) for k, v in IMAGE_TYPES.items()}.get(request.contentType)
     if extension is None:
         raise InvalidInput("contentType must be an image type", loc=("body", "contentType"))
-    if not _SAFE_NAME.match(request.fileName) or ".." in request.fileName:
-        raise InvalidInput("Invalid file name", loc=("body", "fileName"))
+    _check_file_name(request.fileName, ("body", "fileName"))
     prefix = owner_prefixes(principal)[-1]
     ref = ObjectRef(request.bucketName, f"{prefix}{uuid.uuid4().hex}.{extension}")
     url = _sign(

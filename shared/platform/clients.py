@@ -133,19 +133,13 @@ def openai(ollama: bool) -> openai_module.OpenAI:
     import openai as openai_module
 
     settings = get_settings()
-    if ollama:
-        return openai_module.OpenAI(
-            api_key="ollama",
-            base_url=settings.ollama_base_url,
-            timeout=settings.llm_timeout_seconds,
-            max_retries=0,
-        )
-    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+    key: str | None = "ollama"
+    base_url = settings.ollama_base_url
+    if not ollama:
+        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        base_url = settings.openai_base_url
     return openai_module.OpenAI(
-        api_key=key,
-        base_url=settings.openai_base_url,
-        timeout=settings.llm_timeout_seconds,
-        max_retries=0,
+        api_key=key, base_url=base_url, timeout=settings.llm_timeout_seconds, max_retries=0
     )
 
 
@@ -170,8 +164,17 @@ def reset() -> None:
         import firebase_admin
 
         firebase_admin.delete_app(firebase_app())
-    for factory in (firestore, storage, tasks, firebase_app, http_session, sms):
+    factories = (
+        firestore,
+        storage,
+        tasks,
+        firebase_app,
+        http_session,
+        sms,
+        genai,
+        openai,
+        anthropic,
+    )
+    for factory in factories:
         factory.cache_clear()
-    for llm_factory in (genai, openai, anthropic):
-        llm_factory.cache_clear()
     get_settings.cache_clear()

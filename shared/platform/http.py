@@ -466,10 +466,16 @@ def _path_params(route: Route, raw: dict[str, str]) -> dict[str, Any]:
     return values
 
 
-def _read_json(route: Route, request: flask.Request) -> Any:
+def _body_limit(route: Route, request: flask.Request) -> int:
+    """Return the route's body limit, refusing a declared length above it."""
     limit = route.max_body_bytes or get_settings().max_json_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
+    return limit
+
+
+def _read_json(route: Route, request: flask.Request) -> Any:
+    limit = _body_limit(route, request)
     raw = request.stream.read(limit + 1)
     if len(raw) > limit:
         raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
@@ -489,9 +495,7 @@ def _read_json(route: Route, request: flask.Request) -> Any:
 def _read_form(route: Route, request: flask.Request) -> dict[str, str]:
     from werkzeug.exceptions import RequestEntityTooLarge
 
-    limit = route.max_body_bytes or get_settings().max_json_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
+    limit = _body_limit(route, request)
     request.max_content_length = limit
     try:
         fields = request.form.to_dict(flat=True)
