@@ -30,19 +30,19 @@ def photo() -> bytes:
 
 
 def measure(attributes: list[str], image: bytes, runs: int) -> tuple[float, float]:
-    from shared import face_analysis
     from shared.platform.config import get_settings
+    from shared.social import faces
 
     os.environ["FACE_ATTRIBUTES"] = json.dumps(attributes)
     get_settings.cache_clear()
     started = time.perf_counter()
-    first = face_analysis.analyze_image(image)
+    first = faces.analyze_image(image)
     cold = time.perf_counter() - started
     assert first.face_detected, first.error
     timings = []
     for _ in range(runs):
         started = time.perf_counter()
-        face_analysis.analyze_image(image)
+        faces.analyze_image(image)
         timings.append(time.perf_counter() - started)
     return cold, statistics.median(timings)
 

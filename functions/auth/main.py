@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from shared import phone_auth
 from shared.platform.http import RequestContext, Router, http_function
+from shared.social import phone_auth
 
 router = Router("authentication")
 

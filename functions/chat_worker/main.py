@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared import chat as chats
+from shared.agents import chat as chats
 from shared.platform.tasks import TaskContext, task_worker
 
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from shared import photos
 from shared.platform.tasks import TaskContext, task_worker
+from shared.social import photos
 
 
 @task_worker(photos.AnalysisTask)
 def image_worker(payload: photos.AnalysisTask, context: TaskContext) -> None:
     """Analyse one profile picture object (skips stale or already analysed ones)."""
-    from shared import face_analysis
+    from shared.social import faces
 
-    face_analysis.analyze_profile_object(
-        payload.userId, payload.bucket, payload.blob, payload.generation
-    )
+    faces.analyze_profile_object(payload.userId, payload.bucket, payload.blob, payload.generation)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import flask
 
-from shared import service
+from shared.platform import meta as service
 from shared.platform.http import RequestContext, Router, http_function
 
 router = Router("meta")

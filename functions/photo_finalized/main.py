@@ -5,8 +5,8 @@ from __future__ import annotations
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from shared import photos
 from shared.platform.logging import configure_logging
+from shared.social import photos
 
 configure_logging()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared import catalog
+from shared.llm import catalog
 from shared.platform.http import RequestContext, Router, http_function
 
 router = Router("providers")

@@ -9,10 +9,10 @@ from datetime import timedelta
 
 import flask
 
-from shared import photos
 from shared.platform.config import get_settings
 from shared.platform.errors import InvalidInput
 from shared.platform.http import RequestContext, Router, http_function
+from shared.social import photos
 
 router = Router("storage")
 _UPLOAD_LIMIT = 11 * 1024 * 1024  # the file limit (MAX_UPLOAD_BYTES) plus form overhead

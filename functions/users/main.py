@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
-from shared import matches
-from shared import users as profiles
 from shared.platform.http import RequestContext, Router, http_function
+from shared.social import matches
+from shared.social import users as profiles
 
 router = Router("users")
 _PRIVATE = {403: "Forbidden", 404: "Not Found"}

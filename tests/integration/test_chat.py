@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from devstack.tokens import mint_token
-from shared import usage
+from shared.agents import accounts
 from shared.platform import clients
 from shared.platform.auth import Principal
 from shared.platform.errors import PaymentRequired
@@ -122,7 +122,7 @@ def test_replayed_task_does_not_run_or_charge_again(stack, alice):
     created = requests.post(stack.url("/chat"), json=chat_body(), headers=headers, timeout=10)
     ticket_id = created.json()["ticket_id"]
     wait_ticket(stack, headers, ticket_id)
-    from shared import chat
+    from shared.agents import chat
 
     chat.run_ticket(ticket_id)
 
@@ -236,12 +236,12 @@ def test_mutually_exclusive_parameters(stack, alice):
 def test_concurrent_reservations_never_overspend(stack, unique):
     user = mint_token(f"{unique}@example.com")
     principal = Principal(kind="firebase", subject=user.uid, user_id=user.uid)
-    usage.get_account(principal)
-    usage.admin_update(user.uid, usage.AdminUsageUpdate(spendRemaining=1.0))
+    accounts.get_account(principal)
+    accounts.admin_update(user.uid, accounts.AdminUsageUpdate(spendRemaining=1.0))
 
     def try_reserve(_):
         try:
-            usage.reserve(user.uid, 0.1, also_set=[])
+            accounts.reserve(user.uid, 0.1, also_set=[])
         except PaymentRequired:
             return False
         return True
@@ -250,17 +250,17 @@ def test_concurrent_reservations_never_overspend(stack, unique):
         outcomes = list(pool.map(try_reserve, range(20)))
 
     assert outcomes.count(True) == 10
-    assert usage.get_account(principal).usageInfo.spendRemaining == pytest.approx(0.0)
+    assert accounts.get_account(principal).usageInfo.spendRemaining == pytest.approx(0.0)
 
 
 def test_twenty_chats_with_allowance_for_ten(stack, alice):
     headers, uid = alice
     estimate_body = chat_body()
-    from shared import llm
+    from shared.llm import gateway
 
-    estimate = llm.estimate_cost(llm.LlmRequest.model_validate(estimate_body))
+    estimate = gateway.estimate_cost(gateway.LlmRequest.model_validate(estimate_body))
     requests.get(stack.url("/users/me"), headers=headers, timeout=10)
-    usage.admin_update(uid, usage.AdminUsageUpdate(spendRemaining=estimate * 10.5))
+    accounts.admin_update(uid, accounts.AdminUsageUpdate(spendRemaining=estimate * 10.5))
 
     with ThreadPoolExecutor(max_workers=20) as pool:
         created = list(

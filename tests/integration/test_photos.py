@@ -308,13 +308,13 @@ def test_pending_upload_is_adopted_by_new_user(stack):
 
 
 def test_missing_weights_give_an_error_not_a_download(stack, monkeypatch, tmp_path):
-    from shared import face_analysis
     from shared.platform.config import get_settings
+    from shared.social import faces
 
     monkeypatch.setenv("DEEPFACE_HOME", str(tmp_path))
     get_settings.cache_clear()
     try:
-        result = face_analysis.analyze_image(astronaut())
+        result = faces.analyze_image(astronaut())
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()

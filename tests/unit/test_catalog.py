@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from shared import catalog
-from shared.matches import elo_delta
+from shared.llm import catalog
 from shared.platform.errors import InvalidInput
+from shared.social.matches import elo_delta
 
 
 @pytest.fixture

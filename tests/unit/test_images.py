@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import ExifTags, Image
 
-from shared.photos import clean_image, parse_image_url, sniff
 from shared.platform.errors import InvalidInput
+from shared.social.photos import clean_image, parse_image_url, sniff
 
 
 def encode(kind: str, **options) -> bytes:

@@ -29,12 +29,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
-from shared.phone_auth import normalize_phone
 from shared.platform import clients
 from shared.platform.auth import USERS, Principal
 from shared.platform.config import get_settings
 from shared.platform.errors import Conflict, Forbidden, InvalidInput, NotFound
 from shared.platform.transactions import run_in_transaction
+from shared.social.phone_auth import normalize_phone
 
 MATCHES = "matches"
 NOTIFICATIONS = "notifications"

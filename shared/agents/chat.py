@@ -20,7 +20,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared import llm, usage
+from shared.agents import accounts
+from shared.llm import gateway
 from shared.platform import clients, tasks
 from shared.platform.auth import Principal, can_access_owned
 from shared.platform.errors import (
@@ -41,7 +42,7 @@ LEASE = timedelta(minutes=5)
 TicketStatus = Literal["pending", "processing", "completed", "failed"]
 
 
-class ChatRequest(llm.LlmRequest):
+class ChatRequest(gateway.LlmRequest):
     """A chat: the conversation, provider, model, parameters and built-in tools."""
 
 
@@ -63,7 +64,7 @@ class ChatResponse(BaseModel):
 
     ticket_id: str
     status: TicketStatus
-    result: llm.LlmResult | None = None
+    result: gateway.LlmResult | None = None
     error: str | None = None
     created_at: datetime
     updated_at: datetime
@@ -102,8 +103,8 @@ def create_ticket(principal: Principal, request: ChatRequest) -> TicketCreated:
     """
     if not principal.user_id:
         raise Forbidden("Create your user first")
-    llm.prepare(request)
-    if usage.get_account(principal).usageInfo.spendRemaining <= 0:
+    gateway.prepare(request)
+    if accounts.get_account(principal).usageInfo.spendRemaining <= 0:
         raise PaymentRequired("Allowance exhausted")
     ticket_id = str(uuid.uuid4())
     now = datetime.now(UTC)
@@ -173,19 +174,19 @@ def run_ticket(ticket_id: str) -> None:
     owner = ticket["ownerId"]
     if ticket.get("reserved"):
         # A previous worker died holding a reservation: release it before starting over.
-        usage.settle(owner, ticket["reserved"], 0.0, also_set=[(ref, {"reserved": 0.0})])
-    request = llm.LlmRequest.model_validate(ticket["request"])
+        accounts.settle(owner, ticket["reserved"], 0.0, also_set=[(ref, {"reserved": 0.0})])
+    request = gateway.LlmRequest.model_validate(ticket["request"])
     try:
-        estimate = llm.estimate_cost(request)
-        usage.reserve(owner, estimate, also_set=[(ref, {"reserved": estimate})])
+        estimate = gateway.estimate_cost(request)
+        accounts.reserve(owner, estimate, also_set=[(ref, {"reserved": estimate})])
     except DomainError as exc:
         ref.set(_finished("failed", exc.detail), merge=True)
         return
     try:
-        result = llm.complete(request)
+        result = gateway.complete(request)
     except DomainError as exc:
         logger.warning("chat ticket failed", extra={"ticket": ticket_id, "error": exc.detail})
-        usage.settle(owner, estimate, 0.0, also_set=[(ref, _finished("failed", exc.detail))])
+        accounts.settle(owner, estimate, 0.0, also_set=[(ref, _finished("failed", exc.detail))])
         return
     entry = {
         "cost": result.cost,
@@ -197,7 +198,9 @@ def run_ticket(ticket_id: str) -> None:
         "createdAt": datetime.now(UTC),
     }
     outcome = {**_finished("completed", None), "result": result.model_dump(mode="json")}
-    usage.settle(owner, estimate, result.cost, ledger=(ticket_id, entry), also_set=[(ref, outcome)])
+    accounts.settle(
+        owner, estimate, result.cost, ledger=(ticket_id, entry), also_set=[(ref, outcome)]
+    )
 
 
 def _finished(status: TicketStatus, error: str | None) -> dict[str, Any]:
@@ -211,7 +214,7 @@ def save_session(principal: Principal, session_id: str, body: ProviderConfigBody
         InvalidInput: The configuration does not fit the catalog.
         Forbidden: The session belongs to someone else.
     """
-    llm.check_config(body.provider, body.model, body.parameters)
+    gateway.check_config(body.provider, body.model, body.parameters)
     ref = clients.firestore().collection(SESSIONS).document(session_id)
 
     def decide(record: dict[str, Any] | None) -> Plan[SessionSaved]:

@@ -196,7 +196,7 @@ def upload_photo(
         PayloadTooLarge: Over `MAX_UPLOAD_BYTES`.
         Forbidden: `user_id` is someone else's.
     """
-    from shared import users
+    from shared.social import users
 
     if file_name is not None:
         _check_file_name(file_name, ("body", "file"))
@@ -303,7 +303,7 @@ def update_profile_picture(principal: Principal, form: ProfilePictureForm) -> Pr
         InvalidInput: Not one of our images.
         NotFound: No such image or user.
     """
-    from shared import users
+    from shared.social import users
 
     ref, blob = users_image(principal, form.user_id, form.image_url)
     users.set_profile_picture(form.user_id, ref.proxy_url)
@@ -443,8 +443,8 @@ def analyze_face(principal: Principal, query: AnalyzeQuery) -> AnalyzeResult:
         InvalidInput: Not one of our images.
         NotFound: No such image or user.
     """
-    from shared import face_analysis
-    from shared.users import load_user
+    from shared.social import faces
+    from shared.social.users import load_user
 
     ref, blob = users_image(principal, query.user_id, query.image_url)
     if (blob.size or 0) > get_settings().analyze_inline_max_bytes:
@@ -453,11 +453,9 @@ def analyze_face(principal: Principal, query: AnalyzeQuery) -> AnalyzeResult:
     record = load_user(query.user_id)
     if record.get("profilePic") != ref.proxy_url:
         return AnalyzeResult(
-            status="analyzed", picture_data=face_analysis.analyze_image(blob.download_as_bytes())
+            status="analyzed", picture_data=faces.analyze_image(blob.download_as_bytes())
         )
-    stored = face_analysis.analyze_profile_object(
-        query.user_id, ref.bucket, ref.blob, blob.generation
-    )
+    stored = faces.analyze_profile_object(query.user_id, ref.bucket, ref.blob, blob.generation)
     if stored is None:
         stored = (load_user(query.user_id).get("metadata") or {}).get("picture_data")
     return AnalyzeResult(status="analyzed", picture_data=stored)

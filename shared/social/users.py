@@ -19,12 +19,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
-from shared import photos
-from shared.phone_auth import normalize_phone
 from shared.platform import clients
 from shared.platform.auth import AUTH_TOKENS, USER_PHONES, USERS, Principal, require_self_or_admin
 from shared.platform.errors import Conflict, Forbidden, InvalidInput, NotFound
 from shared.platform.transactions import run_in_transaction
+from shared.social import photos
+from shared.social.phone_auth import normalize_phone
 
 USER_EMAILS = "user_emails"
 DEFAULT_ELO = 1600

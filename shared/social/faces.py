@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.platform.config import get_settings
-from shared.users import Label, PictureData
+from shared.social.users import Label, PictureData
 
 logger = logging.getLogger(__name__)
 
@@ -107,11 +107,11 @@ def analyze_profile_object(
     Raises:
         NotFound: No such user.
     """
-    from shared import photos
     from shared.platform import clients
     from shared.platform.auth import USERS
     from shared.platform.errors import NotFound
     from shared.platform.transactions import Plan, write_if_unchanged
+    from shared.social import photos
 
     ref = photos.ObjectRef(bucket, blob_name)
     user_ref = clients.firestore().collection(USERS).document(user_id)

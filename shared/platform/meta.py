@@ -17,7 +17,7 @@ from shared.platform.errors import NotFound
 
 client_logger = logging.getLogger("client")
 
-OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+OPENAPI_PATH = Path(__file__).parent.parent / "openapi.json"
 CLIENT_LOG_MAX_BYTES = 16_384
 SWAGGER_ASSETS = {
     "swagger-ui.css": "text/css",

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared import catalog
+from shared.llm import catalog
 from shared.platform import clients
 from shared.platform.errors import InvalidInput, NotFound, Unavailable
 

@@ -1,0 +1,1 @@
+"""The agent-platform half: accounts and allowance, chat, agents and their tools."""

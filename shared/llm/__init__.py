@@ -1,0 +1,1 @@
+"""The provider catalog and the LLM gateway, used by both halves."""

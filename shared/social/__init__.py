@@ -1,0 +1,1 @@
+"""The social-introductions half: phone sign-in, profiles, matches, photos, faces."""
