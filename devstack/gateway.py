@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import flask
+from werkzeug.exceptions import HTTPException
 
 from devstack.functions_index import (
     deployed_functions,
@@ -45,6 +46,14 @@ def create_app(extra_functions: dict[str, Callable[..., Any]] | None = None) -> 
     }
     functions.update(extra_functions or {})
     app = flask.Flask("gateway")
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> flask.Response:
+        # Errors the gateway itself raises (unknown method, malformed request) read as
+        # FastAPI-style JSON, like every function's own errors.
+        response = flask.jsonify(detail=error.name)
+        response.status_code = error.code or 500
+        return response
 
     @app.route("/", defaults={"path": ""}, methods=_METHODS)
     @app.route("/<path:path>", methods=_METHODS)

@@ -51,18 +51,24 @@ def sign_in(email: str, password: str) -> LocalUser:
     return LocalUser(uid=data["localId"], email=email, id_token=data["idToken"])
 
 
-def mint_token(email: str, password: str = LOCAL_PASSWORD, *, admin: bool = False) -> LocalUser:
+def mint_token(
+    email: str, password: str = LOCAL_PASSWORD, *, admin: bool = False, verified: bool = True
+) -> LocalUser:
     """Return an ID token for a local user, with the admin claim set or cleared.
 
     Args:
         email: The account email (created on first use).
         password: The account password.
         admin: Whether the token should carry `admin: true`.
+        verified: Whether the email counts as verified (`email_verified` in the token),
+            as after the web app's email-link verification.
 
     Returns:
-        The user and an ID token issued after the claims were set.
+        The user and an ID token issued after the claims and the verification were set.
     """
     user = sign_in(email, password)
     claims = {"admin": True} if admin else {}
-    firebase_auth.set_custom_user_claims(user.uid, claims, app=clients.firebase_app())
+    app = clients.firebase_app()
+    firebase_auth.set_custom_user_claims(user.uid, claims, app=app)
+    firebase_auth.update_user(user.uid, email_verified=verified, app=app)
     return sign_in(email, password)

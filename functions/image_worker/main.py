@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from shared.platform.tasks import TaskContext, task_worker
-from shared.social import photos
+from shared.social import photos, pictures
+from shared.social.profile_types import ObjectRef
 
 
 @task_worker(photos.AnalysisTask)
 def image_worker(payload: photos.AnalysisTask, context: TaskContext) -> None:
     """Analyse one profile picture object (skips stale or already analysed ones)."""
-    from shared.social import faces
-
-    faces.analyze_profile_object(payload.userId, payload.bucket, payload.blob, payload.generation)
+    pictures.analyze_profile_object(
+        payload.userId, ObjectRef(payload.bucket, payload.blob), payload.generation
+    )

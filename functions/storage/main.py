@@ -12,7 +12,8 @@ import flask
 from shared.platform.config import get_settings
 from shared.platform.errors import InvalidInput
 from shared.platform.http import RequestContext, Router, http_function
-from shared.social import photos
+from shared.social import photos, pictures
+from shared.social.profile_types import ObjectRef
 
 router = Router("storage")
 _UPLOAD_LIMIT = 11 * 1024 * 1024  # the file limit (MAX_UPLOAD_BYTES) plus form overhead
@@ -24,7 +25,7 @@ def _upload(ctx: RequestContext, form: photos.UploadForm) -> photos.UploadResult
     if upload.filename is None:
         raise InvalidInput("file is required", loc=("body", "file"))
     data = upload.stream.read(get_settings().max_upload_bytes + 1)
-    return photos.upload_photo(ctx.user, form, upload.filename, data)
+    return pictures.upload_photo(ctx.user, form, upload.filename, data)
 
 
 for _path in ("/storage/upload-photo", "/users/upload-photo"):
@@ -36,7 +37,7 @@ for _path in ("/storage/upload-photo", "/users/upload-photo"):
         files=("file",),
         response=photos.UploadResult,
         max_body_bytes=_UPLOAD_LIMIT,
-        responses={403: "Forbidden", 413: "Payload Too Large"},
+        responses={403: "Forbidden", 404: "Not Found", 413: "Payload Too Large"},
     )(_upload)
 
 
@@ -44,7 +45,7 @@ def _update_profile_picture(
     ctx: RequestContext, form: photos.ProfilePictureForm
 ) -> photos.ProfilePictureSet:
     """Make one of the user's images their profile picture and queue its analysis."""
-    return photos.update_profile_picture(ctx.user, form)
+    return pictures.update_profile_picture(ctx.user, form)
 
 
 for _path in ("/storage/update-profile-picture", "/users/update-profile-picture"):
@@ -54,7 +55,7 @@ for _path in ("/storage/update-profile-picture", "/users/update-profile-picture"
         summary="Update Profile Picture",
         form=photos.ProfilePictureForm,
         response=photos.ProfilePictureSet,
-        responses={403: "Forbidden", 404: "Not Found"},
+        responses={403: "Forbidden", 404: "Not Found", 409: "Conflict"},
     )(_update_profile_picture)
 
 
@@ -64,11 +65,11 @@ for _path in ("/storage/update-profile-picture", "/users/update-profile-picture"
     summary="Analyze Face",
     query=photos.AnalyzeQuery,
     response=photos.AnalyzeResult,
-    responses={403: "Forbidden", 404: "Not Found"},
+    responses={403: "Forbidden", 404: "Not Found", 409: "Conflict"},
 )
 def analyze_face(ctx: RequestContext, query: photos.AnalyzeQuery) -> photos.AnalyzeResult:
     """Analyse a profile photo now (queued when large) and return the result."""
-    return photos.analyze_face(ctx.user, query)
+    return pictures.analyze_face(ctx.user, query)
 
 
 @router.post(
@@ -93,7 +94,7 @@ def signed_url(ctx: RequestContext, body: photos.SignedUrlRequest) -> photos.Sig
 )
 def authenticated_url(ctx: RequestContext, bucket_name: str, blob_name: str) -> photos.UrlResponse:
     """A signed GET URL valid `SIGNED_URL_MINUTES` for one of the caller's objects."""
-    ref = photos.ObjectRef(bucket_name, blob_name)
+    ref = ObjectRef(bucket_name, blob_name)
     return photos.signed_read_url(
         ctx.user, ref, timedelta(minutes=get_settings().signed_url_minutes)
     )
@@ -108,9 +109,7 @@ def authenticated_url(ctx: RequestContext, bucket_name: str, blob_name: str) -> 
 )
 def permanent_url(ctx: RequestContext, bucket_name: str, blob_name: str) -> photos.UrlResponse:
     """A signed GET URL valid 7 days (the V4 maximum) for one of the caller's objects."""
-    return photos.signed_read_url(
-        ctx.user, photos.ObjectRef(bucket_name, blob_name), timedelta(days=7)
-    )
+    return photos.signed_read_url(ctx.user, ObjectRef(bucket_name, blob_name), timedelta(days=7))
 
 
 @router.get(
@@ -121,7 +120,7 @@ def permanent_url(ctx: RequestContext, bucket_name: str, blob_name: str) -> phot
 )
 def profile_image(ctx: RequestContext, bucket_name: str, blob_name: str) -> flask.Response:
     """Stream a public profile photo with its content type and cache headers."""
-    data, content_type, etag = photos.profile_image(photos.ObjectRef(bucket_name, blob_name))
+    data, content_type, etag = photos.profile_image(ObjectRef(bucket_name, blob_name))
     response = flask.Response(data, mimetype=content_type)
     response.headers["Cache-Control"] = "public, max-age=3600"
     if etag:

@@ -48,8 +48,8 @@ def check_phone(ctx: RequestContext, query: PhoneQuery) -> profiles.PhoneExists:
     response=profiles.EmailExists,
 )
 def check_email(ctx: RequestContext, query: EmailQuery) -> profiles.EmailExists:
-    """Check if an email address already exists, by whom, and if the profile is complete."""
-    return profiles.email_exists(str(query.email))
+    """Check if an email address already exists (who holds it: only to that user or admins)."""
+    return profiles.email_exists(ctx.user, str(query.email))
 
 
 @router.post(
@@ -65,8 +65,15 @@ def check_email(ctx: RequestContext, query: EmailQuery) -> profiles.EmailExists:
 def close_loop(
     ctx: RequestContext, query: matches.CloseLoopQuery, body: matches.CloseLoopBody
 ) -> matches.CloseLoopResult:
-    """Record how an introduction ended and update both users' Elo once."""
-    return matches.close_loop(ctx.user, query, body)
+    """Record how an existing introduction ended and update both users' Elo once."""
+    return matches.close_loop(
+        ctx.user,
+        source_id=query.sourceId,
+        target_id=query.targetId,
+        outcome=body.outcome,
+        details=dict(body.model_extra or {}),
+        referrer=(query.ref_phone or None, str(query.ref_email) if query.ref_email else None),
+    )
 
 
 @router.post(
@@ -76,7 +83,7 @@ def close_loop(
     body=profiles.CreateUserRequest,
     response=profiles.User,
     status_code=201,
-    responses={403: "Forbidden", 409: "Conflict"},
+    responses={403: "Forbidden", 404: "Not Found", 409: "Conflict"},
 )
 def create_user(ctx: RequestContext, body: profiles.CreateUserRequest) -> profiles.User:
     """Create a new user (a phone token is bound to the user it creates)."""

@@ -1,8 +1,15 @@
-"""Accounts, monthly allowances and the usage ledger.
+"""Accounts, monthly allowances and the usage ledger (owner of `accounts`).
 
-The account lives on the user document (`basicInfo`, `billingInfo`,
-`usageInfo`); each charge is a ledger entry in `users/{userId}/usage/{id}`.
-All balance changes are atomic compare-and-set writes on the user document
+The agent-platform account lives in `accounts/{userId}` (`basicInfo`,
+`billingInfo`, `usageInfo`), apart from the social profile, so either can
+exist without the other and either order of first calls works. Each charge
+is a ledger entry in `accounts/{userId}/usage/{entryId}`. Money is stored as
+integer micro-dollars (`monthlyAllowanceMicros`, `spendRemainingMicros`,
+`costMicros`); the API keeps its dollar number fields. The ledger sum always
+equals what was taken from the allowance: a charge never takes more than
+what remains, and the entry records what was taken.
+
+All balance changes are atomic compare-and-set writes on the account
 (`write_if_unchanged`), so concurrent calls can never overspend.
 
 Rules:
@@ -14,6 +21,7 @@ Rules:
   date has passed, the allowance resets itself on the next use:
   `spendRemaining = monthlyAllowance` and the date moves
   `ALLOWANCE_PERIOD_DAYS` on.
+- An account with nothing left answers 402 to new usage.
 - A model call reserves its estimated cost before the call (402 if the
   remaining spend cannot cover it) and settles to the real cost after.
 """
@@ -27,15 +35,29 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.platform import clients
-from shared.platform.auth import USERS, Principal
+from shared.platform.auth import Principal
 from shared.platform.config import get_settings
 from shared.platform.errors import Forbidden, InvalidInput, NotFound, PaymentRequired
 from shared.platform.transactions import Plan, write_if_unchanged
+from shared.platform.values import StorableMap
 
 if TYPE_CHECKING:
     from google.cloud.firestore import DocumentReference
 
+ACCOUNTS = "accounts"
 LEDGER = "usage"
+MICROS = 1_000_000
+_Money = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def to_micros(dollars: float) -> int:
+    """Convert dollars to integer micro-dollars (rounded to the nearest)."""
+    return round(dollars * MICROS)
+
+
+def to_dollars(micros: int) -> float:
+    """Convert integer micro-dollars to dollars."""
+    return micros / MICROS
 
 
 class BasicInfo(BaseModel):
@@ -73,7 +95,7 @@ class Account(BaseModel):
 class MonthlyAllowanceBody(BaseModel):
     """`{"monthlyAllowance": number}`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _Money
 
     monthlyAllowance: float = Field(ge=0, le=1_000_000)  # noqa: N815
 
@@ -81,7 +103,7 @@ class MonthlyAllowanceBody(BaseModel):
 class ResetDateBody(BaseModel):
     """`{"allowanceResetDate": number}` (epoch seconds)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _Money
 
     allowanceResetDate: float = Field(gt=0, lt=4_102_444_800)  # noqa: N815 - before 2100
 
@@ -89,7 +111,7 @@ class ResetDateBody(BaseModel):
 class SpendRemainingBody(BaseModel):
     """`{"spendRemaining": number}`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _Money
 
     spendRemaining: float = Field(ge=0, le=1_000_000)  # noqa: N815
 
@@ -97,16 +119,16 @@ class SpendRemainingBody(BaseModel):
 class UsageBody(BaseModel):
     """A usage entry reported by the client."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _Money
 
     responseCost: float = Field(ge=0, le=10_000)  # noqa: N815
-    metadata: dict[str, Any] | None = None
+    metadata: StorableMap | None = None
 
 
 class AdminUsageUpdate(BaseModel):
     """Any combination of the three usage fields."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _Money
 
     monthlyAllowance: float | None = Field(default=None, ge=0, le=1_000_000)  # noqa: N815
     allowanceResetDate: float | None = Field(default=None, gt=0, lt=4_102_444_800)  # noqa: N815
@@ -129,23 +151,24 @@ class AccountPage(BaseModel):
     nextCursor: str | None  # noqa: N815 - API field name
 
 
-def _user_ref(user_id: str) -> DocumentReference:
-    return clients.firestore().collection(USERS).document(user_id)
+def _account_ref(user_id: str) -> DocumentReference:
+    return clients.firestore().collection(ACCOUNTS).document(user_id)
 
 
-def _plan_cap(plan: str) -> float:
+def _plan_cap(plan: str) -> int:
     caps = get_settings().plan_caps
-    return caps.get(plan, caps.get(get_settings().default_plan, 0.0))
+    return to_micros(caps.get(plan, caps.get(get_settings().default_plan, 0.0)))
 
 
 def _next_reset(now: datetime) -> float:
     return (now + timedelta(days=get_settings().allowance_period_days)).timestamp()
 
 
-def _fresh_account(principal: Principal | None, now: datetime) -> dict[str, Any]:
+def _fresh_account(user_id: str, principal: Principal | None, now: datetime) -> dict[str, Any]:
     plan = get_settings().default_plan
     cap = _plan_cap(plan)
     return {
+        "userId": user_id,
         "basicInfo": {
             "email": principal.email if principal else None,
             "displayName": None,
@@ -153,26 +176,26 @@ def _fresh_account(principal: Principal | None, now: datetime) -> dict[str, Any]
         },
         "billingInfo": {"plan": plan},
         "usageInfo": {
-            "monthlyAllowance": cap,
+            "monthlyAllowanceMicros": cap,
             "allowanceResetDate": _next_reset(now),
-            "spendRemaining": cap,
+            "spendRemainingMicros": cap,
         },
     }
 
 
 def _current(
-    record: dict[str, Any] | None, principal: Principal | None, now: datetime
+    user_id: str, record: dict[str, Any] | None, principal: Principal | None, now: datetime
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Return the account as it stands now and the writes that bring it there.
 
-    Creates the account fields when missing and applies a due reset.
+    Creates the account when missing and applies a due reset.
     """
-    if record is None or "usageInfo" not in record:
-        fresh = _fresh_account(principal, now)
-        return {**(record or {}), **fresh}, fresh
+    if record is None:
+        fresh = _fresh_account(user_id, principal, now)
+        return fresh, fresh
     usage = dict(record["usageInfo"])
     if now.timestamp() >= usage["allowanceResetDate"]:
-        usage["spendRemaining"] = usage["monthlyAllowance"]
+        usage["spendRemainingMicros"] = usage["monthlyAllowanceMicros"]
         usage["allowanceResetDate"] = _next_reset(now)
         return {**record, "usageInfo": usage}, {"usageInfo": usage}
     return record, {}
@@ -180,11 +203,16 @@ def _current(
 
 def _to_account(user_id: str, record: dict[str, Any]) -> Account:
     plan = record.get("billingInfo", {}).get("plan", get_settings().default_plan)
+    usage = record["usageInfo"]
     return Account(
         userId=user_id,
         basicInfo=BasicInfo.model_validate(record["basicInfo"]),
-        billingInfo=BillingInfo(plan=plan, planCap=_plan_cap(plan)),
-        usageInfo=UsageInfo.model_validate(record["usageInfo"]),
+        billingInfo=BillingInfo(plan=plan, planCap=to_dollars(_plan_cap(plan))),
+        usageInfo=UsageInfo(
+            monthlyAllowance=to_dollars(usage["monthlyAllowanceMicros"]),
+            allowanceResetDate=usage["allowanceResetDate"],
+            spendRemaining=to_dollars(usage["spendRemainingMicros"]),
+        ),
     )
 
 
@@ -199,39 +227,42 @@ def get_account(principal: Principal) -> Account:
     user_id = _require_user_id(principal)
 
     def decide(record: dict[str, Any] | None) -> Plan[Account]:
-        account, writes = _current(record, principal, datetime.now(UTC))
+        account, writes = _current(user_id, record, principal, datetime.now(UTC))
         return Plan(_to_account(user_id, account), update=writes or None)
 
-    return write_if_unchanged(_user_ref(user_id), decide)
+    return write_if_unchanged(_account_ref(user_id), decide)
 
 
 def _change_usage(
     user_id: str,
     change: Any,
     principal: Principal | None = None,
-    ledger_entry: tuple[str, dict[str, Any]] | None = None,
+    ledger_entry: Any = None,
     also_set: list[tuple[Any, dict[str, Any]]] | None = None,
 ) -> Account:
     """Apply `change(usage_info, record) -> None` (raising to refuse) atomically.
 
-    The account is created first when missing (only for a caller's own
-    account) and a due reset is applied; `ledger_entry` and `also_set` are
-    written in the same commit.
+    `usage_info` holds micro-dollars. The account is created first when
+    missing (only for a caller's own account) and a due reset is applied.
+    `ledger_entry(before, after) -> (entry_id, entry) | None` sees the
+    remaining micro-dollars before and after the change; its entry and
+    `also_set` are written in the same commit.
     """
-    ref = _user_ref(user_id)
-    also = list(also_set or [])
-    if ledger_entry is not None:
-        entry_id, entry = ledger_entry
-        also.append((ref.collection(LEDGER).document(entry_id), entry))
+    ref = _account_ref(user_id)
 
     def decide(record: dict[str, Any] | None) -> Plan[Account]:
         if record is None and principal is None:
             raise NotFound("User not found")
-        account, _ = _current(record, principal, datetime.now(UTC))
+        account, _ = _current(user_id, record, principal, datetime.now(UTC))
         usage = dict(account["usageInfo"])
+        before = usage["spendRemainingMicros"]
         change(usage, account)
         account = {**account, "usageInfo": usage}
-        writes = {key: account[key] for key in ("basicInfo", "billingInfo", "usageInfo")}
+        writes = {key: account[key] for key in ("userId", "basicInfo", "billingInfo", "usageInfo")}
+        also = list(also_set or [])
+        entry = ledger_entry(before, usage["spendRemainingMicros"]) if ledger_entry else None
+        if entry is not None:
+            also.append((ref.collection(LEDGER).document(entry[0]), entry[1]))
         return Plan(_to_account(user_id, account), update=writes, also_set=also)
 
     return write_if_unchanged(ref, decide)
@@ -239,13 +270,16 @@ def _change_usage(
 
 def set_monthly_allowance(principal: Principal, value: float) -> Account:
     """Set the caller's monthly allowance (above the plan cap: admin only)."""
+    micros = to_micros(value)
 
     def change(usage: dict[str, Any], account: dict[str, Any]) -> None:
         cap = _plan_cap(account["billingInfo"]["plan"])
-        if value > cap and not principal.is_admin:
-            raise Forbidden(f"monthlyAllowance above the plan cap ({cap}) needs an admin")
-        usage["monthlyAllowance"] = value
-        usage["spendRemaining"] = min(usage["spendRemaining"], value)
+        if micros > cap and not principal.is_admin:
+            raise Forbidden(
+                f"monthlyAllowance above the plan cap ({to_dollars(cap)}) needs an admin"
+            )
+        usage["monthlyAllowanceMicros"] = micros
+        usage["spendRemainingMicros"] = min(usage["spendRemainingMicros"], micros)
 
     return _change_usage(_require_user_id(principal), change, principal)
 
@@ -263,29 +297,44 @@ def set_reset_date(principal: Principal, value: float) -> Account:
 
 def set_spend_remaining(principal: Principal, value: float) -> Account:
     """Set what the caller has left (raising it: admin only)."""
+    micros = to_micros(value)
 
     def change(usage: dict[str, Any], account: dict[str, Any]) -> None:
-        if value > usage["spendRemaining"] and not principal.is_admin:
+        if micros > usage["spendRemainingMicros"] and not principal.is_admin:
             raise Forbidden("Only admins may raise spendRemaining")
-        usage["spendRemaining"] = value
+        usage["spendRemainingMicros"] = micros
 
     return _change_usage(_require_user_id(principal), change, principal)
 
 
 def record_usage(principal: Principal, body: UsageBody) -> Account:
-    """Append a ledger entry reported by the client and lower the remaining spend."""
+    """Charge a usage entry reported by the client and write it to the ledger.
+
+    The charge is the reported cost, or what remains when that is less; the
+    entry records the charge (and the reported cost).
+
+    Raises:
+        PaymentRequired: Nothing is left of the allowance.
+    """
+    reported = to_micros(body.responseCost)
+    entry_id = uuid.uuid4().hex
     now = datetime.now(UTC)
 
     def change(usage: dict[str, Any], account: dict[str, Any]) -> None:
-        usage["spendRemaining"] = max(0.0, usage["spendRemaining"] - body.responseCost)
+        if usage["spendRemainingMicros"] <= 0:
+            raise PaymentRequired("Allowance exhausted")
+        usage["spendRemainingMicros"] -= min(reported, usage["spendRemainingMicros"])
 
-    entry = {"cost": body.responseCost, "metadata": body.metadata or {}, "source": "client"}
-    return _change_usage(
-        _require_user_id(principal),
-        change,
-        principal,
-        ledger_entry=(uuid.uuid4().hex, {**entry, "createdAt": now}),
-    )
+    def entry(before: int, after: int) -> tuple[str, dict[str, Any]]:
+        return entry_id, {
+            "costMicros": before - after,
+            "reportedCostMicros": reported,
+            "metadata": body.metadata or {},
+            "source": "client",
+            "createdAt": now,
+        }
+
+    return _change_usage(_require_user_id(principal), change, principal, ledger_entry=entry)
 
 
 def reset_allowance(principal: Principal) -> Account:
@@ -295,7 +344,7 @@ def reset_allowance(principal: Principal) -> Account:
         now = datetime.now(UTC)
         if now.timestamp() < usage["allowanceResetDate"] and not principal.is_admin:
             raise Forbidden("The allowance can be reset after allowanceResetDate")
-        usage["spendRemaining"] = usage["monthlyAllowance"]
+        usage["spendRemainingMicros"] = usage["monthlyAllowanceMicros"]
         usage["allowanceResetDate"] = _next_reset(now)
 
     return _change_usage(_require_user_id(principal), change, principal)
@@ -306,79 +355,95 @@ def admin_update(user_id: str, body: AdminUsageUpdate) -> Account:
 
     Raises:
         InvalidInput: No field given.
-        NotFound: No such user.
+        NotFound: No such account.
     """
     values = body.model_dump(exclude_none=True)
     if not values:
         raise InvalidInput("Give at least one field", loc=("body",))
-    return _change_usage(user_id, lambda usage, account: usage.update(values))
+
+    def change(usage: dict[str, Any], account: dict[str, Any]) -> None:
+        if "monthlyAllowance" in values:
+            usage["monthlyAllowanceMicros"] = to_micros(values["monthlyAllowance"])
+        if "spendRemaining" in values:
+            usage["spendRemainingMicros"] = to_micros(values["spendRemaining"])
+        if "allowanceResetDate" in values:
+            usage["allowanceResetDate"] = values["allowanceResetDate"]
+
+    return _change_usage(user_id, change)
 
 
 def admin_list(query: AdminUsersQuery) -> AccountPage:
-    """List accounts by user id, a page at a time (users without an account are skipped)."""
+    """List accounts by user id, a page at a time."""
     from google.cloud.firestore_v1.field_path import FieldPath
 
-    collection = clients.firestore().collection(USERS)
+    collection = clients.firestore().collection(ACCOUNTS)
     request = collection.order_by(FieldPath.document_id()).limit(query.limit)
     if query.cursor:
         request = request.start_after({FieldPath.document_id(): collection.document(query.cursor)})
     snapshots = list(request.stream())
-    accounts = [
-        _to_account(snapshot.id, record)
-        for snapshot in snapshots
-        if "usageInfo" in (record := snapshot.to_dict() or {}) and "basicInfo" in record
-    ]
+    accounts = [_to_account(snapshot.id, snapshot.to_dict() or {}) for snapshot in snapshots]
     next_cursor = snapshots[-1].id if len(snapshots) == query.limit else None
     return AccountPage(users=accounts, nextCursor=next_cursor)
 
 
-def reserve(user_id: str, amount: float, also_set: list[tuple[Any, dict[str, Any]]]) -> None:
-    """Hold `amount` of the user's remaining spend before a model call.
+def reserve(user_id: str, micros: int, also_set: list[tuple[Any, dict[str, Any]]]) -> None:
+    """Hold `micros` of the user's remaining spend before a model call.
 
     Args:
         user_id: The payer.
-        amount: The estimated cost.
+        micros: The estimated cost in micro-dollars.
         also_set: Documents to merge in the same atomic write (the ticket).
 
     Raises:
         PaymentRequired: The remaining spend cannot cover the estimate.
-        NotFound: No such user.
+        NotFound: No such account.
     """
 
     def change(usage: dict[str, Any], account: dict[str, Any]) -> None:
-        if usage["spendRemaining"] < amount:
+        if usage["spendRemainingMicros"] < micros:
             raise PaymentRequired("Allowance exhausted")
-        usage["spendRemaining"] -= amount
+        usage["spendRemainingMicros"] -= micros
 
     _change_usage(user_id, change, also_set=also_set)
 
 
 def settle(
     user_id: str,
-    reserved: float,
-    charged: float,
+    reserved: int,
+    charged: int,
     *,
     ledger: tuple[str, dict[str, Any]] | None = None,
     also_set: list[tuple[Any, dict[str, Any]]] | None = None,
-) -> None:
+) -> int:
     """Replace a reservation by the real charge (0 releases it) and write the ledger entry.
+
+    The charge never exceeds the reservation plus what remains; the ledger
+    entry's `costMicros` is what was actually charged.
 
     Args:
         user_id: The payer.
-        reserved: What `reserve` held.
-        charged: The real cost.
-        ledger: The ledger entry and its deterministic id (the ticket's), if anything is charged.
+        reserved: What `reserve` held, in micro-dollars.
+        charged: The real cost, in micro-dollars.
+        ledger: The entry id (deterministic, the ticket's) and its fields, if anything is charged.
         also_set: Documents to merge in the same atomic write (the ticket).
+
+    Returns:
+        The micro-dollars charged.
     """
-    ref = _user_ref(user_id)
+    ref = _account_ref(user_id)
     extra = list(also_set or [])
-    if ledger is not None:
-        entry_id, entry = ledger
-        extra.append((ref.collection(LEDGER).document(entry_id), entry))
 
-    def decide(record: dict[str, Any] | None) -> Plan[None]:
+    def decide(record: dict[str, Any] | None) -> Plan[int]:
         usage = dict((record or {}).get("usageInfo") or {})
-        usage["spendRemaining"] = max(0.0, usage.get("spendRemaining", 0.0) + reserved - charged)
-        return Plan(None, update={"usageInfo": usage}, also_set=extra)
+        available = usage.get("spendRemainingMicros", 0) + reserved
+        taken = min(charged, available)
+        usage["spendRemainingMicros"] = available - taken
+        writes = list(extra)
+        if ledger is not None:
+            entry_id, entry = ledger
+            writes.append(
+                (ref.collection(LEDGER).document(entry_id), {**entry, "costMicros": taken})
+            )
+        return Plan(taken, update={"usageInfo": usage}, also_set=writes)
 
-    write_if_unchanged(ref, decide)
+    return write_if_unchanged(ref, decide)

@@ -172,13 +172,14 @@ def run_ticket(ticket_id: str) -> None:
     if ticket is None:
         return
     owner = ticket["ownerId"]
-    if ticket.get("reserved"):
+    if ticket.get("reservedMicros"):
         # A previous worker died holding a reservation: release it before starting over.
-        accounts.settle(owner, ticket["reserved"], 0.0, also_set=[(ref, {"reserved": 0.0})])
+        held = int(ticket["reservedMicros"])
+        accounts.settle(owner, held, 0, also_set=[(ref, {"reservedMicros": 0})])
     request = gateway.LlmRequest.model_validate(ticket["request"])
     try:
-        estimate = gateway.estimate_cost(request)
-        accounts.reserve(owner, estimate, also_set=[(ref, {"reserved": estimate})])
+        estimate = accounts.to_micros(gateway.estimate_cost(request))
+        accounts.reserve(owner, estimate, also_set=[(ref, {"reservedMicros": estimate})])
     except DomainError as exc:
         ref.set(_finished("failed", exc.detail), merge=True)
         return
@@ -186,10 +187,9 @@ def run_ticket(ticket_id: str) -> None:
         result = gateway.complete(request)
     except DomainError as exc:
         logger.warning("chat ticket failed", extra={"ticket": ticket_id, "error": exc.detail})
-        accounts.settle(owner, estimate, 0.0, also_set=[(ref, _finished("failed", exc.detail))])
+        accounts.settle(owner, estimate, 0, also_set=[(ref, _finished("failed", exc.detail))])
         return
     entry = {
-        "cost": result.cost,
         "model": result.model,
         "provider": request.provider,
         "usage": result.usage.model_dump(),
@@ -199,12 +199,16 @@ def run_ticket(ticket_id: str) -> None:
     }
     outcome = {**_finished("completed", None), "result": result.model_dump(mode="json")}
     accounts.settle(
-        owner, estimate, result.cost, ledger=(ticket_id, entry), also_set=[(ref, outcome)]
+        owner,
+        estimate,
+        accounts.to_micros(result.cost),
+        ledger=(ticket_id, entry),
+        also_set=[(ref, outcome)],
     )
 
 
 def _finished(status: TicketStatus, error: str | None) -> dict[str, Any]:
-    return {"status": status, "error": error, "reserved": 0.0, "updatedAt": datetime.now(UTC)}
+    return {"status": status, "error": error, "reservedMicros": 0, "updatedAt": datetime.now(UTC)}
 
 
 def save_session(principal: Principal, session_id: str, body: ProviderConfigBody) -> SessionSaved:

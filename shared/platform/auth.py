@@ -49,7 +49,8 @@ class Principal:
         subject: The Firebase uid, or the stored hash of the phone token.
         user_id: The `users/{userId}` document of the caller, if one exists yet.
         phone: The verified phone number (E.164), if known.
-        email: The verified email, if known.
+        email: The email the token carries, if any.
+        email_verified: Whether the identity provider verified that email.
         admin_claim: Whether the token itself carries the admin claim.
     """
 
@@ -58,6 +59,7 @@ class Principal:
     user_id: str | None
     phone: str | None = None
     email: str | None = None
+    email_verified: bool = False
     admin_claim: bool = False
     _admin: bool | None = field(default=None, repr=False)
 
@@ -128,6 +130,7 @@ def _firebase_principal(token: str) -> Principal:
         user_id=uid,
         phone=claims.get("phone_number"),
         email=claims.get("email"),
+        email_verified=claims.get("email_verified") is True,
         admin_claim=claims.get("admin") is True,
     )
 

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
 
     profiles_bucket: str = Field(default="series-v1-profiles", alias="PROFILES_BUCKET")
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, alias="MAX_UPLOAD_BYTES", gt=0)
+    max_image_pixels: int = Field(
+        default=40_000_000,
+        alias="MAX_IMAGE_PIXELS",
+        gt=0,
+        description="Largest image (width x height) accepted, checked before decoding.",
+    )
     signing_service_account: str | None = Field(
         default=None,
         alias="SIGNING_SERVICE_ACCOUNT",

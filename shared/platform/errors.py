@@ -56,6 +56,10 @@ class PayloadTooLarge(DomainError):
     """The request body is larger than this endpoint accepts."""
 
 
+class UnsupportedMediaType(DomainError):
+    """The request body is not in a format this endpoint takes."""
+
+
 class RateLimited(DomainError):
     """Too many requests; retry after `retry_after` seconds.
 

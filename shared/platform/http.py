@@ -37,8 +37,10 @@ from shared.platform.errors import (
     RateLimited,
     Unauthorized,
     Unavailable,
+    UnsupportedMediaType,
 )
 from shared.platform.logging import configure_logging, request_log_context
+from shared.platform.values import DOC_ID_PATTERN, UnstorableValue, check_json
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(str|int|path|id))?\}")
 _CONVERTERS: dict[str, tuple[str, type]] = {
     "str": (r"[^/]+", str),
     # A document id (uuids, Firebase uids): never Firestore's reserved `__...__` form.
-    "id": (r"[A-Za-z0-9-][A-Za-z0-9_-]{0,127}", str),
+    "id": (DOC_ID_PATTERN, str),
     "int": (r"-?[0-9]+", int),
     "path": (r".+", str),
 }
@@ -62,6 +64,7 @@ _STATUS: dict[type[DomainError], int] = {
     NotFound: 404,
     Conflict: 409,
     PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
     RateLimited: 429,
     Unavailable: 503,
 }
@@ -290,11 +293,13 @@ class Router:
             MethodNotAllowed: A route has this path, but not this method.
         """
         allowed: list[str] = []
+        # HEAD is GET without the body (the WSGI server drops it).
+        wanted = "GET" if method.upper() == "HEAD" else method.upper()
         for route in self.routes:
             found = route.pattern.match(path)
             if found is None:
                 continue
-            if route.method == method.upper():
+            if route.method == wanted:
                 return route, found.groupdict()
             allowed.append(route.method)
         if allowed:
@@ -474,6 +479,13 @@ def _body_limit(route: Route, request: flask.Request) -> int:
     return limit
 
 
+def _require_media_type(request: flask.Request, accepted: tuple[str, ...]) -> None:
+    """Refuse a body whose declared type the route does not take (an absent type is JSON)."""
+    mimetype = request.mimetype
+    if mimetype and mimetype not in accepted and not mimetype.endswith("+json"):
+        raise UnsupportedMediaType(f"Content-Type must be {' or '.join(accepted)}")
+
+
 def _read_json(route: Route, request: flask.Request) -> Any:
     limit = _body_limit(route, request)
     raw = request.stream.read(limit + 1)
@@ -483,19 +495,32 @@ def _read_json(route: Route, request: flask.Request) -> Any:
         raise RequestValidationFailed(
             [{"loc": ["body"], "msg": "Field required", "type": "missing"}]
         )
+    _require_media_type(request, ("application/json",))
     try:
-        return json.loads(raw)
+        data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         position = exc.pos if isinstance(exc, json.JSONDecodeError) else 0
         raise RequestValidationFailed(
             [{"loc": ["body", position], "msg": "JSON decode error", "type": "json_invalid"}]
         ) from exc
+    except RecursionError as exc:
+        raise RequestValidationFailed(
+            [{"loc": ["body"], "msg": "JSON nested too deeply", "type": "json_invalid"}]
+        ) from exc
+    try:
+        check_json(data)
+    except UnstorableValue as exc:
+        raise RequestValidationFailed(
+            [{"loc": ["body", *exc.path], "msg": str(exc), "type": "value_error"}]
+        ) from exc
+    return data
 
 
 def _read_form(route: Route, request: flask.Request) -> dict[str, str]:
     from werkzeug.exceptions import RequestEntityTooLarge
 
     limit = _body_limit(route, request)
+    _require_media_type(request, ("multipart/form-data", "application/x-www-form-urlencoded"))
     request.max_content_length = limit
     try:
         fields = request.form.to_dict(flat=True)

@@ -19,6 +19,7 @@ _STATUS_TEXT = {
     404: "Not Found",
     409: "Conflict",
     413: "Payload Too Large",
+    415: "Unsupported Media Type",
     429: "Too Many Requests",
     503: "Service Unavailable",
 }
@@ -73,6 +74,19 @@ def build_openapi(routers: Iterable[Router], *, title: str, version: str) -> dic
     }
 
 
+def _error_statuses(route: Route) -> dict[int, str]:
+    """The error statuses a route documents: its own, and those the HTTP layer adds."""
+    errors = dict(route.responses)
+    if route.auth != "none":
+        errors.setdefault(401, _STATUS_TEXT[401])
+    if route.auth == "admin":
+        errors.setdefault(403, _STATUS_TEXT[403])
+    if route.body or route.form:
+        errors.setdefault(413, _STATUS_TEXT[413])
+        errors.setdefault(415, _STATUS_TEXT[415])
+    return errors
+
+
 def _operation(route: Route, schemas: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "operationId": route.operation_id,
@@ -113,12 +127,7 @@ def _operation(route: Route, schemas: dict[tuple[str, str], dict[str, Any]]) -> 
             "application/json": {"schema": schemas[(route.operation_id, "response")]}
         }
     responses: dict[str, Any] = {str(route.status_code): success}
-    errors = dict(route.responses)
-    if route.auth != "none":
-        errors.setdefault(401, _STATUS_TEXT[401])
-    if route.auth == "admin":
-        errors.setdefault(403, _STATUS_TEXT[403])
-    for status, description in sorted(errors.items()):
+    for status, description in sorted(_error_statuses(route).items()):
         responses[str(status)] = {
             "description": description,
             "content": {"application/json": {"schema": schemas[("error", "body")]}},

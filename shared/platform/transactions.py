@@ -1,4 +1,4 @@
-"""Atomic read-decide-write on Firestore: transactions and optimistic single-document updates."""
+"""Atomic read-decide-write on Firestore: optimistic compare-and-set commits (no lock waits)."""
 
 from __future__ import annotations
 
@@ -9,47 +9,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from shared.platform import clients
-from shared.platform.errors import Unavailable
+from shared.platform.errors import NotFound, Unavailable
 
 if TYPE_CHECKING:
-    from google.cloud.firestore import DocumentReference, Transaction
+    from google.cloud.firestore import DocumentReference
 
 T = TypeVar("T")
-_ROUNDS = 4
-_ATTEMPTS_PER_ROUND = 10
 _CAS_ATTEMPTS = 60
-
-
-def run_in_transaction(body: Callable[[Transaction], T]) -> T:
-    """Run `body(transaction)` until it commits.
-
-    Reads must come before writes inside `body`. An exception raised by
-    `body` rolls the transaction back and propagates unchanged; a body that
-    must persist writes *and* report a refusal returns the refusal instead.
-
-    Args:
-        body: The transactional work.
-
-    Returns:
-        What `body` returned in the attempt that committed.
-
-    Raises:
-        Unavailable: Contention kept the transaction from committing.
-    """
-    from google.cloud import firestore
-
-    db = clients.firestore()
-    work = firestore.transactional(body)
-    for round_number in range(_ROUNDS):
-        try:
-            result: T = work(db.transaction(max_attempts=_ATTEMPTS_PER_ROUND))
-        except ValueError as exc:
-            if "Failed to commit transaction" not in str(exc):
-                raise
-        else:
-            return result
-        time.sleep(random.uniform(0, 0.05 * 2**round_number))  # noqa: S311 - jitter
-    raise Unavailable("The data is busy; please retry")
 
 
 @dataclass
@@ -61,11 +27,24 @@ class Plan(Generic[T]):
         update: New field values for the watched document (dotted paths allowed),
             or its whole content when it does not exist yet; None writes nothing to it.
         also_set: Other documents to merge in the same atomic commit.
+        creates: Documents that must not exist yet (a uniqueness claim); when one
+            does, the commit fails whole and `decide` runs again to see why.
+        updates: Existing documents to update (field paths and transforms allowed);
+            a missing one fails the commit whole.
+        deletes: Documents to delete in the same commit.
     """
 
     result: T
     update: dict[str, Any] | None = None
     also_set: list[tuple[DocumentReference, dict[str, Any]]] = field(default_factory=list)
+    creates: list[tuple[DocumentReference, dict[str, Any]]] = field(default_factory=list)
+    updates: list[tuple[DocumentReference, dict[str, Any]]] = field(default_factory=list)
+    deletes: list[DocumentReference] = field(default_factory=list)
+
+    def writes_nothing(self) -> bool:
+        """Whether committing this plan would change nothing."""
+        others = self.also_set or self.creates or self.updates or self.deletes
+        return self.update is None and not others
 
 
 def write_if_unchanged(
@@ -79,6 +58,9 @@ def write_if_unchanged(
     no locks, so many concurrent callers on one document stay fast (the
     Firestore emulator serialises contending transactions by 30-second lock
     timeouts). `decide` may raise a domain error to refuse; nothing is written.
+    `decide` may read other documents itself: a plan built on a stale read of
+    them is protected by its `creates` (which fail when the claim was taken)
+    and re-decided.
 
     Args:
         ref: The watched document.
@@ -96,7 +78,7 @@ def write_if_unchanged(
     for attempt in range(_CAS_ATTEMPTS):
         snapshot = ref.get()
         plan = decide(snapshot.to_dict() if snapshot.exists else None)
-        if plan.update is None and not plan.also_set:
+        if plan.writes_nothing():
             return plan.result
         batch = db.batch()
         if plan.update is not None:
@@ -107,8 +89,16 @@ def write_if_unchanged(
                 batch.create(ref, plan.update)
         for other, data in plan.also_set:
             batch.set(other, data, merge=True)
+        for other, data in plan.creates:
+            batch.create(other, data)
+        for other, data in plan.updates:
+            batch.update(other, data)
+        for other in plan.deletes:
+            batch.delete(other)
         try:
             batch.commit()
+        except google_exceptions.NotFound as exc:
+            raise NotFound("Not found") from exc
         except (google_exceptions.FailedPrecondition, google_exceptions.AlreadyExists):
             time.sleep(random.uniform(0, 0.01 * 2 ** min(attempt, 6)))  # noqa: S311 - jitter
             continue

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.platform.config import get_settings
-from shared.social.users import Label, PictureData
+from shared.social.profile_types import Label, PictureData
 
 logger = logging.getLogger(__name__)
 
@@ -89,56 +89,3 @@ def analyze_image(data: bytes) -> PictureData:
 def _label(face: dict[str, Any], attribute: str) -> Label:
     dominant = str(face[f"dominant_{attribute}"])
     return Label(label=dominant, confidence=round(float(face[attribute][dominant]) / 100, 4))
-
-
-def _object_key(bucket: str, blob: str, generation: int | None) -> str:
-    return f"{bucket}/{blob}#{generation or 0}"
-
-
-def analyze_profile_object(
-    user_id: str, bucket: str, blob_name: str, generation: int | None
-) -> PictureData | None:
-    """Analyse a user's profile picture object and store `metadata.picture_data` once.
-
-    Skips (returns None) when the user no longer shows this object (a replaced
-    picture), when the object changed or vanished, or when this generation was
-    already analysed.
-
-    Raises:
-        NotFound: No such user.
-    """
-    from shared.platform import clients
-    from shared.platform.auth import USERS
-    from shared.platform.errors import NotFound
-    from shared.platform.transactions import Plan, write_if_unchanged
-    from shared.social import photos
-
-    ref = photos.ObjectRef(bucket, blob_name)
-    user_ref = clients.firestore().collection(USERS).document(user_id)
-    record = user_ref.get().to_dict()
-    if record is None:
-        raise NotFound("User not found")
-    key = _object_key(bucket, blob_name, generation)
-    if record.get("profilePic") != ref.proxy_url:
-        logger.info("face analysis skipped: not the profile picture", extra={"object": key})
-        return None
-    if (record.get("pictureAnalysis") or {}).get("object") == key:
-        return None
-    blob = clients.storage().bucket(bucket).get_blob(blob_name)
-    if blob is None or (generation is not None and blob.generation != generation):
-        logger.info("face analysis skipped: object replaced or gone", extra={"object": key})
-        return None
-    result = analyze_image(blob.download_as_bytes())
-
-    def store(current: dict[str, Any] | None) -> Plan[PictureData | None]:
-        if current is None or current.get("profilePic") != ref.proxy_url:
-            return Plan(None)
-        return Plan(
-            result,
-            update={
-                "metadata.picture_data": result.model_dump(mode="python"),
-                "pictureAnalysis": {"object": key, "analyzedAt": datetime.now(UTC)},
-            },
-        )
-
-    return write_if_unchanged(user_ref, store)

@@ -1,10 +1,13 @@
 """Matches between two users, closing the loop on an introduction, and Elo.
 
 A pair of users has at most one match, `matches/{a}__{b}` with the two ids
-sorted, whether it came from archetype generation or from a referral.
+sorted. Matches exist only where an introduction was made: a `referral`
+match when a user is created with `metadata.referredBy` (the referrer and
+the new user), and `archetype` matches from LinkedIn augmentation.
 
-Closing the loop (`POST /users/close-loop`) records how an introduction of
-`sourceId` to `targetId` ended:
+Closing the loop (`POST /users/close-loop`) records how the introduction of
+`sourceId` to `targetId` ended; only a party to the match or an admin may
+report it, and only for a match that exists (404 otherwise):
 
 - `accepted`: the target accepted; a win for the source, a loss for the target;
 - `declined`: the target declined; a loss for the source, a win for the target;
@@ -13,34 +16,40 @@ Closing the loop (`POST /users/close-loop`) records how an introduction of
 For a win or a loss both users' Elo moves by the standard formula: with
 expected score `E = 1 / (1 + 10 ** ((R_target - R_source) / 400))` and score
 `S` (1 or 0), the source gains `round(K * (S - E))` and the target loses the
-same (`K` is `ELO_K_FACTOR`, 32). The whole close runs in one transaction:
-the match is created as a `referral` match if none exists, its outcome,
-referrer and Elo change are stored, and repeating the same close returns the
-stored result without changing anything (a different outcome for a closed
-match is a 409). When `ref_phone` is given, an iMessage notification to the
-referrer is recorded in `notifications/{matchId}-referrer` with status
-`pending`, for the LoopMessage sender to deliver.
+same (`K` is `ELO_K_FACTOR`, 32). The close is one compare-and-set commit on
+the match (the ratings move by atomic increments in the same commit), so it
+applies once however often it is repeated; repeating the same close returns
+the stored result, a different outcome for a closed match is a 409. When the
+match records a referrer with a phone, an iMessage notification to that
+referrer (and nobody else) is recorded in `notifications/{matchId}-referrer`
+with status `pending`; `ref_phone`/`ref_email`, when given, must name that
+referrer.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
 
 from shared.platform import clients
-from shared.platform.auth import USERS, Principal
+from shared.platform.auth import Principal
 from shared.platform.config import get_settings
 from shared.platform.errors import Conflict, Forbidden, InvalidInput, NotFound
-from shared.platform.transactions import run_in_transaction
+from shared.platform.transactions import Plan, write_if_unchanged
+from shared.platform.values import DocId
+from shared.social import user_store
 from shared.social.phone_auth import normalize_phone
+from shared.social.user_store import DEFAULT_ELO
+
+if TYPE_CHECKING:
+    from google.cloud.firestore import DocumentReference
 
 MATCHES = "matches"
 NOTIFICATIONS = "notifications"
 Outcome = Literal["accepted", "declined", "no_response", "cancelled"]
 _SCORES: dict[str, float] = {"accepted": 1.0, "declined": 0.0}
-_ID = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
 
 
 class CloseLoopQuery(BaseModel):
@@ -50,8 +59,8 @@ class CloseLoopQuery(BaseModel):
 
     ref_phone: str = Field(default="", max_length=32)
     ref_email: EmailStr | None = None
-    sourceId: str = _ID  # noqa: N815 - the seed's parameter name
-    targetId: str = _ID  # noqa: N815 - the seed's parameter name
+    sourceId: DocId  # noqa: N815 - the seed's parameter name
+    targetId: DocId  # noqa: N815 - the seed's parameter name
 
     @field_validator("ref_email", mode="before")
     @classmethod
@@ -63,9 +72,16 @@ class CloseLoopBody(BaseModel):
     """The outcome, plus any other string details to keep with the match."""
 
     model_config = ConfigDict(extra="allow")
-    __pydantic_extra__: dict[str, str] = Field(init=False)
+    __pydantic_extra__: dict[str, Annotated[str, Field(max_length=2000)]] = Field(init=False)
 
     outcome: Outcome
+
+    @model_validator(mode="after")
+    def _storable_details(self) -> CloseLoopBody:
+        details = self.model_extra or {}
+        if len(details) > 20 or any(not key or key.startswith("__") for key in details):
+            raise ValueError("at most 20 details, with non-empty keys not starting with __")
+        return self
 
 
 class CloseLoopResult(BaseModel):
@@ -85,6 +101,32 @@ def match_id(first: str, second: str) -> str:
     return "__".join(sorted((first, second)))
 
 
+def _match_ref(first: str, second: str) -> DocumentReference:
+    return clients.firestore().collection(MATCHES).document(match_id(first, second))
+
+
+def referral_match(referrer_id: str, user_id: str) -> tuple[DocumentReference, dict[str, Any]]:
+    """Return the `create` of the referral match between a referrer and the user they referred.
+
+    Args:
+        referrer_id: The existing user named in `metadata.referredBy`.
+        user_id: The new user.
+
+    Returns:
+        The match document and its content, for the new user's commit.
+    """
+    now = datetime.now(UTC)
+    return _match_ref(referrer_id, user_id), {
+        "matchId": match_id(referrer_id, user_id),
+        "users": sorted((referrer_id, user_id)),
+        "source": "referral",
+        "referrer": {"userId": referrer_id},
+        "probability": None,
+        "status": "open",
+        "createdAt": now,
+    }
+
+
 def elo_delta(source_elo: float, target_elo: float, score: float, k_factor: float) -> int:
     """Return the source's Elo change (the target's is its negation).
 
@@ -101,90 +143,107 @@ def elo_delta(source_elo: float, target_elo: float, score: float, k_factor: floa
     return round(k_factor * (score - expected))
 
 
-def close_loop(principal: Principal, query: CloseLoopQuery, body: CloseLoopBody) -> CloseLoopResult:
-    """Close the match between source and target (see the module docstring).
+def close_loop(
+    principal: Principal,
+    *,
+    source_id: str,
+    target_id: str,
+    outcome: Outcome,
+    details: dict[str, str],
+    referrer: tuple[str | None, str | None] = (None, None),
+) -> CloseLoopResult:
+    """Close the existing match between source and target (see the module docstring).
 
     Args:
         principal: A party to the match, or an admin.
-        query: Source, target and referrer.
-        body: The outcome and details.
+        source_id: Who was introduced.
+        target_id: To whom.
+        outcome: How it ended.
+        details: Other string details to keep with the match.
+        referrer: The referrer's phone (as typed) and email the client believes
+            in; when given they must match the referrer recorded on the match.
 
     Returns:
         The stored result (the same on every repetition).
 
     Raises:
         Forbidden: The caller is neither party nor admin.
-        NotFound: Source or target does not exist.
+        NotFound: No match between the two, or one of them does not exist.
         Conflict: The match was already closed with another outcome.
-        InvalidInput: Source equals target, or the referrer phone is invalid.
+        InvalidInput: Source equals target, the referrer phone is invalid, or the
+            referrer given is not the one on the match.
     """
-    from google.cloud import firestore
-
-    source_id, target_id = query.sourceId, query.targetId
     if source_id == target_id:
         raise InvalidInput("sourceId and targetId must differ", loc=("query", "targetId"))
     if not principal.is_admin and principal.user_id not in (source_id, target_id):
         raise Forbidden("Only a party to the match may close it")
-    ref_phone = (
-        normalize_phone(query.ref_phone, ("query", "ref_phone")) if query.ref_phone else None
-    )
+    ref_phone = normalize_phone(referrer[0], ("query", "ref_phone")) if referrer[0] else None
     k_factor = get_settings().elo_k_factor
-    db = clients.firestore()
-    mid = match_id(source_id, target_id)
-    match_ref = db.collection(MATCHES).document(mid)
-    source_ref = db.collection(USERS).document(source_id)
-    target_ref = db.collection(USERS).document(target_id)
-    notification_ref = db.collection(NOTIFICATIONS).document(f"{mid}-referrer")
+    ref = _match_ref(source_id, target_id)
 
-    def close(transaction: firestore.Transaction) -> dict[str, Any]:
-        match = match_ref.get(transaction=transaction).to_dict()
-        source = source_ref.get(transaction=transaction).to_dict()
-        target = target_ref.get(transaction=transaction).to_dict()
-        if source is None or target is None:
-            raise NotFound("User not found")
-        if match and match.get("status") == "closed":
-            if match.get("outcome") != body.outcome:
+    def close(match: dict[str, Any] | None) -> Plan[dict[str, Any]]:
+        if match is None:
+            raise NotFound("No introduction between these users")
+        if match.get("status") == "closed":
+            if match.get("outcome") != outcome:
                 raise Conflict(f"Match already closed as {match.get('outcome')}")
-            return match
-        now = datetime.now(UTC)
+            return Plan(match)
+        profiles = user_store.load_many([source_id, target_id])
+        if len(profiles) < 2:
+            raise NotFound("User not found")
+        notify_phone = _referrer_phone(match, ref_phone, referrer[1])
         delta = 0
-        if body.outcome in _SCORES:
-            delta = elo_delta(
-                source.get("elo", 1600), target.get("elo", 1600), _SCORES[body.outcome], k_factor
-            )
-            transaction.update(source_ref, {"elo": source.get("elo", 1600) + delta})
-            transaction.update(target_ref, {"elo": target.get("elo", 1600) - delta})
+        if outcome in _SCORES:
+            source_elo = profiles[source_id].get("elo", DEFAULT_ELO)
+            target_elo = profiles[target_id].get("elo", DEFAULT_ELO)
+            delta = elo_delta(source_elo, target_elo, _SCORES[outcome], k_factor)
+        now = datetime.now(UTC)
         closed = {
-            "matchId": mid,
-            "users": sorted((source_id, target_id)),
             "sourceId": source_id,
             "targetId": target_id,
-            "source": (match or {}).get("source", "referral"),
-            "probability": (match or {}).get("probability"),
-            "createdAt": (match or {}).get("createdAt", now),
             "status": "closed",
-            "outcome": body.outcome,
-            "details": body.model_extra or {},
-            "referrer": {"phone": ref_phone, "email": query.ref_email},
+            "outcome": outcome,
+            "details": details,
             "eloChange": {source_id: delta, target_id: -delta},
             "closedAt": now,
             "closedBy": principal.user_id,
-            "notification": "pending" if ref_phone else "none",
+            "notification": "pending" if notify_phone else "none",
         }
-        transaction.set(match_ref, closed)
-        if ref_phone:
-            transaction.set(
-                notification_ref,
-                {
-                    "channel": "imessage",
-                    "to": ref_phone,
-                    "matchId": mid,
-                    "outcome": body.outcome,
-                    "status": "pending",
-                    "createdAt": now,
-                },
-            )
-        return closed
+        notifications = []
+        if notify_phone:
+            notice = {
+                "channel": "imessage",
+                "to": notify_phone,
+                "matchId": match["matchId"],
+                "outcome": outcome,
+                "status": "pending",
+                "createdAt": now,
+            }
+            notifications.append((_notification_ref(match["matchId"]), notice))
+        return Plan(
+            {**match, **closed},
+            update=closed,
+            updates=user_store.elo_updates({source_id: delta, target_id: -delta}),
+            also_set=notifications,
+        )
 
-    stored = run_in_transaction(close)
-    return CloseLoopResult.model_validate(stored, from_attributes=False)
+    stored = write_if_unchanged(ref, close)
+    return CloseLoopResult.model_validate(stored)
+
+
+def _referrer_phone(
+    match: dict[str, Any], ref_phone: str | None, ref_email: str | None
+) -> str | None:
+    """Return the phone of the referrer recorded on the match, checking what the client sent."""
+    referrer_id = (match.get("referrer") or {}).get("userId")
+    profile = user_store.load_many([referrer_id]).get(referrer_id, {}) if referrer_id else {}
+    if ref_phone and ref_phone != profile.get("phone"):
+        raise InvalidInput("ref_phone is not the referrer of this match", ("query", "ref_phone"))
+    if ref_email and ref_email.lower() != profile.get("email"):
+        raise InvalidInput("ref_email is not the referrer of this match", ("query", "ref_email"))
+    phone = profile.get("phone")
+    return str(phone) if phone else None
+
+
+def _notification_ref(mid: str) -> DocumentReference:
+    return clients.firestore().collection(NOTIFICATIONS).document(f"{mid}-referrer")

@@ -20,16 +20,20 @@ import hmac
 import secrets
 from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.platform import clients, ratelimit
-from shared.platform.auth import AUTH_TOKENS, USER_PHONES, hash_token
+from shared.platform.auth import AUTH_TOKENS, hash_token
 from shared.platform.config import get_settings
 from shared.platform.errors import InvalidInput, RateLimited, Unavailable
-from shared.platform.transactions import Plan, run_in_transaction, write_if_unchanged
+from shared.platform.transactions import Plan, write_if_unchanged
+from shared.social import user_store
+
+if TYPE_CHECKING:
+    from google.cloud.firestore import DocumentReference
 
 PHONE_CODES = "phone_codes"
 _HOUR = timedelta(hours=1)
@@ -216,46 +220,53 @@ def verify_code(raw_phone: str, code: str) -> TokenResponse:
     phone = normalize_phone(raw_phone)
     db = clients.firestore()
     code_ref = db.collection(PHONE_CODES).document(phone)
-    owner_ref = db.collection(USER_PHONES).document(phone)
     token = secrets.token_urlsafe(32)
     token_ref = db.collection(AUTH_TOKENS).document(hash_token(token))
     lifetime = settings.session_token_ttl_seconds
+    owner = user_store.holder("phone", phone)
 
-    def check(transaction: firestore.Transaction) -> tuple[_Outcome, str | None]:
+    def check(stored: dict[str, Any] | None) -> Plan[_Outcome]:
         now = datetime.now(UTC)
-        record: dict[str, Any] = code_ref.get(transaction=transaction).to_dict() or {}
-        owner = (owner_ref.get(transaction=transaction).to_dict() or {}).get("userId")
+        record = stored or {}
         if not record.get("codeHash"):
-            return _Outcome.NO_CODE, None
+            return Plan(_Outcome.NO_CODE)
         if record["expiresAt"] <= now:
-            transaction.update(code_ref, {"codeHash": firestore.DELETE_FIELD})
-            return _Outcome.EXPIRED, None
+            return Plan(_Outcome.EXPIRED, update={"codeHash": firestore.DELETE_FIELD})
         if not hmac.compare_digest(record["codeHash"], _code_hash(phone, code)):
             attempts = int(record.get("attempts", 0)) + 1
             if attempts >= settings.phone_code_max_attempts:
-                transaction.update(
-                    code_ref, {"codeHash": firestore.DELETE_FIELD, "attempts": attempts}
-                )
-                return _Outcome.BURNED, None
-            transaction.update(code_ref, {"attempts": attempts})
-            return _Outcome.WRONG, None
-        transaction.update(code_ref, {"codeHash": firestore.DELETE_FIELD, "attempts": 0})
-        transaction.set(
-            token_ref,
-            {
-                "userId": owner,
-                "phone": phone,
-                "createdAt": now,
-                "expiresAt": now + timedelta(seconds=lifetime),
-                "revoked": False,
-            },
-        )
-        return _Outcome.VALID, owner
+                burned = {"codeHash": firestore.DELETE_FIELD, "attempts": attempts}
+                return Plan(_Outcome.BURNED, update=burned)
+            return Plan(_Outcome.WRONG, update={"attempts": attempts})
+        session = {
+            "userId": owner,
+            "phone": phone,
+            "createdAt": now,
+            "expiresAt": now + timedelta(seconds=lifetime),
+            "revoked": False,
+        }
+        consumed = {"codeHash": firestore.DELETE_FIELD, "attempts": 0}
+        return Plan(_Outcome.VALID, update=consumed, creates=[(token_ref, session)])
 
-    outcome, user_id = run_in_transaction(check)
+    # A compare-and-set on the code document: concurrent guesses each count,
+    # and none waits on a transaction lock.
+    outcome = write_if_unchanged(code_ref, check)
     if outcome is not _Outcome.VALID:
         raise InvalidInput(_OUTCOME_MESSAGES[outcome], loc=("body", "code"))
-    return TokenResponse(token=token, user_id=user_id, expires_in=lifetime)
+    return TokenResponse(token=token, user_id=owner, expires_in=lifetime)
+
+
+def bind_token_write(token_hash: str, user_id: str) -> tuple[DocumentReference, dict[str, Any]]:
+    """Return the write that binds a phone session token to the user it created.
+
+    Args:
+        token_hash: The token's stored key (the principal's subject).
+        user_id: The new user.
+
+    Returns:
+        A merge write for the same commit as the user's creation.
+    """
+    return clients.firestore().collection(AUTH_TOKENS).document(token_hash), {"userId": user_id}
 
 
 def logout(token: str) -> LogoutResponse:

@@ -8,14 +8,22 @@ magic bytes, then a full decode with Pillow), limited in size, and
 re-encoded so no metadata (EXIF GPS included) survives. The URL clients get
 is `/storage/profile-image/{bucket}/{blob}`, which streams public profile
 photos; signed URLs work with a local key (emulators) or IAM signBlob.
+
+Only cleaned objects (metadata `cleaned: "1"`, set by this module after the
+re-encode) are served or accepted as pictures: an object that arrived by
+signed URL is cleaned by the finalize handler first. Images larger than
+`MAX_IMAGE_PIXELS` are refused from their header, before decoding.
+
+This module owns the objects; profile documents are written by
+`shared.social.pictures` through `shared.social.user_store`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import uuid
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
@@ -25,18 +33,20 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.platform import clients, tasks
 from shared.platform.auth import Principal, require_self_or_admin
 from shared.platform.config import get_settings
-from shared.platform.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
+from shared.platform.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge
+from shared.platform.values import DocId
+from shared.social.profile_types import PROXY_PREFIX, ObjectRef
 
 if TYPE_CHECKING:
     from google.cloud.storage import Blob
 
 IMAGE_QUEUE = "image-analysis"
-PROXY_PREFIX = "/storage/profile-image/"
 IMAGE_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "heic": "image/heic"}
 _EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
 _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
 _NOT_OURS = "image_url must be one of our uploaded images"
 _SAFE_NAME = re.compile(r"^[^/\\\x00-\x1f]{1,255}$")
+CLEANED = {"cleaned": "1"}
 
 
 class UploadForm(BaseModel):
@@ -44,7 +54,7 @@ class UploadForm(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user_id: str | None = Field(default=None, max_length=128)
+    user_id: DocId | None = None
     bypass_auth: str | None = Field(
         default=None, max_length=16, description="Accepted for compatibility and ignored."
     )
@@ -63,7 +73,7 @@ class ProfilePictureForm(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user_id: str = Field(min_length=1, max_length=128)
+    user_id: DocId
     image_url: str = Field(min_length=1, max_length=2048)
 
 
@@ -107,19 +117,6 @@ class AnalysisTask(BaseModel):
     bucket: str
     blob: str
     generation: int | None = None
-
-
-@dataclass(frozen=True)
-class ObjectRef:
-    """A bucket and an object name."""
-
-    bucket: str
-    blob: str
-
-    @property
-    def proxy_url(self) -> str:
-        """The URL clients use to show the object."""
-        return f"{PROXY_PREFIX}{self.bucket}/{self.blob}"
 
 
 def owner_prefixes(principal: Principal) -> list[str]:
@@ -172,8 +169,12 @@ def clean_image(data: bytes) -> tuple[bytes, str, str]:
         from pillow_heif import register_heif_opener
 
         register_heif_opener()
+    limit = get_settings().max_image_pixels
     try:
         with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if width * height > limit:
+                raise InvalidInput(f"The image is larger than {limit} pixels", loc=("body", "file"))
             image.load()
             upright = ImageOps.exif_transpose(image)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
@@ -186,37 +187,41 @@ def clean_image(data: bytes) -> tuple[bytes, str, str]:
     return buffer.getvalue(), IMAGE_TYPES[output_kind], _EXTENSIONS[output_kind]
 
 
-def upload_photo(
-    principal: Principal, form: UploadForm, file_name: str | None, data: bytes
-) -> UploadResult:
-    """Store a profile photo (and make it the user's picture, queueing its analysis).
+def store_upload(
+    principal: Principal, user_id: str | None, file_name: str | None, data: bytes
+) -> tuple[ObjectRef, int | None]:
+    """Check, clean and store an uploaded photo under the user's (or the caller's pending) prefix.
+
+    Args:
+        principal: The caller.
+        user_id: The user the photo is for (the caller, or anyone for admins); None
+            for a phone-signed-in caller without a user yet.
+        file_name: The name the client gave the file.
+        data: The uploaded bytes.
+
+    Returns:
+        The stored object and its generation.
 
     Raises:
-        InvalidInput: Bad file name or not an image.
+        InvalidInput: Bad file name, not an image, or too many pixels.
         PayloadTooLarge: Over `MAX_UPLOAD_BYTES`.
         Forbidden: `user_id` is someone else's.
     """
-    from shared.social import users
-
     if file_name is not None:
         _check_file_name(file_name, ("body", "file"))
     limit = get_settings().max_upload_bytes
     if len(data) > limit:
         raise PayloadTooLarge(f"File exceeds {limit} bytes")
-    user_id = form.user_id or principal.user_id
-    if user_id is not None and user_id != principal.user_id and not principal.is_admin:
-        raise Forbidden("Not allowed to upload for this user")
+    if user_id is not None:
+        require_self_or_admin(principal, user_id)
     clean, content_type, extension = clean_image(data)
     prefix = f"profiles/{user_id}/" if user_id else owner_prefixes(principal)[0]
     ref = ObjectRef(get_settings().profiles_bucket, f"{prefix}{uuid.uuid4().hex}.{extension}")
     blob = clients.storage().bucket(ref.bucket).blob(ref.blob)
     blob.cache_control = "public, max-age=3600"
+    blob.metadata = CLEANED
     blob.upload_from_string(clean, content_type=content_type)
-    if user_id is None:
-        return UploadResult(image_url=ref.proxy_url, analysis="pending_profile")
-    users.set_profile_picture(user_id, ref.proxy_url)
-    enqueue_analysis(user_id, ref, blob.generation)
-    return UploadResult(image_url=ref.proxy_url, analysis="queued")
+    return ref, blob.generation
 
 
 def enqueue_analysis(user_id: str, ref: ObjectRef, generation: int | None) -> None:
@@ -280,66 +285,70 @@ def existing_blob(ref: ObjectRef) -> Blob:
     return blob
 
 
+def is_cleaned(blob: Blob) -> bool:
+    """Whether an object was re-encoded by us (and so carries no client metadata)."""
+    return (blob.metadata or {}).get("cleaned") == CLEANED["cleaned"]
+
+
 def users_image(principal: Principal, user_id: str, image_url: str) -> tuple[ObjectRef, Blob]:
-    """Resolve an image URL to an existing object of the user, for the user or an admin.
+    """Resolve an image URL to a cleaned object of the user, for the user or an admin.
 
     Raises:
         Forbidden: Not the caller's user, or not the user's image.
         InvalidInput: Not one of our images.
         NotFound: No such image.
+        Conflict: The image is still being cleaned.
     """
     require_self_or_admin(principal, user_id)
     ref = parse_image_url(image_url)
     if not ref.blob.startswith(f"profiles/{user_id}/"):
         raise Forbidden("Not allowed to use this image")
-    return ref, existing_blob(ref)
+    blob = existing_blob(ref)
+    if not is_cleaned(blob):
+        raise Conflict("The image is still being processed; retry shortly")
+    return ref, blob
 
 
-def update_profile_picture(principal: Principal, form: ProfilePictureForm) -> ProfilePictureSet:
-    """Make one of the user's uploaded images their profile picture and queue its analysis.
-
-    Raises:
-        Forbidden: Not the caller's user, or not the user's image.
-        InvalidInput: Not one of our images.
-        NotFound: No such image or user.
-    """
-    from shared.social import users
-
-    ref, blob = users_image(principal, form.user_id, form.image_url)
-    users.set_profile_picture(form.user_id, ref.proxy_url)
-    enqueue_analysis(form.user_id, ref, blob.generation)
-    return ProfilePictureSet(profilePic=ref.proxy_url)
-
-
-def pending_upload(principal: Principal, user_id: str, profile_pic: str | None) -> ObjectRef | None:
-    """Check a new user's picture: our images must be the caller's own.
+def pending_upload(principal: Principal, user_id: str, profile_pic: str) -> ObjectRef:
+    """Check a new user's picture: a cleaned image of the caller's (pending or the user's own).
 
     Returns:
-        The caller's pending upload to adopt once the user exists, if it is one.
+        The object; a pending one is adopted once the user exists.
 
     Raises:
+        InvalidInput: Not one of our images.
         Forbidden: One of our images that is not the caller's.
+        NotFound: No such image.
+        Conflict: The image is still being cleaned.
     """
-    if not profile_pic or PROXY_PREFIX not in profile_pic:
-        return None
     ref = parse_image_url(profile_pic)
     require_owned(principal, ref, user_id)
-    return ref if ref.blob.startswith("pending/") else None
+    if not is_cleaned(existing_blob(ref)):
+        raise Conflict("The image is still being processed; retry shortly")
+    return ref
 
 
-def adopt_pending(user_id: str, ref: ObjectRef) -> str:
-    """Move a pending upload under the new user's prefix and queue its analysis.
+def adopt_pending(user_id: str, ref: ObjectRef) -> tuple[ObjectRef, int | None]:
+    """Copy a pending upload under the new user's prefix (a user's own image stays).
 
     Returns:
-        The picture's new URL.
+        The user's object and its generation.
     """
+    if not ref.blob.startswith("pending/"):
+        return ref, existing_blob(ref).generation
     bucket = clients.storage().bucket(ref.bucket)
     source = existing_blob(ref)
     target = ObjectRef(ref.bucket, f"profiles/{user_id}/{ref.blob.rsplit('/', 1)[-1]}")
     copied = bucket.copy_blob(source, bucket, target.blob)
-    source.delete()
-    enqueue_analysis(user_id, target, copied.generation)
-    return target.proxy_url
+    return target, copied.generation
+
+
+def delete_object(ref: ObjectRef) -> None:
+    """Delete an object if it still exists."""
+    from google.api_core import exceptions as google_exceptions
+
+    with contextlib.suppress(google_exceptions.NotFound):
+        clients.storage().bucket(ref.bucket).blob(ref.blob).delete()
 
 
 def signed_upload_url(principal: Principal, request: SignedUrlRequest) -> SignedUrlResponse:
@@ -413,6 +422,8 @@ def profile_image(ref: ObjectRef) -> tuple[bytes, str, str | None]:
     if ref.bucket != get_settings().profiles_bucket or not ref.blob.startswith("profiles/"):
         raise NotFound("Image not found")
     blob = existing_blob(ref)
+    if not is_cleaned(blob):
+        raise NotFound("Image not found")
     return blob.download_as_bytes(), blob.content_type or "application/octet-stream", blob.etag
 
 
@@ -421,7 +432,7 @@ class AnalyzeQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user_id: str = Field(min_length=1, max_length=128)
+    user_id: DocId
     image_url: str = Field(min_length=1, max_length=2048)
 
 
@@ -432,54 +443,26 @@ class AnalyzeResult(BaseModel):
     picture_data: Any = None
 
 
-def analyze_face(principal: Principal, query: AnalyzeQuery) -> AnalyzeResult:
-    """Analyse one of the user's images now (large ones are queued instead).
-
-    When the image is the user's profile picture, the result is stored in
-    `metadata.picture_data` (once per object generation).
-
-    Raises:
-        Forbidden: Not the caller's user or image.
-        InvalidInput: Not one of our images.
-        NotFound: No such image or user.
-    """
-    from shared.social import faces
-    from shared.social.users import load_user
-
-    ref, blob = users_image(principal, query.user_id, query.image_url)
-    if (blob.size or 0) > get_settings().analyze_inline_max_bytes:
-        enqueue_analysis(query.user_id, ref, blob.generation)
-        return AnalyzeResult(status="queued")
-    record = load_user(query.user_id)
-    if record.get("profilePic") != ref.proxy_url:
-        return AnalyzeResult(
-            status="analyzed", picture_data=faces.analyze_image(blob.download_as_bytes())
-        )
-    stored = faces.analyze_profile_object(query.user_id, ref.bucket, ref.blob, blob.generation)
-    if stored is None:
-        stored = (load_user(query.user_id).get("metadata") or {}).get("picture_data")
-    return AnalyzeResult(status="analyzed", picture_data=stored)
-
-
 def clean_finalized_object(bucket_name: str, name: str, metadata: dict[str, str] | None) -> None:
     """Handle an object that landed in the profiles bucket (by signed URL).
 
-    A new object under `profiles/{userId}/` is checked and re-encoded in
-    place (marked `cleaned`); the cleaned version's own finalize event then
-    queues its analysis. Anything else is left alone; an object that is not
-    an image is deleted.
+    A new object under `profiles/{userId}/` or `pending/{key}/` is checked
+    and re-encoded in place (marked `cleaned`); the cleaned version's own
+    finalize event then queues the analysis of a profile object. Anything
+    else is left alone; an object that is not an image is deleted.
     """
     import logging
 
-    if bucket_name != get_settings().profiles_bucket or not name.startswith("profiles/"):
+    top = name.split("/", 1)[0]
+    if bucket_name != get_settings().profiles_bucket or top not in ("profiles", "pending"):
         return
-    user_id = name.split("/")[1]
     ref = ObjectRef(bucket_name, name)
     blob = clients.storage().bucket(bucket_name).get_blob(name)
     if blob is None:
         return
-    if (metadata or {}).get("cleaned") == "1":
-        enqueue_analysis(user_id, ref, blob.generation)
+    if (metadata or {}).get("cleaned") == CLEANED["cleaned"]:
+        if top == "profiles":
+            enqueue_analysis(name.split("/")[1], ref, blob.generation)
         return
     try:
         clean, content_type, _ = clean_image(blob.download_as_bytes())
@@ -487,6 +470,6 @@ def clean_finalized_object(bucket_name: str, name: str, metadata: dict[str, str]
         logging.getLogger(__name__).warning("deleting a non-image upload", extra={"object": name})
         blob.delete()
         return
-    blob.metadata = {"cleaned": "1"}
+    blob.metadata = CLEANED
     blob.cache_control = "public, max-age=3600"
     blob.upload_from_string(clean, content_type=content_type)

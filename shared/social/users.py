@@ -1,39 +1,62 @@
-"""Social user profiles: the seed's User, with ownership and uniqueness rules.
+"""Social user profiles: the seed's User, with ownership, uniqueness and reference rules.
 
-Documents live in `users/{userId}`. Phone numbers and emails are unique,
-enforced by index documents `user_phones/{e164}` and `user_emails/{email}`
-written in the same transaction as the user (a second claim fails).
+Profiles live in `users/{userId}`, written only through
+`shared.social.user_store` (phone and email uniqueness are claims made in
+the same atomic commit). The agent-platform account is a separate document
+(`accounts/{userId}`), so either can exist without the other.
 
-Who may change what: users edit their own profile; `elo`, `metadata.notes`,
-`metadata.archetype`, `metadata.linkedin_info`, `metadata.picture_data` and
-`roles` are written only by admins or the system (a user sending back the
-stored value is fine; a different value is refused with 403). A user may set
-their phone only to the number they verified; admins may set any.
+Who may change what:
+- users edit their own profile; `elo`, `roles`, `metadata.notes`,
+  `metadata.archetype`, `metadata.referredBy`, `metadata.linkedin_info` and
+  `metadata.picture_data` are written only by admins or the system (sending
+  back the stored value is fine; a different value is refused with 403);
+- a phone may only be the caller's verified phone, and an email only the
+  caller's verified email (the Firebase token's `email_verified`); admins
+  may set any;
+- `profilePic` names one of our cleaned images that belongs to the user;
+- fields the User model does not allow to be null (name, metadata, network,
+  notes...) refuse null with 422 rather than storing it.
+
+A new user created with `metadata.referredBy` (an existing user) gets a
+referral match with the referrer, which close-loop can later settle.
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationInfo, field_validator
 
-from shared.platform import clients
-from shared.platform.auth import AUTH_TOKENS, USER_PHONES, USERS, Principal, require_self_or_admin
+from shared.platform.auth import Principal, require_self_or_admin
 from shared.platform.errors import Conflict, Forbidden, InvalidInput, NotFound
-from shared.platform.transactions import run_in_transaction
-from shared.social import photos
-from shared.social.phone_auth import normalize_phone
+from shared.platform.values import DocId, StorableMap
+from shared.social import matches, photos, user_store
+from shared.social.phone_auth import bind_token_write, normalize_phone
+from shared.social.profile_types import ObjectRef, PictureData
+from shared.social.user_store import DEFAULT_ELO
 
-USER_EMAILS = "user_emails"
-DEFAULT_ELO = 1600
-SYSTEM_METADATA = ("notes", "archetype", "linkedin_info", "picture_data")
+SYSTEM_METADATA = ("notes", "archetype", "referredBy", "linkedin_info", "picture_data")
 
-_Strict = ConfigDict(extra="forbid")
+_Strict = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-class Name(BaseModel):
+class _NoNulls(BaseModel):
+    """Refuses an explicit null for every field not listed in `nullable`."""
+
+    nullable: ClassVar[frozenset[str]] = frozenset()
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None and info.field_name not in cls.nullable:
+            raise ValueError("may not be null")
+        return value
+
+
+class Name(_NoNulls):
     """A person's name."""
 
     model_config = _Strict
@@ -42,47 +65,34 @@ class Name(BaseModel):
     last: str = Field(default="User", max_length=100)
 
 
-class WarmConnect(BaseModel):
+class WarmConnect(_NoNulls):
     """Someone in the user's network."""
 
     model_config = _Strict
 
     name: str = Field(max_length=200)
     email: str = Field(max_length=320)
-    timeSpent: float = Field(ge=0)  # noqa: N815 - the seed's field name
+    timeSpent: float = Field(ge=0, le=1e9)  # noqa: N815 - the seed's field name
 
 
-class Label(BaseModel):
-    """A predicted label with its confidence."""
-
-    label: str
-    confidence: float
-
-
-class PictureData(BaseModel):
-    """Face analysis of the profile picture."""
-
-    face_detected: bool = False
-    gender: Label | None = None
-    race: Label | None = None
-    analyzed_at: datetime | None = None
-    error: str | None = None
-
-
-class Notes(BaseModel):
+class Notes(_NoNulls):
     """Scores and moderation notes kept by admins and the system."""
 
-    aiScore: int = 10  # noqa: N815 - the seed's field name
-    userScore: int = 10  # noqa: N815 - the seed's field name
-    text: str = ""
+    model_config = _Strict
+
+    aiScore: int = Field(default=10, ge=-1_000_000, le=1_000_000)  # noqa: N815 - seed name
+    userScore: int = Field(default=10, ge=-1_000_000, le=1_000_000)  # noqa: N815 - seed name
+    text: str = Field(default="", max_length=10_000)
     flagged: bool = False
 
 
 class LinkedinInfo(BaseModel):
     """What LinkedIn augmentation found."""
 
-    url: str | None = None
-    content: dict[str, Any] | None = None
+    model_config = _Strict
+
+    url: str | None = Field(default=None, max_length=2048)
+    content: StorableMap | None = None
 
 
 class Metadata(BaseModel):
@@ -127,11 +137,14 @@ class PublicUser(BaseModel):
     color: str | None = None
 
 
-class _ProfileFields(BaseModel):
+class _ProfileFields(_NoNulls):
     model_config = _Strict
+    nullable: ClassVar[frozenset[str]] = frozenset(
+        {"phone", "email", "bio", "age", "location", "profilePic", "color", "sender"}
+    )
 
     phone: str | None = Field(default=None, max_length=32)
-    email: EmailStr | None = None
+    email: EmailStr | None = Field(default=None, max_length=320)
     name: Name | None = None
     bio: str | None = Field(default=None, max_length=2000)
     age: int | None = Field(default=None, ge=13, le=120)
@@ -139,14 +152,23 @@ class _ProfileFields(BaseModel):
     profilePic: str | None = Field(default=None, max_length=2048)  # noqa: N815
     color: str | None = Field(default=None, max_length=32)
 
+    @field_validator("email")
+    @classmethod
+    def _storable_email(cls, value: str | None) -> str | None:
+        # Emails key the `user_emails` index: a `/` would name a sub-collection.
+        if value is not None and "/" in value:
+            raise ValueError("an email address with '/' is not accepted")
+        return value.strip().lower() if value is not None else None
 
-class CreateMetadata(BaseModel):
+
+class CreateMetadata(_NoNulls):
     """Metadata a new user may come with."""
 
     model_config = _Strict
+    nullable: ClassVar[frozenset[str]] = frozenset({"referredBy", "picture_data"})
 
     archetype: bool = False
-    referredBy: str | None = Field(default=None, max_length=128)  # noqa: N815
+    referredBy: DocId | None = None  # noqa: N815
     network: list[WarmConnect] = Field(default_factory=list, max_length=500)
     picture_data: PictureData | None = None
 
@@ -157,16 +179,17 @@ class CreateUserRequest(_ProfileFields):
     metadata: CreateMetadata = Field(default_factory=CreateMetadata)
 
 
-class UpdateMetadata(BaseModel):
+class UpdateMetadata(_NoNulls):
     """Metadata fields an update may carry (timestamps are the server's)."""
 
     model_config = _Strict
+    nullable: ClassVar[frozenset[str]] = frozenset({"referredBy", "linkedin_info", "picture_data"})
 
     created_ts: datetime | None = None
     last_updated_ts: datetime | None = None
     notes: Notes | None = None
     archetype: bool | None = None
-    referredBy: str | None = Field(default=None, max_length=128)  # noqa: N815
+    referredBy: DocId | None = None  # noqa: N815
     linkedin_info: LinkedinInfo | None = None
     network: list[WarmConnect] | None = Field(default=None, max_length=500)
     picture_data: PictureData | None = None
@@ -175,11 +198,11 @@ class UpdateMetadata(BaseModel):
 class UpdateUserRequest(_ProfileFields):
     """A partial update: only the fields sent are changed."""
 
-    userId: str | None = None  # noqa: N815 - the seed's field name
-    elo: int | None = None
+    userId: DocId | None = None  # noqa: N815 - the seed's field name
+    elo: int | None = Field(default=None, ge=0, le=10_000)
     metadata: UpdateMetadata | None = None
     sender: str | None = Field(default=None, max_length=64)
-    roles: list[str] | None = None
+    roles: list[str] | None = Field(default=None, max_length=20)
 
 
 class PhoneExists(BaseModel):
@@ -189,37 +212,11 @@ class PhoneExists(BaseModel):
 
 
 class EmailExists(BaseModel):
-    """Whether an email is registered, and by whom."""
+    """Whether an email is registered; the holder is named only to themself or an admin."""
 
     exists: bool
     userId: str | None = None  # noqa: N815 - the seed's field name
     hasCompleteProfile: bool = False  # noqa: N815 - the seed's field name
-
-
-def _users() -> Any:
-    return clients.firestore().collection(USERS)
-
-
-def _normalize_email(email: str) -> str:
-    return email.strip().lower()
-
-
-def load_user(user_id: str) -> dict[str, Any]:
-    """Return a user document.
-
-    Args:
-        user_id: The user.
-
-    Returns:
-        The stored fields.
-
-    Raises:
-        NotFound: There is no such user.
-    """
-    record = _users().document(user_id).get().to_dict()
-    if record is None:
-        raise NotFound("User not found")
-    return dict(record)
 
 
 def to_user(record: dict[str, Any]) -> User:
@@ -232,6 +229,32 @@ def has_complete_profile(record: dict[str, Any]) -> bool:
     name = record.get("name") or {}
     required = (name.get("first"), record.get("bio"), record.get("age"), record.get("location"))
     return all(required) and bool(record.get("profilePic"))
+
+
+def _check_email(principal: Principal, email: str | None) -> None:
+    if email is None or principal.is_admin:
+        return
+    if not (principal.email_verified and principal.email == email):
+        raise Forbidden("Only your verified email may be set")
+
+
+def _own_contacts(principal: Principal, body: CreateUserRequest) -> tuple[str | None, str | None]:
+    """Return the new user's phone and email after the rules for non-admin creators."""
+    phone = normalize_phone(body.phone) if body.phone else None
+    email = body.email
+    if not principal.is_admin:
+        if principal.user_id and user_store.exists(principal.user_id):
+            raise Conflict("User already exists")
+        if body.metadata.archetype or body.metadata.picture_data is not None:
+            raise Forbidden("Only admins may set archetype or picture data")
+        if phone not in (None, principal.phone):
+            raise Forbidden("Phone must be the verified phone")
+        if principal.kind == "phone":
+            phone = principal.phone
+        if email is None and principal.email_verified:
+            email = principal.email
+    _check_email(principal, email)
+    return phone, email
 
 
 def create_user(principal: Principal, body: CreateUserRequest) -> User:
@@ -250,27 +273,20 @@ def create_user(principal: Principal, body: CreateUserRequest) -> User:
 
     Raises:
         Conflict: The caller already has a user, or the phone or email is taken.
-        Forbidden: A non-admin set a system field or another phone.
-        InvalidInput: The phone number is invalid.
+        Forbidden: A non-admin set a system field, another phone or an unverified email.
+        InvalidInput: The phone number is invalid, or the picture is not one of our images.
+        NotFound: The referrer or the picture does not exist.
     """
-    from google.cloud import firestore
-
-    phone = normalize_phone(body.phone) if body.phone else None
-    if not principal.is_admin:
-        if principal.user_id and _users().document(principal.user_id).get().exists:
-            raise Conflict("User already exists")
-        if body.metadata.archetype or body.metadata.picture_data is not None:
-            raise Forbidden("Only admins may set archetype or picture data")
-        if phone not in (None, principal.phone):
-            raise Forbidden("Phone must be the verified phone")
-        if principal.kind == "phone":
-            phone = principal.phone
+    phone, email = _own_contacts(principal, body)
     own_uid = principal.kind == "firebase" and not principal.is_admin
     user_id = principal.subject if own_uid else str(uuid.uuid4())
-    pending = photos.pending_upload(principal, user_id, body.profilePic)
-    email = _normalize_email(str(body.email)) if body.email else None
-    if principal.kind == "firebase" and not principal.is_admin and principal.email:
-        email = email or principal.email
+    referrer = body.metadata.referredBy
+    referral = []
+    if referrer is not None:
+        if referrer == user_id or not user_store.exists(referrer):
+            raise InvalidInput("referredBy must be another existing user", ("body", "metadata"))
+        referral = [matches.referral_match(referrer, user_id)]
+    picture = _new_picture(principal, user_id, body.profilePic)
     now = datetime.now(UTC)
     record: dict[str, Any] = {
         "userId": user_id,
@@ -280,7 +296,7 @@ def create_user(principal: Principal, body: CreateUserRequest) -> User:
         "bio": body.bio,
         "age": body.age,
         "location": body.location,
-        "profilePic": body.profilePic,
+        "profilePic": picture.target.proxy_url if picture else None,
         "color": body.color,
         "elo": DEFAULT_ELO,
         "metadata": {
@@ -293,76 +309,47 @@ def create_user(principal: Principal, body: CreateUserRequest) -> User:
         "sender": None,
         "roles": [],
     }
-    if principal.kind == "firebase" and not principal.is_admin:
+    if own_uid:
         record["firebaseUid"] = principal.subject
-    db = clients.firestore()
-    user_ref = db.collection(USERS).document(user_id)
-    token_ref = (
-        db.collection(AUTH_TOKENS).document(principal.subject)
+    token = (
+        [bind_token_write(principal.subject, user_id)]
         if principal.kind == "phone" and not principal.is_admin
-        else None
+        else []
     )
-
-    def create(transaction: firestore.Transaction) -> str | None:
-        claims = _claims(db, transaction, user_id, phone, email)
-        if user_ref.get(transaction=transaction).exists:
-            return "User already exists"
-        for _, taken in claims:
-            if taken:
-                return taken
-        transaction.create(user_ref, record)
-        for ref, _ in claims:
-            transaction.create(ref, {"userId": user_id})
-        if token_ref is not None:
-            transaction.update(token_ref, {"userId": user_id})
-        return None
-
-    conflict = run_in_transaction(create)
-    if conflict:
-        raise Conflict(conflict)
-    if pending is not None:
-        record["profilePic"] = set_profile_picture(user_id, photos.adopt_pending(user_id, pending))
+    try:
+        user_store.create_profile(user_id, record, also=token, extra_creates=referral)
+    except Conflict:
+        if picture and picture.copied:
+            photos.delete_object(picture.target)
+        raise
+    if picture:
+        if picture.copied:
+            photos.delete_object(picture.source)
+        photos.enqueue_analysis(user_id, picture.target, picture.generation)
     return to_user(record)
 
 
-def set_profile_picture(user_id: str, url: str) -> str:
-    """Point a user's `profilePic` at an image URL.
+@dataclass(frozen=True)
+class _NewPicture:
+    source: ObjectRef
+    target: ObjectRef
+    generation: int | None
 
-    Returns:
-        The URL.
+    @property
+    def copied(self) -> bool:
+        return self.source != self.target
 
-    Raises:
-        NotFound: No such user.
-    """
-    from google.api_core import exceptions as google_exceptions
 
+def _new_picture(principal: Principal, user_id: str, profile_pic: str | None) -> _NewPicture | None:
+    """Check a new user's picture and copy a pending upload under the user's prefix."""
+    if not profile_pic:
+        return None
     try:
-        _users().document(user_id).update(
-            {"profilePic": url, "metadata.last_updated_ts": datetime.now(UTC)}
-        )
-    except google_exceptions.NotFound as exc:
-        raise NotFound("User not found") from exc
-    return url
-
-
-def _claims(
-    db: Any, transaction: Any, user_id: str, phone: str | None, email: str | None
-) -> list[tuple[Any, str | None]]:
-    """Read the uniqueness index documents a user would claim.
-
-    Returns:
-        Each index reference with a conflict message when another user holds it.
-    """
-    wanted = []
-    if phone:
-        wanted.append((db.collection(USER_PHONES).document(phone), "Phone number already in use"))
-    if email:
-        wanted.append((db.collection(USER_EMAILS).document(email), "Email already in use"))
-    claims = []
-    for ref, message in wanted:
-        holder = (ref.get(transaction=transaction).to_dict() or {}).get("userId")
-        claims.append((ref, message if holder not in (None, user_id) else None))
-    return claims
+        source = photos.pending_upload(principal, user_id, profile_pic)
+    except InvalidInput as exc:
+        raise InvalidInput(exc.detail, ("body", "profilePic")) from exc
+    target, generation = photos.adopt_pending(user_id, source)
+    return _NewPicture(source, target, generation)
 
 
 def get_user(principal: Principal, user_id: str) -> User:
@@ -373,7 +360,7 @@ def get_user(principal: Principal, user_id: str) -> User:
         NotFound: There is no such user.
     """
     require_self_or_admin(principal, user_id)
-    return to_user(load_user(user_id))
+    return to_user(user_store.load(user_id))
 
 
 def public_profile(user_id: str) -> PublicUser:
@@ -382,16 +369,10 @@ def public_profile(user_id: str) -> PublicUser:
     Raises:
         NotFound: There is no such user.
     """
-    record = load_user(user_id)
+    record = user_store.load(user_id)
     return PublicUser.model_validate(
         {k: v for k, v in record.items() if k in PublicUser.model_fields}
     )
-
-
-def user_id_by_phone(phone: str) -> str | None:
-    """Return the user holding an E.164 number, if any."""
-    owner = clients.firestore().collection(USER_PHONES).document(phone).get().to_dict()
-    return (owner or {}).get("userId")
 
 
 def get_user_by_phone(principal: Principal, raw_phone: str) -> User:
@@ -407,37 +388,31 @@ def get_user_by_phone(principal: Principal, raw_phone: str) -> User:
     """
     phone = normalize_phone(raw_phone, loc=("path", "phone_number"))
     if not principal.is_admin:
-        own = principal.phone or (
-            load_user(principal.user_id).get("phone") if principal.user_id else None
-        )
+        own = principal.phone
+        if own is None and principal.user_id and user_store.exists(principal.user_id):
+            own = user_store.load(principal.user_id).get("phone")
         if phone != own:
             raise Forbidden("Not allowed to access this user")
-    user_id = user_id_by_phone(phone)
+    user_id = user_store.holder("phone", phone)
     if user_id is None:
         raise NotFound("User not found")
-    return to_user(load_user(user_id))
+    return to_user(user_store.load(user_id))
 
 
 def phone_exists(raw_phone: str) -> PhoneExists:
     """Tell whether a phone number is registered."""
-    return PhoneExists(
-        exists=user_id_by_phone(normalize_phone(raw_phone, ("query", "phone"))) is not None
-    )
+    phone = normalize_phone(raw_phone, ("query", "phone"))
+    return PhoneExists(exists=user_store.holder("phone", phone) is not None)
 
 
-def email_exists(email: str) -> EmailExists:
-    """Tell whether an email is registered, by whom, and if that profile is complete."""
-    holder = (
-        clients.firestore()
-        .collection(USER_EMAILS)
-        .document(_normalize_email(email))
-        .get()
-        .to_dict()
-    )
-    user_id = (holder or {}).get("userId")
+def email_exists(principal: Principal, email: str) -> EmailExists:
+    """Tell whether an email is registered; who holds it only to that user or an admin."""
+    user_id = user_store.holder("email", email.strip().lower())
     if user_id is None:
         return EmailExists(exists=False)
-    record = _users().document(user_id).get().to_dict() or {}
+    if user_id != principal.user_id and not principal.is_admin:
+        return EmailExists(exists=True)
+    record = user_store.user_ref(user_id).get().to_dict() or {}
     return EmailExists(exists=True, userId=user_id, hasCompleteProfile=has_complete_profile(record))
 
 
@@ -453,13 +428,14 @@ def update_user(principal: Principal, user_id: str, body: UpdateUserRequest) -> 
         The updated user.
 
     Raises:
-        Forbidden: Not the caller's profile, or a system field would change.
-        Conflict: The new phone or email belongs to someone else.
-        InvalidInput: `userId` in the body differs from the path.
-        NotFound: There is no such user.
+        Forbidden: Not the caller's profile, a system field would change, or an
+            unverified email or phone.
+        Conflict: The new phone or email belongs to someone else, or the
+            picture is still being cleaned.
+        InvalidInput: `userId` in the body differs from the path, or the
+            picture is not one of our images.
+        NotFound: There is no such user or picture.
     """
-    from google.cloud import firestore
-
     require_self_or_admin(principal, user_id)
     if body.userId is not None and body.userId != user_id:
         raise InvalidInput("userId does not match the path", loc=("body", "userId"))
@@ -470,39 +446,24 @@ def update_user(principal: Principal, user_id: str, body: UpdateUserRequest) -> 
     metadata.pop("last_updated_ts", None)
     changes: dict[str, Any] = dict(sent)
     changes.update({f"metadata.{key}": value for key, value in metadata.items()})
-    if "phone" in changes and changes["phone"] is not None:
+    if changes.get("phone") is not None:
         changes["phone"] = normalize_phone(changes["phone"])
-    if "email" in changes and changes["email"] is not None:
-        changes["email"] = _normalize_email(changes["email"])
-    db = clients.firestore()
-    user_ref = db.collection(USERS).document(user_id)
+    picture = None
+    if changes.get("profilePic") is not None:
+        try:
+            picture = photos.users_image(principal, user_id, changes["profilePic"])
+        except InvalidInput as exc:
+            raise InvalidInput(exc.detail, ("body", "profilePic")) from exc
+        changes["profilePic"] = picture[0].proxy_url
 
-    def apply(transaction: firestore.Transaction) -> dict[str, Any]:
-        current = user_ref.get(transaction=transaction).to_dict()
-        if current is None:
-            raise NotFound("User not found")
+    def change(current: dict[str, Any]) -> dict[str, Any]:
         _check_allowed(principal, current, changes)
-        claims = _claims(
-            db,
-            transaction,
-            user_id,
-            changes.get("phone") if changes.get("phone") != current.get("phone") else None,
-            changes.get("email") if changes.get("email") != current.get("email") else None,
-        )
-        for _, taken in claims:
-            if taken:
-                raise Conflict(taken)
-        now = datetime.now(UTC)
-        transaction.update(user_ref, {**changes, "metadata.last_updated_ts": now})
-        for ref, _ in claims:
-            transaction.set(ref, {"userId": user_id})
-        for field, collection in (("phone", USER_PHONES), ("email", USER_EMAILS)):
-            if field in changes and current.get(field) and changes[field] != current[field]:
-                transaction.delete(db.collection(collection).document(current[field]))
-        return current
+        return dict(changes)
 
-    run_in_transaction(apply)
-    return to_user(load_user(user_id))
+    record = user_store.update_profile(user_id, change)
+    if picture is not None:
+        photos.enqueue_analysis(user_id, picture[0], picture[1].generation)
+    return to_user(record)
 
 
 def _check_allowed(principal: Principal, current: dict[str, Any], changes: dict[str, Any]) -> None:
@@ -516,6 +477,8 @@ def _check_allowed(principal: Principal, current: dict[str, Any], changes: dict[
             raise Forbidden(f"Only admins may change {field}")
     if "phone" in changes and changes["phone"] not in (current.get("phone"), principal.phone):
         raise Forbidden("Phone must be the verified phone")
+    if "email" in changes and changes["email"] != current.get("email"):
+        _check_email(principal, changes["email"])
 
 
 def _same(sent: Any, stored: Any) -> bool:

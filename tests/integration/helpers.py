@@ -18,7 +18,7 @@ def random_number() -> str:
 @dataclass
 class SignedUp:
     user_id: str
-    phone: str
+    phone: str | None
     token: str
 
     @property
@@ -50,3 +50,25 @@ def sign_up(stack, **profile) -> SignedUp:
     )
     assert created.status_code == 201, created.text
     return SignedUp(user_id=created.json()["userId"], phone=phone, token=token)
+
+
+def web_sign_up(stack, email: str, *, verified: bool = True, **profile) -> SignedUp:
+    """Sign in with Firebase (the web app) and create the user under the uid."""
+    from devstack.tokens import mint_token
+
+    user = mint_token(email, verified=verified)
+    created = requests.post(
+        stack.url("/users"),
+        json={"name": {"first": "Web"}, **profile},
+        headers={"Authorization": f"Bearer {user.id_token}"},
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
+    return SignedUp(user_id=user.uid, phone=None, token=user.id_token)
+
+
+def introduced(stack) -> tuple[SignedUp, SignedUp]:
+    """Two users with a referral match: the second was referred by the first."""
+    alice = sign_up(stack)
+    bob = sign_up(stack, metadata={"referredBy": alice.user_id})
+    return alice, bob

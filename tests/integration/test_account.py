@@ -93,7 +93,7 @@ def test_allowance_resets_itself_when_due(stack, user):
     headers, uid = user
     me(stack, headers)
     put(stack, "/users/me/spend-remaining", {"spendRemaining": 0.1}, headers)
-    clients.firestore().collection("users").document(uid).update(
+    clients.firestore().collection("accounts").document(uid).update(
         {"usageInfo.allowanceResetDate": time.time() - 1}
     )
 
@@ -117,9 +117,9 @@ def test_usage_entry_is_recorded_in_the_ledger(stack, user):
     assert response.status_code == 200
     assert response.json()["usageInfo"]["spendRemaining"] == pytest.approx(0.7)
     entries = list(
-        clients.firestore().collection("users").document(uid).collection("usage").stream()
+        clients.firestore().collection("accounts").document(uid).collection("usage").stream()
     )
-    assert [e.to_dict()["cost"] for e in entries] == [0.3]
+    assert [e.to_dict()["costMicros"] for e in entries] == [300_000]
 
 
 def test_admin_manages_users(stack, user, admin):

@@ -9,7 +9,13 @@ import requests
 
 from devstack.tokens import mint_token
 from shared.platform import clients
-from tests.integration.helpers import phone_token, random_number, sign_up
+from tests.integration.helpers import (
+    introduced,
+    phone_token,
+    random_number,
+    sign_up,
+    web_sign_up,
+)
 
 PRIVATE_FIELDS = ("phone", "email", "metadata", "elo", "sender", "roles", "firebaseUid")
 
@@ -70,11 +76,11 @@ def test_protected_routes_need_a_token(stack):
         assert response.status_code == 401, (method, path)
 
 
-def test_public_profile_leaks_nothing_private(stack):
-    alice = sign_up(
+def test_public_profile_leaks_nothing_private(stack, unique):
+    alice = web_sign_up(
         stack,
+        f"alice-{unique}@example.com",
         name={"first": "Alice"},
-        email="alice@example.com",
         bio="Hi",
         metadata={"network": [{"name": "Bob", "email": "bob@example.com", "timeSpent": 3}]},
     )
@@ -87,7 +93,6 @@ def test_public_profile_leaks_nothing_private(stack):
     assert body["bio"] == "Hi"
     for field in PRIVATE_FIELDS:
         assert field not in body
-    assert alice.phone not in response.text
     assert "example.com" not in response.text
 
 
@@ -95,14 +100,21 @@ def test_public_profile_of_unknown_user_is_404(stack):
     assert requests.get(stack.url("/users/nobody/public"), timeout=10).status_code == 404
 
 
-def test_duplicate_email_is_409(stack):
-    sign_up(stack, email="Same@Example.com")
-    token = phone_token(stack, random_number())["token"]
+def test_duplicate_email_is_409(stack, unique):
+    first = sign_up(stack)
+    taken = f"same-{unique}@example.com"
+    requests.put(
+        stack.url(f"/users/{first.user_id}"),
+        json={"email": taken.upper()},
+        headers=admin_headers(unique),
+        timeout=10,
+    ).raise_for_status()
+    user = mint_token(taken)
 
     response = requests.post(
         stack.url("/users"),
-        json={"email": "same@example.com"},
-        headers={"Authorization": f"Bearer {token}"},
+        json={"email": taken},
+        headers={"Authorization": f"Bearer {user.id_token}"},
         timeout=10,
     )
 
@@ -167,9 +179,15 @@ def test_user_updates_own_profile_but_not_system_fields(stack):
 
     ok = requests.put(
         path,
-        json={"bio": "New bio", "metadata": {"referredBy": "friend"}},
+        json={
+            "bio": "New bio",
+            "metadata": {"network": [{"name": "Bo", "email": "bo@example.com", "timeSpent": 2}]},
+        },
         headers=alice.headers,
         timeout=10,
+    )
+    referred = requests.put(
+        path, json={"metadata": {"referredBy": "friend"}}, headers=alice.headers, timeout=10
     )
     same_elo = requests.put(path, json={"elo": 1600}, headers=alice.headers, timeout=10)
     raise_elo = requests.put(path, json={"elo": 3000}, headers=alice.headers, timeout=10)
@@ -187,9 +205,10 @@ def test_user_updates_own_profile_but_not_system_fields(stack):
 
     assert ok.status_code == 200
     assert ok.json()["bio"] == "New bio"
-    assert ok.json()["metadata"]["referredBy"] == "friend"
+    assert ok.json()["metadata"]["network"][0]["name"] == "Bo"
     assert same_elo.status_code == 200
-    assert (raise_elo.status_code, archetype.status_code, notes.status_code) == (403, 403, 403)
+    statuses = (raise_elo, archetype, notes, referred)
+    assert [r.status_code for r in statuses] == [403, 403, 403, 403]
     stored = clients.firestore().collection("users").document(alice.user_id).get().to_dict()
     assert stored["elo"] == 1600
     assert stored["metadata"]["archetype"] is False
@@ -230,25 +249,26 @@ def test_bad_updates_are_422(stack, body, loc):
     assert response.json()["detail"][0]["loc"] == loc
 
 
-def test_email_change_moves_the_uniqueness_claim(stack):
-    alice = sign_up(stack, email="old@example.com")
-    bob = sign_up(stack, email="bob@example.com")
+def test_email_change_moves_the_uniqueness_claim(stack, unique):
+    alice = web_sign_up(stack, f"old-{unique}@example.com")
+    bob = web_sign_up(stack, f"bob-{unique}@example.com")
+    admin = admin_headers(unique)
 
     taken = requests.put(
         stack.url(f"/users/{alice.user_id}"),
-        json={"email": "bob@example.com"},
-        headers=alice.headers,
+        json={"email": f"bob-{unique}@example.com"},
+        headers=admin,
         timeout=10,
     )
     moved = requests.put(
         stack.url(f"/users/{alice.user_id}"),
         json={"email": "new@example.com"},
-        headers=alice.headers,
+        headers=admin,
         timeout=10,
     )
     old = requests.get(
         stack.url("/users/check-email"),
-        params={"email": "old@example.com"},
+        params={"email": f"old-{unique}@example.com"},
         headers=bob.headers,
         timeout=10,
     )
@@ -258,15 +278,15 @@ def test_email_change_moves_the_uniqueness_claim(stack):
     assert old.json() == {"exists": False, "userId": None, "hasCompleteProfile": False}
 
 
-def test_check_phone_and_email(stack):
-    alice = sign_up(
-        stack,
-        email="alice@example.com",
-        bio="b",
-        age=30,
-        location="Paris",
-        profilePic="https://example.com/p.jpg",
-    )
+def test_check_phone_and_email(stack, unique):
+    alice = sign_up(stack, bio="b", age=30, location="Paris")
+    requests.put(
+        stack.url(f"/users/{alice.user_id}"),
+        json={"email": "alice@example.com"},
+        headers=admin_headers(unique),
+        timeout=10,
+    ).raise_for_status()
+    bob = sign_up(stack)
 
     phone = requests.get(
         stack.url("/users/check-phone"),
@@ -280,6 +300,12 @@ def test_check_phone_and_email(stack):
         headers=alice.headers,
         timeout=10,
     )
+    other = requests.get(
+        stack.url("/users/check-email"),
+        params={"email": "alice@example.com"},
+        headers=bob.headers,
+        timeout=10,
+    )
     unknown = requests.get(
         stack.url("/users/check-phone"),
         params={"phone": random_number()},
@@ -291,7 +317,8 @@ def test_check_phone_and_email(stack):
     )
 
     assert phone.json() == {"exists": True}
-    assert email.json() == {"exists": True, "userId": alice.user_id, "hasCompleteProfile": True}
+    assert email.json() == {"exists": True, "userId": alice.user_id, "hasCompleteProfile": False}
+    assert other.json() == {"exists": True, "userId": None, "hasCompleteProfile": False}
     assert unknown.json() == {"exists": False}
     assert invalid.status_code == 422
 
@@ -302,8 +329,7 @@ def close_loop(stack, who, source, target, outcome="accepted", **params):
         params={"sourceId": source, "targetId": target, **params},
         json={"outcome": outcome},
         headers=who.headers,
-        # The Firestore emulator resolves contending transactions by a 30 s lock timeout.
-        timeout=120,
+        timeout=30,
     )
 
 
@@ -312,7 +338,7 @@ def elo(user_id: str) -> int:
 
 
 def test_concurrent_close_loop_applies_elo_once(stack):
-    alice, bob = sign_up(stack), sign_up(stack)
+    alice, bob = introduced(stack)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         answers = list(
@@ -324,33 +350,41 @@ def test_concurrent_close_loop_applies_elo_once(stack):
     assert (elo(alice.user_id), elo(bob.user_id)) == (1616, 1584)
 
 
-def test_close_loop_records_referrer_and_pending_notification(stack):
-    alice, bob = sign_up(stack), sign_up(stack)
-    referrer = random_number()
+def test_close_loop_notifies_only_the_recorded_referrer(stack):
+    alice, bob = introduced(stack)
 
+    forged = close_loop(
+        stack, bob, alice.user_id, bob.user_id, outcome="declined", ref_phone=random_number()
+    )
     response = close_loop(
-        stack,
-        bob,
-        alice.user_id,
-        bob.user_id,
-        outcome="declined",
-        ref_phone=referrer,
-        ref_email="ref@example.com",
+        stack, bob, alice.user_id, bob.user_id, outcome="declined", ref_phone=alice.phone
     )
 
+    assert forged.status_code == 422
     assert response.status_code == 200
     assert response.json()["notification"] == "pending"
     assert response.json()["eloChange"] == {alice.user_id: -16, bob.user_id: 16}
     match_id = response.json()["matchId"]
     match = clients.firestore().collection("matches").document(match_id).get().to_dict()
     assert match["source"] == "referral"
-    assert match["referrer"] == {"phone": referrer, "email": "ref@example.com"}
-    notice = clients.firestore().collection("notifications").document(f"{match_id}-referrer")
-    assert notice.get().to_dict()["status"] == "pending"
+    assert match["referrer"] == {"userId": alice.user_id}
+    notices = list(clients.firestore().collection("notifications").stream())
+    assert [(n.id, n.to_dict()["to"]) for n in notices] == [(f"{match_id}-referrer", alice.phone)]
+
+
+def test_close_loop_without_an_introduction_is_404_and_writes_nothing(stack):
+    alice, stranger = sign_up(stack), sign_up(stack)
+
+    response = close_loop(stack, alice, alice.user_id, stranger.user_id, ref_phone=random_number())
+
+    assert response.status_code == 404
+    assert (elo(alice.user_id), elo(stranger.user_id)) == (1600, 1600)
+    assert not list(clients.firestore().collection("matches").stream())
+    assert not list(clients.firestore().collection("notifications").stream())
 
 
 def test_close_loop_other_outcome_after_close_is_409_and_changes_nothing(stack):
-    alice, bob = sign_up(stack), sign_up(stack)
+    alice, bob = introduced(stack)
     close_loop(stack, alice, alice.user_id, bob.user_id, outcome="accepted")
 
     response = close_loop(stack, alice, alice.user_id, bob.user_id, outcome="declined")
@@ -360,7 +394,7 @@ def test_close_loop_other_outcome_after_close_is_409_and_changes_nothing(stack):
 
 
 def test_close_loop_neutral_outcome_keeps_elo(stack):
-    alice, bob = sign_up(stack), sign_up(stack)
+    alice, bob = introduced(stack)
 
     response = close_loop(stack, alice, alice.user_id, bob.user_id, outcome="no_response")
 
@@ -369,7 +403,7 @@ def test_close_loop_neutral_outcome_keeps_elo(stack):
 
 
 def test_close_loop_by_outsider_is_403_and_bad_input_422(stack):
-    alice, bob, eve = sign_up(stack), sign_up(stack), sign_up(stack)
+    (alice, bob), eve = introduced(stack), sign_up(stack)
 
     outsider = close_loop(stack, eve, alice.user_id, bob.user_id)
     same = close_loop(stack, alice, alice.user_id, alice.user_id)
@@ -382,13 +416,14 @@ def test_close_loop_by_outsider_is_403_and_bad_input_422(stack):
     assert outcome.status_code == 422
     assert bad_ref.status_code == 422
     assert missing.status_code == 404
-    assert (
-        not clients.firestore()
+    match = (
+        clients.firestore()
         .collection("matches")
         .document("__".join(sorted((alice.user_id, bob.user_id))))
         .get()
-        .exists
+        .to_dict()
     )
+    assert match["status"] == "open"
 
 
 @pytest.mark.parametrize("user_id", ["__reserved__", "a.b", "x" * 200, "%2E%2E"])

@@ -1,0 +1,40 @@
+"""Types shared by the profile, photo and face modules (a leaf: imports no domain module)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import BaseModel
+
+PROXY_PREFIX = "/storage/profile-image/"
+
+
+class Label(BaseModel):
+    """A predicted label with its confidence."""
+
+    label: str
+    confidence: float
+
+
+class PictureData(BaseModel):
+    """Face analysis of the profile picture."""
+
+    face_detected: bool = False
+    gender: Label | None = None
+    race: Label | None = None
+    analyzed_at: datetime | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """A bucket and an object name."""
+
+    bucket: str
+    blob: str
+
+    @property
+    def proxy_url(self) -> str:
+        """The URL clients use to show the object."""
+        return f"{PROXY_PREFIX}{self.bucket}/{self.blob}"
