@@ -30,11 +30,32 @@ class FunctionSpec:
     source: Path
     entry_point: str
     flags: tuple[str, ...]
+    substitutions: tuple[tuple[str, str], ...] = ()
 
     @property
     def event_triggered(self) -> bool:
         """Whether the function takes CloudEvents (Eventarc) instead of HTTP requests."""
         return any(flag.startswith("--trigger-event-filters") for flag in self.flags)
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """The plain variables the deploy sets (`--set-env-vars`), substitutions resolved."""
+        values = dict(self.substitutions)
+        pairs = [pair for flag in self._flag_values("--set-env-vars") for pair in flag.split(",")]
+        resolved = {}
+        for pair in pairs:
+            name, _, value = pair.partition("=")
+            resolved[name] = re.sub(r"\$\{(\w+)\}", lambda m: values.get(m.group(1), ""), value)
+        return resolved
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The variables the deploy fills from Secret Manager (`--set-secrets`)."""
+        pairs = [pair for flag in self._flag_values("--set-secrets") for pair in flag.split(",")]
+        return tuple(pair.partition("=")[0] for pair in pairs)
+
+    def _flag_values(self, name: str) -> list[str]:
+        return [flag.split("=", 1)[1] for flag in self.flags if flag.startswith(name + "=")]
 
     @property
     def public(self) -> bool:
@@ -61,6 +82,9 @@ def deployed_functions(root: Path = ROOT) -> dict[str, FunctionSpec]:
         The functions by name.
     """
     build = yaml.safe_load((root / "cloudbuild.yaml").read_text())
+    substitutions = tuple(
+        (str(key), str(value)) for key, value in (build.get("substitutions") or {}).items()
+    )
     functions: dict[str, FunctionSpec] = {}
     for step in build["steps"]:
         args = [str(arg) for arg in step.get("args", [])]
@@ -73,6 +97,7 @@ def deployed_functions(root: Path = ROOT) -> dict[str, FunctionSpec]:
             source=root / options["--source"],
             entry_point=options["--entry-point"],
             flags=tuple(args[3:]),
+            substitutions=substitutions,
         )
     return functions
 

@@ -79,6 +79,9 @@ def live_stack() -> Iterator[LiveStack]:
         env = {
             **stack.env(gateway_url),
             "APP_ENV": "test",
+            # Not the local default: a function deployed without the secret signs with
+            # the default, and the workers refuse its tasks.
+            "TASK_SIGNING_SECRET": f"test-{uuid.uuid4().hex}",
             "TASK_QUEUES": json.dumps(queues),
             "TRUSTED_PROXY_HOPS": "1",
             "SMS_PROVIDER": "twilio",

@@ -1,0 +1,124 @@
+"""Each function that enqueues, started with only its own deploy environment, really enqueues.
+
+The function runs in its own functions-framework process whose environment
+is what `cloudbuild.yaml` gives it (its `--set-env-vars` names and its
+`--set-secrets`), with each value replaced by the local stack's equivalent
+and the emulator hosts added. A variable the deploy forgets is then simply
+absent: a missing `TASK_SIGNING_SECRET` signs tasks with the local default
+(the stack's workers refuse them), a missing `TASKS_TARGET_BASE_URL` sends
+them nowhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import requests
+
+from devstack.emulators import free_port
+from devstack.functions_index import ROOT, deployed_functions
+from tests.integration.helpers import SignedUp, phone_token, random_number, sign_up
+from tests.integration.test_photos import jpeg, wait_picture_data
+
+_EMULATORS = (
+    "FIRESTORE_EMULATOR_HOST",
+    "FIREBASE_AUTH_EMULATOR_HOST",
+    "STORAGE_EMULATOR_HOST",
+    "CLOUD_TASKS_EMULATOR_HOST",
+)
+
+
+def deploy_env(stack, name: str) -> dict[str, str]:
+    spec = deployed_functions()[name]
+    env = {key: stack.env[key] for key in _EMULATORS}
+    for variable, value in spec.environment.items():
+        env[variable] = stack.env.get(variable, value)
+    for variable in spec.secrets:
+        env[variable] = stack.env.get(variable, f"test-secret-{variable}")
+    env["APP_ENV"] = "test"  # production refuses emulator hosts
+    return env
+
+
+@contextlib.contextmanager
+def standalone(stack, name: str) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "functions_framework",
+            f"--target={name}",
+            f"--source={ROOT / 'functions' / name / 'main.py'}",
+            "--host=127.0.0.1",
+            f"--port={port}",
+        ],
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), **deploy_env(stack, name)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(url + "/", timeout=1)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, f"{name} did not start"
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_users_deploy_env_queues_the_adopted_photos_analysis(stack):
+    phone = random_number()
+    token = phone_token(stack, phone)["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    pending = requests.post(
+        stack.url("/storage/upload-photo"),
+        files={"file": ("p.jpg", jpeg(), "image/jpeg")},
+        headers=headers,
+        timeout=30,
+    ).json()
+
+    with standalone(stack, "users") as users:
+        created = requests.post(
+            users + "/users", json={"profilePic": pending["image_url"]}, headers=headers, timeout=30
+        )
+
+    assert created.status_code == 201, created.text
+    assert wait_picture_data(created.json()["userId"])["error"] == "No face detected"
+
+
+def test_storage_deploy_env_queues_the_uploads_analysis(stack):
+    alice: SignedUp = sign_up(stack)
+
+    with standalone(stack, "storage") as storage:
+        uploaded = requests.post(
+            storage + "/users/upload-photo",
+            files={"file": ("p.jpg", jpeg(), "image/jpeg")},
+            headers=alice.headers,
+            timeout=30,
+        )
+
+    assert uploaded.status_code == 200, uploaded.text
+    assert wait_picture_data(alice.user_id)["error"] == "No face detected"
+
+
+def test_chat_deploy_env_queues_the_ticket(stack):
+    from tests.integration.test_chat import chat_body, wait_ticket
+
+    alice = sign_up(stack)
+
+    with standalone(stack, "chat") as chat:
+        created = requests.post(chat + "/chat", json=chat_body(), headers=alice.headers, timeout=30)
+
+    assert created.status_code == 200, created.text
+    assert wait_ticket(stack, alice.headers, created.json()["ticket_id"])["status"] == "completed"
