@@ -9,12 +9,13 @@ import logging
 import sys
 import time
 from concurrent import futures
+from typing import Any
 
 import grpc
 from gcloud_tasks_emulator import server
 
 
-def _run_loopback(self):
+def _run_loopback(self: Any) -> None:
     self._httpd = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     server.add_CloudTasksServicer_to_server(server.Greeter(self._state), self._httpd)
     self._httpd.add_insecure_port(f"127.0.0.1:{self._port}")
