@@ -25,7 +25,7 @@ def _upload(ctx: RequestContext, form: photos.UploadForm) -> photos.UploadResult
     if upload.filename is None:
         raise InvalidInput("file is required", loc=("body", "file"))
     data = upload.stream.read(get_settings().max_upload_bytes + 1)
-    return pictures.upload_photo(ctx.user, form, upload.filename, data)
+    return pictures.upload_photo(ctx.user, form.user_id, upload.filename, data)
 
 
 for _path in ("/storage/upload-photo", "/users/upload-photo"):
@@ -45,7 +45,7 @@ def _update_profile_picture(
     ctx: RequestContext, form: photos.ProfilePictureForm
 ) -> photos.ProfilePictureSet:
     """Make one of the user's images their profile picture and queue its analysis."""
-    return pictures.update_profile_picture(ctx.user, form)
+    return pictures.update_profile_picture(ctx.user, form.user_id, form.image_url)
 
 
 for _path in ("/storage/update-profile-picture", "/users/update-profile-picture"):
@@ -69,7 +69,7 @@ for _path in ("/storage/update-profile-picture", "/users/update-profile-picture"
 )
 def analyze_face(ctx: RequestContext, query: photos.AnalyzeQuery) -> photos.AnalyzeResult:
     """Analyse a profile photo now (queued when large) and return the result."""
-    return pictures.analyze_face(ctx.user, query)
+    return pictures.analyze_face(ctx.user, query.user_id, query.image_url)
 
 
 @router.post(

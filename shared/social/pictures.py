@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 
 def upload_photo(
-    principal: Principal, form: photos.UploadForm, file_name: str | None, data: bytes
+    principal: Principal, for_user: str | None, file_name: str | None, data: bytes
 ) -> photos.UploadResult:
     """Store a photo; for an existing user it becomes the picture and its analysis is queued.
 
@@ -37,11 +37,11 @@ def upload_photo(
         Forbidden: `user_id` is someone else's.
         NotFound: `user_id` has no profile.
     """
-    user_id = form.user_id or principal.user_id
+    user_id = for_user or principal.user_id
     if user_id is not None:
         require_self_or_admin(principal, user_id)
         if not user_store.exists(user_id):
-            if form.user_id:
+            if for_user:
                 raise NotFound("User not found")
             user_id = None
     ref, generation = photos.store_upload(principal, user_id, file_name, data)
@@ -57,7 +57,7 @@ def _show(user_id: str, ref: ObjectRef, generation: int | None) -> None:
 
 
 def update_profile_picture(
-    principal: Principal, form: photos.ProfilePictureForm
+    principal: Principal, user_id: str, image_url: str
 ) -> photos.ProfilePictureSet:
     """Make one of the user's cleaned images their picture and queue its analysis.
 
@@ -67,12 +67,12 @@ def update_profile_picture(
         NotFound: No such image or user.
         Conflict: The image is still being cleaned.
     """
-    ref, blob = photos.users_image(principal, form.user_id, form.image_url)
-    _show(form.user_id, ref, blob.generation)
+    ref, blob = photos.users_image(principal, user_id, image_url)
+    _show(user_id, ref, blob.generation)
     return photos.ProfilePictureSet(profilePic=ref.proxy_url)
 
 
-def analyze_face(principal: Principal, query: photos.AnalyzeQuery) -> photos.AnalyzeResult:
+def analyze_face(principal: Principal, user_id: str, image_url: str) -> photos.AnalyzeResult:
     """Analyse one of the user's images now (large ones are queued instead).
 
     When the image is the user's profile picture, the result is stored in
@@ -86,17 +86,17 @@ def analyze_face(principal: Principal, query: photos.AnalyzeQuery) -> photos.Ana
     """
     from shared.social import faces
 
-    ref, blob = photos.users_image(principal, query.user_id, query.image_url)
+    ref, blob = photos.users_image(principal, user_id, image_url)
     if (blob.size or 0) > get_settings().analyze_inline_max_bytes:
-        photos.enqueue_analysis(query.user_id, ref, blob.generation)
+        photos.enqueue_analysis(user_id, ref, blob.generation)
         return photos.AnalyzeResult(status="queued")
-    record = user_store.load(query.user_id)
+    record = user_store.load(user_id)
     if record.get("profilePic") != ref.proxy_url:
         result = faces.analyze_image(blob.download_as_bytes())
         return photos.AnalyzeResult(status="analyzed", picture_data=result)
-    stored = analyze_profile_object(query.user_id, ref, blob.generation, blob)
+    stored = analyze_profile_object(user_id, ref, blob.generation, blob)
     if stored is None:
-        stored = (user_store.load(query.user_id).get("metadata") or {}).get("picture_data")
+        stored = (user_store.load(user_id).get("metadata") or {}).get("picture_data")
     return photos.AnalyzeResult(status="analyzed", picture_data=stored)
 
 
