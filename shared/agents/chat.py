@@ -32,6 +32,7 @@ from shared.platform.errors import (
     Unavailable,
 )
 from shared.platform.transactions import Plan, write_if_unchanged
+from shared.platform.values import StorableMap
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class ProviderConfigBody(BaseModel):
 
     provider: str = Field(min_length=1, max_length=64)
     model: str = Field(min_length=1, max_length=128)
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameters: StorableMap = Field(default_factory=dict)
 
 
 class SessionSaved(BaseModel):

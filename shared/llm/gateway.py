@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.llm import catalog
 from shared.platform import clients
 from shared.platform.errors import InvalidInput, NotFound, Unavailable
+from shared.platform.values import StorableMap
 
 _CHARS_PER_TOKEN = 4
 
@@ -38,9 +39,9 @@ class LlmRequest(BaseModel):
     provider: str = Field(min_length=1, max_length=64)
     model: str = Field(min_length=1, max_length=128)
     messages: list[Message] = Field(min_length=1, max_length=500)
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameters: StorableMap = Field(default_factory=dict)
     builtInTools: list[str] = Field(default_factory=list, max_length=10)  # noqa: N815
-    responseSchema: dict[str, Any] | None = None  # noqa: N815 - JSON Schema of the answer
+    responseSchema: StorableMap | None = None  # noqa: N815 - JSON Schema of the answer
 
 
 class Usage(BaseModel):

@@ -28,7 +28,7 @@ from pydantic import AfterValidator, StringConstraints
 DOC_ID_PATTERN = r"[A-Za-z0-9-][A-Za-z0-9_-]{0,127}"
 INT64_MAX = 2**63 - 1
 MAX_JSON_DEPTH = 32
-MAX_MAP_DEPTH = 8
+MAX_MAP_DEPTH = 16
 MAX_KEY_LENGTH = 256
 _RESERVED_KEY = re.compile(r"^__.*__$")
 

@@ -8,6 +8,7 @@ errors).
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import zlib
@@ -170,7 +171,7 @@ def test_profile_values_json_cannot_hold_are_422(stack, raw, loc):
         {"__name__": 1},
         {"nested": {"": "x"}},
         {"matrix": [[1, 2], [3]]},
-        {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": 1}}}}}}}}},
+        functools.reduce(lambda inner, _: {"k": inner}, range(17), {}),
         {"k" * 300: 1},
     ],
 )
@@ -191,6 +192,19 @@ def test_usage_metadata_firestore_cannot_hold_is_422_and_charges_nothing(stack, 
     assert me["usageInfo"]["spendRemaining"] == 1.0
     ledger = clients.firestore().collection("accounts").document(user.uid).collection("usage")
     assert not list(ledger.stream())
+
+
+def test_chat_schema_firestore_cannot_hold_is_422_and_writes_no_ticket(stack):
+    from tests.integration.test_chat import chat_body
+
+    alice = sign_up(stack)
+    body = chat_body(responseSchema={"type": "object", "properties": {"": {"type": "string"}}})
+
+    response = requests.post(stack.url("/chat"), json=body, headers=alice.headers, timeout=10)
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "responseSchema"]
+    assert not list(clients.firestore().collection("tickets").stream())
 
 
 @pytest.mark.parametrize("path", ["/users", "/users/me/usage", "/log/client", "/chat"])
