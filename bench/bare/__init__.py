@@ -1,0 +1,1 @@
+"""Bare functions-framework functions: the baselines of the platform benchmarks."""

@@ -1,0 +1,253 @@
+"""Per-request overhead and cold start of our functions next to bare functions, in one run.
+
+Starts the emulator stack, seeds a user (profile, account, session, a
+cleaned photo), then:
+
+- cold start: for each HTTP function, process spawn to the first 200 on a
+  route that uses its clients, next to a bare functions-framework function
+  (`bench/bare/`) that imports the same Google client libraries and makes
+  the same call; medians over `--runs` interleaved starts;
+- warm latency: the main reads and writes, each next to a bare function
+  making the same Firestore and Auth calls and returning the same JSON
+  (requests alternate between the two processes, so both see the same
+  machine); p50 and p99 over `--requests`.
+
+Every figure is printed next to its baseline as a ratio from this run.
+
+    PYTHONPATH=. .venv/bin/python bench/platform_overhead.py [--runs 7] [--requests 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import requests
+
+from devstack.emulators import free_port, running_stack
+from devstack.functions_index import ROOT, deployed_functions
+from shared.platform.config import DEFAULT_QUEUE_WORKERS
+
+BARE = ROOT / "bench" / "bare"
+
+
+@dataclass
+class Probe:
+    """One request: what it asks, and the bare function that does the same work."""
+
+    label: str
+    function: str
+    method: str
+    path: str
+    baseline: str
+    body: dict | None = None
+    token: bool = True
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+@contextlib.contextmanager
+def serve(target: str, source: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "functions_framework",
+            f"--target={target}",
+            f"--source={source}",
+            "--host=127.0.0.1",
+            f"--port={port}",
+        ],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}", process
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def first_200(url: str, probe: Probe, headers: dict[str, str]) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            response = requests.request(
+                probe.method, url + probe.path, json=probe.body, headers=headers, timeout=10
+            )
+        except requests.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.002)
+            continue
+        if response.status_code != 200:
+            raise RuntimeError(f"{probe.label}: {response.status_code} {response.text[:200]}")
+        return
+
+
+def targets(probe: Probe) -> tuple[tuple[str, str], tuple[str, str]]:
+    spec = deployed_functions()[probe.function]
+    module, target = probe.baseline.split(":")
+    return (spec.entry_point, str(spec.source / "main.py")), (target, str(BARE / module))
+
+
+def cold_start(probe: Probe, headers: dict[str, str], runs: int) -> tuple[float, float]:
+    ours, bare = [], []
+    for _ in range(runs):
+        for (target, source), samples in zip(targets(probe), (ours, bare), strict=True):
+            started = time.perf_counter()
+            with serve(target, source) as (url, _):
+                first_200(url, probe, headers)
+                samples.append(time.perf_counter() - started)
+    return statistics.median(ours), statistics.median(bare)
+
+
+def warm(probe: Probe, headers: dict[str, str], count: int) -> tuple[list[float], list[float]]:
+    (ours_target, ours_source), (bare_target, bare_source) = targets(probe)
+    with (
+        serve(ours_target, ours_source) as (ours_url, _),
+        serve(bare_target, bare_source) as (bare_url, _),
+    ):
+        first_200(ours_url, probe, headers)
+        first_200(bare_url, probe, headers)
+        sessions = (requests.Session(), requests.Session())
+        samples: tuple[list[float], list[float]] = ([], [])
+        for index in range(count + 20):
+            for url, session, times in zip((ours_url, bare_url), sessions, samples, strict=True):
+                started = time.perf_counter()
+                response = session.request(
+                    probe.method, url + probe.path, json=probe.body, headers=headers, timeout=10
+                )
+                elapsed = time.perf_counter() - started
+                assert response.status_code == 200, response.text
+                if index >= 20:
+                    times.append(elapsed)
+        return samples
+
+
+def seed(stack_env: dict[str, str]) -> tuple[str, str, str, str]:
+    """Create the bench user's profile, account, session and photo; return ids and a token."""
+    from devstack.tokens import mint_token
+    from shared.agents import accounts
+    from shared.platform import clients
+    from shared.platform.auth import Principal
+    from shared.social import users
+
+    user = mint_token(f"bench-{uuid.uuid4().hex[:8]}@example.com")
+    principal = Principal(
+        kind="firebase", subject=user.uid, user_id=user.uid, email=None, email_verified=False
+    )
+    users.create_user(principal, users.CreateUserRequest(bio="bench"))
+    accounts.get_account(principal)
+    session_id = uuid.uuid4().hex
+    clients.firestore().collection("sessions").document(session_id).set(
+        {
+            "sessionId": session_id,
+            "ownerId": user.uid,
+            "provider_config": {"provider": "gemini", "model": "m", "parameters": {}},
+            "createdAt": datetime.now(UTC),
+            "updatedAt": datetime.now(UTC),
+        }
+    )
+    blob_name = f"profiles/{user.uid}/bench.jpg"
+    bucket = clients.storage().bucket(stack_env["PROFILES_BUCKET"])
+    blob = bucket.blob(blob_name)
+    blob.metadata = {"cleaned": "1"}
+    blob.upload_from_string(b"\xff\xd8\xff" + b"0" * 20_000, content_type="image/jpeg")
+    return user.uid, user.id_token, session_id, f"{stack_env['PROFILES_BUCKET']}/{blob_name}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--requests", type=int, default=400)
+    args = parser.parse_args()
+    with running_stack("demo-bench", fixed_ports=False, queues=DEFAULT_QUEUE_WORKERS) as stack:
+        env = {**stack.env("http://127.0.0.1:9"), "APP_ENV": "test"}
+        os.environ.update(env)
+        uid, token, session_id, image = seed(env)
+        auth = {"Authorization": f"Bearer {token}"}
+        cold = [
+            Probe("meta GET /health", "meta", "GET", "/health", "firestore_fn.py:health"),
+            Probe(
+                "auth GET /auth/validate", "auth", "GET", "/auth/validate", "auth_fn.py:validate"
+            ),
+            Probe("users GET /users/{id}", "users", "GET", f"/users/{uid}", "auth_fn.py:get_user"),
+            Probe("account GET /users/me", "account", "GET", "/users/me", "auth_fn.py:me"),
+            Probe(
+                "providers GET /providers", "providers", "GET", "/providers", "auth_fn.py:providers"
+            ),
+            Probe(
+                "chat GET /sessions/{id}/config",
+                "chat",
+                "GET",
+                f"/sessions/{session_id}/config",
+                "auth_fn.py:session",
+            ),
+            Probe(
+                "storage GET /storage/profile-image/...",
+                "storage",
+                "GET",
+                f"/storage/profile-image/{image}",
+                "storage_fn.py:image",
+            ),
+        ]
+        warm_probes = [
+            cold[2],
+            Probe(
+                "GET /users/{id}/public",
+                "users",
+                "GET",
+                f"/users/{uid}/public",
+                "firestore_fn.py:public",
+            ),
+            Probe(
+                "PUT /users/{id} {bio}",
+                "users",
+                "PUT",
+                f"/users/{uid}",
+                "auth_fn.py:put_user",
+                body={"bio": "warm"},
+            ),
+            cold[3],
+        ]
+        print(f"cold start: process spawn to first 200, median of {args.runs} (one run)")
+        print(f"{'function / probe':44} {'ours ms':>9} {'bare ms':>9} {'ratio':>7}")
+        for probe in cold:
+            ours, bare = cold_start(probe, auth, args.runs)
+            print(f"{probe.label:44} {ours * 1000:9.0f} {bare * 1000:9.0f} {ours / bare:6.2f}x")
+        print()
+        print(f"warm latency over {args.requests} requests, alternating with the bare function")
+        print(
+            f"{'route':30} {'p50 ms':>8} {'bare p50':>9} {'ratio':>7} "
+            f"{'p99 ms':>8} {'bare p99':>9} {'ratio':>7}"
+        )
+        for probe in warm_probes:
+            ours_times, bare_times = warm(probe, auth, args.requests)
+            o50, b50 = percentile(ours_times, 0.5), percentile(bare_times, 0.5)
+            o99, b99 = percentile(ours_times, 0.99), percentile(bare_times, 0.99)
+            label = probe.label.split(" ", 1)[1] if probe.label.startswith("users") else probe.label
+            label = label.removeprefix("account ")
+            print(
+                f"{label:30} {o50 * 1000:8.2f} {b50 * 1000:9.2f} {o50 / b50:6.2f}x "
+                f"{o99 * 1000:8.2f} {b99 * 1000:9.2f} {o99 / b99:6.2f}x"
+            )
+
+
+if __name__ == "__main__":
+    main()
