@@ -30,7 +30,9 @@ def _dev() -> None:
     gateway_url = f"http://127.0.0.1:{GATEWAY_PORT}"
     from shared.platform.config import get_settings
 
-    with running_stack(DEV_PROJECT, fixed_ports=True, queues=get_settings().task_queues) as stack:
+    with running_stack(
+        DEV_PROJECT, fixed_ports=True, queues=get_settings().task_queues, gateway_url=gateway_url
+    ) as stack:
         os.environ.update(stack.env(gateway_url))
         os.environ.setdefault("APP_ENV", "local")
         os.environ.setdefault("TEST_PHONE_NUMBERS", DEV_TEST_NUMBERS)

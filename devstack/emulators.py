@@ -1,4 +1,10 @@
-"""Start and stop the local emulators: Firestore, Auth, Cloud Storage, Cloud Tasks.
+"""Start and stop the local emulators: Firestore, Auth, Cloud Storage, Cloud Tasks, Pub/Sub.
+
+Storage events flow as in production: fake-gcs-server publishes object
+events of the profiles bucket to a Pub/Sub emulator topic, and a push
+subscription per storage-triggered function delivers them to the gateway's
+`/_eventarc/{function}` endpoint, which hands the function the CloudEvent
+Eventarc would send.
 
 Every process is started in its own process group on 127.0.0.1 and stopped
 by PID (the whole group) when the stack closes: on normal exit, on Ctrl-C,
@@ -9,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -31,8 +38,10 @@ from devstack.functions_index import ROOT
 logger = logging.getLogger(__name__)
 
 LOCATION = "us-central1"
-DEV_PORTS = {"firestore": 8080, "auth": 9099, "storage": 4443, "tasks": 9022}
+DEV_PORTS = {"firestore": 8080, "auth": 9099, "storage": 4443, "tasks": 9022, "pubsub": 8085}
 PROFILES_BUCKET = "series-v1-profiles"
+STORAGE_EVENTS_TOPIC = "storage-events"
+EVENTARC_PATH = "/_eventarc/"
 STARTUP_TIMEOUT = 120.0
 
 
@@ -85,18 +94,22 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_stack(project: str, *, fixed_ports: bool, queues: Iterable[str]) -> Iterator[Stack]:
+def running_stack(
+    project: str, *, fixed_ports: bool, queues: Iterable[str], gateway_url: str | None = None
+) -> Iterator[Stack]:
     """Start every emulator, wait until each is ready, and stop them all on exit.
 
     Args:
         project: The (demo-) project id the emulators serve.
         fixed_ports: Use the development ports instead of free ones.
         queues: The Cloud Tasks queues to create.
+        gateway_url: Where the gateway will listen: storage events are pushed
+            there (`/_eventarc/{function}`). Without it, nobody subscribes.
 
     Yields:
         The running stack.
     """
-    names = ("firestore", "auth", "storage", "tasks")
+    names = ("firestore", "auth", "pubsub", "storage", "tasks")
     ports = dict(DEV_PORTS) if fixed_ports else {name: free_port() for name in names}
     stack = Stack(project=project, ports=ports, workdir=Path(tempfile.mkdtemp(prefix="devstack-")))
     atexit.register(stack.stop)
@@ -104,8 +117,11 @@ def running_stack(project: str, *, fixed_ports: bool, queues: Iterable[str]) -> 
     try:
         _start_firestore(stack)
         _start_auth(stack)
-        _start_storage(stack)
+        _start_pubsub(stack)
         _start_tasks(stack, queues)
+        _wait_ready(stack, "pubsub")
+        _create_event_routes(stack, gateway_url)
+        _start_storage(stack)  # publishes to the topic, which must exist by now
         for name in names:
             _wait_ready(stack, name)
         _write_signing_key(stack)
@@ -145,13 +161,17 @@ def firestore_jar() -> Path:
     override = os.environ.get("FIRESTORE_EMULATOR_JAR")
     if override:
         return Path(override)
-    sdk_root = subprocess.run(
+    return Path(_sdk_root(), "platform", "cloud-firestore-emulator", "cloud-firestore-emulator.jar")
+
+
+@functools.cache
+def _sdk_root() -> str:
+    return subprocess.run(
         ["gcloud", "info", "--format=value(installation.sdk_root)"],
         check=True,
         capture_output=True,
         text=True,
     ).stdout.strip()
-    return Path(sdk_root, "platform", "cloud-firestore-emulator", "cloud-firestore-emulator.jar")
 
 
 def _start_firestore(stack: Stack) -> None:
@@ -205,6 +225,71 @@ def _fake_gcs_binary() -> Path:
     return package / "vendor" / "fake-gcs-server" / "bin" / "fake-gcs-server-linux-amd64"
 
 
+def pubsub_jar() -> Path:
+    """Locate the Pub/Sub emulator JAR of the Google Cloud CLI (`PUBSUB_EMULATOR_JAR` overrides)."""
+    override = os.environ.get("PUBSUB_EMULATOR_JAR")
+    if override:
+        return Path(override)
+    folder = Path(_sdk_root(), "platform", "pubsub-emulator", "lib")
+    jars = sorted(folder.glob("cloud-pubsub-emulator-*.jar"))
+    if not jars:
+        raise RuntimeError(
+            f"no Pub/Sub emulator in {folder}: gcloud components install pubsub-emulator"
+        )
+    return jars[-1]
+
+
+def _start_pubsub(stack: Stack) -> None:
+    _spawn(
+        stack,
+        "pubsub",
+        [
+            "java",
+            "-Duser.language=en",
+            "-jar",
+            str(pubsub_jar()),
+            "--host=127.0.0.1",
+            f"--port={stack.ports['pubsub']}",
+        ],
+    )
+
+
+def _pubsub_put(stack: Stack, path: str, body: dict[str, object]) -> None:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{stack.ports['pubsub']}/v1/projects/{stack.project}/{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="PUT",
+    )
+    with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - loopback only
+        pass
+
+
+def _create_event_routes(stack: Stack, gateway_url: str | None) -> None:
+    """Create the storage events topic and, per storage-triggered function, a push subscription.
+
+    Eventarc's own plumbing for Cloud Storage triggers is a Pub/Sub topic and
+    a push subscription too; the gateway turns the push into the CloudEvent.
+    """
+    from devstack.functions_index import deployed_functions
+
+    _pubsub_put(stack, f"topics/{STORAGE_EVENTS_TOPIC}", {})
+    if gateway_url is None:
+        return
+    for name, spec in deployed_functions().items():
+        if not spec.event_filters.get("type", "").startswith("google.cloud.storage.object."):
+            continue
+        _pubsub_put(
+            stack,
+            f"subscriptions/eventarc-{name}",
+            {
+                "topic": f"projects/{stack.project}/topics/{STORAGE_EVENTS_TOPIC}",
+                "pushConfig": {"pushEndpoint": f"{gateway_url}{EVENTARC_PATH}{name}"},
+                "ackDeadlineSeconds": 60,
+            },
+        )
+
+
 def _start_storage(stack: Stack) -> None:
     port = stack.ports["storage"]
     _spawn(
@@ -220,7 +305,13 @@ def _start_storage(stack: Stack) -> None:
             # Signed URLs are path-style on this host (the XML API's storage.googleapis.com).
             f"-public-host=127.0.0.1:{port}",
             "-log-level=warn",
+            # Object events of the profiles bucket go to Pub/Sub, as Cloud Storage notifications do.
+            f"-event.pubsub-project-id={stack.project}",
+            f"-event.pubsub-topic={STORAGE_EVENTS_TOPIC}",
+            f"-event.bucket={PROFILES_BUCKET}",
+            "-event.list=finalize",
         ],
+        env={"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{stack.ports['pubsub']}"},
     )
 
 
@@ -281,6 +372,7 @@ def _wait_ready(stack: Stack, name: str) -> None:
         "auth": lambda: _http_ok(f"http://127.0.0.1:{port}/"),
         "storage": lambda: _http_ok(f"http://127.0.0.1:{port}/storage/v1/b"),
         "tasks": lambda: _tcp_open(port),
+        "pubsub": lambda: _http_ok(f"http://127.0.0.1:{port}/"),
     }
     deadline = time.monotonic() + STARTUP_TIMEOUT
     process = stack.processes[name]

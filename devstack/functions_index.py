@@ -37,6 +37,14 @@ class FunctionSpec:
         return any(flag.startswith("--trigger-event-filters") for flag in self.flags)
 
     @property
+    def event_filters(self) -> dict[str, str]:
+        """The Eventarc trigger's filters (`type`, `bucket`...), empty for HTTP functions."""
+        prefix = "--trigger-event-filters="
+        return dict(
+            flag[len(prefix) :].split("=", 1) for flag in self.flags if flag.startswith(prefix)
+        )
+
+    @property
     def public(self) -> bool:
         """Whether the function is reachable without IAM (behind Hosting)."""
         return "--allow-unauthenticated" in self.flags

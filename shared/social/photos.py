@@ -211,6 +211,7 @@ def upload_photo(
     ref = ObjectRef(get_settings().profiles_bucket, f"{prefix}{uuid.uuid4().hex}.{extension}")
     blob = clients.storage().bucket(ref.bucket).blob(ref.blob)
     blob.cache_control = "public, max-age=3600"
+    blob.metadata = {"cleaned": "1"}  # re-encoded already: its finalize event is not cleaned again
     blob.upload_from_string(clean, content_type=content_type)
     if user_id is None:
         return UploadResult(image_url=ref.proxy_url, analysis="pending_profile")
