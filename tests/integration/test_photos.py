@@ -333,17 +333,51 @@ def test_pending_upload_is_adopted_by_new_user(stack):
     assert wait_picture_data(user_id)["error"] == "No face detected"
 
 
-def test_missing_weights_give_an_error_not_a_download(stack, monkeypatch, tmp_path):
+def analyze_with_weights(monkeypatch, deepface_home, image: bytes):
     from shared.platform.config import get_settings
     from shared.social import faces
 
-    monkeypatch.setenv("DEEPFACE_HOME", str(tmp_path))
+    monkeypatch.setenv("DEEPFACE_HOME", str(deepface_home))
     get_settings.cache_clear()
     try:
-        result = faces.analyze_image(astronaut())
+        return faces.analyze_image(image)
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
 
+
+def test_missing_weights_keep_the_detection_and_name_the_attributes(stack, monkeypatch, tmp_path):
+    result = analyze_with_weights(monkeypatch, tmp_path, astronaut())
+
+    assert result.face_detected is True
+    assert set(result.region) == {"x", "y", "w", "h"}
+    assert result.region["w"] > 50 and result.region["h"] > 50
+    assert result.gender is None and result.race is None
+    assert result.missing_attributes == ["gender", "race"]
+    assert result.error == (
+        "Model weights missing: gender_model_weights.onnx, race_model_single_batch.onnx"
+    )
+    assert not [f for f in tmp_path.rglob("*") if f.is_file()]  # nothing was downloaded
+
+
+def test_present_weights_are_used_and_only_the_missing_ones_named(stack, monkeypatch, tmp_path):
+    from tests.fakes.face_models import write_models
+
+    (write_models(tmp_path) / "race_model_single_batch.onnx").unlink()
+
+    result = analyze_with_weights(monkeypatch, tmp_path, astronaut())
+
+    assert result.face_detected is True
+    assert result.gender is not None and result.gender.label in ("Man", "Woman")
+    assert result.race is None
+    assert result.missing_attributes == ["race"]
+    assert result.error == "Model weights missing: race_model_single_batch.onnx"
+
+
+def test_no_face_still_names_the_missing_attributes(stack, monkeypatch, tmp_path):
+    result = analyze_with_weights(monkeypatch, tmp_path, jpeg())
+
     assert result.face_detected is False
-    assert result.error.startswith("Model weights missing")
+    assert result.region is None
+    assert result.error == "No face detected"
+    assert result.missing_attributes == ["gender", "race"]
