@@ -5,7 +5,7 @@ VENV := .venv/.installed
 TASKS_VENV := .venv-tasks/.installed
 NODE := node_modules/.installed
 
-.PHONY: setup dev test token openapi lint check-tools bench
+.PHONY: setup dev test token reset openapi lint check-tools bench
 
 setup: check-tools $(VENV) $(TASKS_VENV) $(NODE)
 
@@ -45,6 +45,10 @@ lint: $(VENV)
 ## make token [ADMIN=1] [EMAIL=you@example.com]: an ID token from the running `make dev`
 token: $(VENV)
 	@$(PY) -m devstack token $(if $(ADMIN),--admin) $(if $(EMAIL),--email $(EMAIL))
+
+## make reset: wipe the running `make dev` data (Firestore, Auth, Storage objects), seed the demo user
+reset: $(VENV)
+	$(PY) -m devstack reset
 
 ## make openapi: regenerate shared/openapi.json after changing routes or models
 openapi: $(VENV)

@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -130,6 +131,47 @@ def running_stack(
     finally:
         stack.stop()
         atexit.unregister(stack.stop)
+
+
+def wipe_data(project: str, ports: dict[str, int]) -> None:
+    """Empty running emulators: every Firestore document, Auth account and profiles-bucket object.
+
+    Args:
+        project: The project the emulators serve.
+        ports: Where they listen.
+
+    Raises:
+        RuntimeError: An emulator does not answer (is the stack running?).
+    """
+    import requests
+
+    base = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    documents = f"{base['firestore']}/emulator/v1/projects/{project}/databases/(default)/documents"
+    try:
+        deadline = time.monotonic() + 60
+        # The emulator answers 409 while a transaction still holds locks.
+        while (response := requests.delete(documents, timeout=10)).status_code == 409:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        response.raise_for_status()
+        requests.delete(
+            f"{base['auth']}/emulator/v1/projects/{project}/accounts", timeout=10
+        ).raise_for_status()
+        objects = f"{base['storage']}/storage/v1/b/{PROFILES_BUCKET}/o"
+        page: dict[str, str] = {}
+        while True:
+            listing = requests.get(objects, params=page, timeout=10)
+            listing.raise_for_status()
+            for item in listing.json().get("items", []):
+                name = urllib.parse.quote(item["name"], safe="")
+                requests.delete(f"{objects}/{name}", timeout=10).raise_for_status()
+            token = listing.json().get("nextPageToken")
+            if not token:
+                break
+            page = {"pageToken": token}
+    except requests.RequestException as exc:
+        raise RuntimeError(f"the local emulators do not answer ({exc}); is `make dev` up?") from exc
 
 
 def _exit_on_sigterm() -> None:
