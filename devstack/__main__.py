@@ -26,15 +26,22 @@ DEV_TEST_NUMBERS = '{"+12015550100": "123456"}'
 def _dev() -> None:
     from werkzeug.serving import run_simple
 
-    from devstack.emulators import running_stack
+    from devstack.emulators import DEV_PORTS, running_local_llm, running_stack
 
     gateway_url = f"http://127.0.0.1:{GATEWAY_PORT}"
     from shared.platform.config import get_settings
 
-    with running_stack(
-        DEV_PROJECT, fixed_ports=True, queues=get_settings().task_queues, gateway_url=gateway_url
-    ) as stack:
+    with (
+        running_stack(
+            DEV_PROJECT,
+            fixed_ports=True,
+            queues=get_settings().task_queues,
+            gateway_url=gateway_url,
+        ) as stack,
+        running_local_llm(DEV_PORTS["llm"]) as local_llm_url,
+    ):
         os.environ.update(stack.env(gateway_url))
+        os.environ.setdefault("LOCAL_LLM_BASE_URL", local_llm_url)
         os.environ.setdefault("APP_ENV", "local")
         os.environ.setdefault("TEST_PHONE_NUMBERS", DEV_TEST_NUMBERS)
         from shared.platform import clients

