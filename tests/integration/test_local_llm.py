@@ -30,7 +30,7 @@ PERSON = {
 
 
 @pytest.fixture(scope="session")
-def local_llm_url(live_stack) -> Iterator[str]:
+def local_llm_url() -> Iterator[str]:
     with running_local_llm(free_port()) as url:
         yield url
 
