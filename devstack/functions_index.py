@@ -58,6 +58,12 @@ class FunctionSpec:
         return [flag.split("=", 1)[1] for flag in self.flags if flag.startswith(name + "=")]
 
     @property
+    def event_filters(self) -> dict[str, str]:
+        """The Eventarc trigger's filters (`type`, `bucket`...), empty for HTTP functions."""
+        pairs = (value.split("=", 1) for value in self._flag_values("--trigger-event-filters"))
+        return {name: value for name, value in pairs}
+
+    @property
     def public(self) -> bool:
         """Whether the function is reachable without IAM (behind Hosting)."""
         return "--allow-unauthenticated" in self.flags

@@ -72,7 +72,9 @@ def live_stack() -> Iterator[LiveStack]:
     deepface_home = Path(tempfile.mkdtemp(prefix="deepface-"))
     write_models(deepface_home)
     with (
-        running_stack(TEST_PROJECT, fixed_ports=False, queues=queues) as stack,
+        running_stack(
+            TEST_PROJECT, fixed_ports=False, queues=queues, gateway_url=gateway_url
+        ) as stack,
         serving(twilio.app()) as twilio_url,
         serving(llm.app()) as llm_url,
     ):

@@ -2,7 +2,8 @@
 
 It validates the request against the catalog, speaks each provider's API
 through its official SDK (google-genai for Gemini and Vertex AI, openai for
-OpenAI and Ollama, anthropic), keeps the whole conversation, supports
+OpenAI and the OpenAI-compatible servers: Ollama and the local llama.cpp
+server, anthropic), keeps the whole conversation, supports
 JSON-schema structured output and built-in tools, applies the time limit
 (`LLM_TIMEOUT_SECONDS`) and prices the call from its token usage.
 """
@@ -20,6 +21,8 @@ from shared.platform.errors import InvalidInput, NotFound, Unavailable
 from shared.platform.values import StorableMap
 
 _CHARS_PER_TOKEN = 4
+# Providers spoken to through an OpenAI-compatible endpoint of their own.
+_OPENAI_COMPATIBLE = ("ollama", "local")
 
 
 class Message(BaseModel):
@@ -131,6 +134,7 @@ def complete(request: LlmRequest) -> LlmResult:
         "vertexai": _gemini,
         "openai": _openai,
         "ollama": _openai,
+        "local": _openai,
         "anthropic": _anthropic,
     }[request.provider]
     content, thoughts, input_tokens, output_tokens = call(request, config, parameters)
@@ -207,15 +211,19 @@ def _openai(
 ) -> _Answer:
     import openai
 
-    client = clients.openai(ollama=request.provider == "ollama")
+    compatible = request.provider in _OPENAI_COMPATIBLE
+    client = clients.openai(request.provider if compatible else None)
     options: dict[str, Any] = {
         key: parameters[key]
         for key in ("temperature", "top_p", "reasoning_effort")
         if key in parameters
     }
-    length_key = "max_tokens" if request.provider == "ollama" else "max_completion_tokens"
+    length_key = "max_tokens" if compatible else "max_completion_tokens"
     options[length_key] = parameters.get("max_tokens")
-    if request.responseSchema is not None:
+    if request.responseSchema is not None and request.provider == "local":
+        # llama-cpp-python's server takes the schema this way and constrains decoding to it.
+        options["response_format"] = {"type": "json_object", "schema": request.responseSchema}
+    elif request.responseSchema is not None:
         options["response_format"] = {
             "type": "json_schema",
             "json_schema": {"name": "response", "schema": request.responseSchema},

@@ -128,14 +128,21 @@ def genai(vertex: bool) -> genai_module.Client:
 
 
 @cache
-def openai(ollama: bool) -> openai_module.OpenAI:
-    """Return an OpenAI client: OpenAI itself, or Ollama's OpenAI-compatible endpoint."""
+def openai(compatible: str | None = None) -> openai_module.OpenAI:
+    """Return an OpenAI client: OpenAI itself, or an OpenAI-compatible server.
+
+    Args:
+        compatible: None for OpenAI; `ollama` or `local` (the llama.cpp server)
+            for the OpenAI-compatible endpoints, which take no key.
+    """
     import openai as openai_module
 
     settings = get_settings()
-    key: str | None = "ollama"
-    base_url = settings.ollama_base_url
-    if not ollama:
+    key: str | None = compatible  # the SDK insists on some key; these servers ignore it
+    base_url = {"ollama": settings.ollama_base_url, "local": settings.local_llm_base_url}.get(
+        compatible or ""
+    )
+    if compatible is None:
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
         base_url = settings.openai_base_url
     return openai_module.OpenAI(

@@ -144,6 +144,11 @@ class Settings(BaseSettings):
     anthropic_api_key: SecretStr | None = Field(default=None, alias="ANTHROPIC_API_KEY")
     anthropic_base_url: str | None = Field(default=None, alias="ANTHROPIC_BASE_URL")
     ollama_base_url: str | None = Field(default=None, alias="OLLAMA_BASE_URL")
+    local_llm_base_url: str | None = Field(
+        default=None,
+        alias="LOCAL_LLM_BASE_URL",
+        description="An OpenAI-compatible llama.cpp server (`make dev` runs SmolLM2 there).",
+    )
     llm_timeout_seconds: float = Field(default=120, alias="LLM_TIMEOUT_SECONDS", gt=0)
 
     plan_caps: dict[str, float] = Field(
@@ -181,6 +186,7 @@ class Settings(BaseSettings):
             "openai": self.openai_api_key is not None,
             "anthropic": self.anthropic_api_key is not None,
             "ollama": self.ollama_base_url is not None,
+            "local": self.local_llm_base_url is not None,
         }
         return [name for name, present in configured.items() if present]
 

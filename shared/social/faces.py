@@ -3,8 +3,11 @@
 DeepFace, OpenCV and onnxruntime are imported only here, inside the
 functions that need them. Detection uses OpenCV's Haar cascades (shipped by
 opencv-contrib-python-headless); attribute models load from
-`$DEEPFACE_HOME/.deepface/weights` and are never downloaded at request time:
-a missing model gives `picture_data.error`. Confidences are fractions (0-1).
+`$DEEPFACE_HOME/.deepface/weights` and are never downloaded at request time.
+Detection needs no model file, so a missing attribute model never hides a
+face: the result keeps `face_detected` and `region`, computes the attributes
+whose models are present, names the others in `missing_attributes` and says
+so in `error`. Confidences are fractions (0-1).
 """
 
 from __future__ import annotations
@@ -42,17 +45,21 @@ def analyze_image(data: bytes) -> PictureData:
         data: Encoded image bytes.
 
     Returns:
-        The seed's `picture_data`; `error` says why nothing was found.
+        The seed's `picture_data` plus `region` and `missing_attributes`;
+        `error` says why nothing (or not everything) was found.
     """
     import cv2
     import numpy as np
 
     now = datetime.now(UTC)
-    actions = [a for a in get_settings().face_attributes if a in WEIGHT_FILES]
-    missing = [WEIGHT_FILES[a] for a in actions if not (_weights_dir() / WEIGHT_FILES[a]).is_file()]
+    wanted = [a for a in get_settings().face_attributes if a in WEIGHT_FILES]
+    missing = [a for a in wanted if not (_weights_dir() / WEIGHT_FILES[a]).is_file()]
+    actions = [a for a in wanted if a not in missing]
+    missing_error = None
     if missing:
-        logger.error("face model weights missing", extra={"files": missing})
-        return PictureData(analyzed_at=now, error=f"Model weights missing: {', '.join(missing)}")
+        files = [WEIGHT_FILES[a] for a in missing]
+        logger.error("face model weights missing", extra={"files": files})
+        missing_error = f"Model weights missing: {', '.join(files)}"
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         return PictureData(analyzed_at=now, error="The image could not be decoded")
@@ -76,13 +83,18 @@ def analyze_image(data: bytes) -> PictureData:
                 )
             ]
     except ValueError:
-        return PictureData(analyzed_at=now, error="No face detected")
+        return PictureData(
+            analyzed_at=now, error="No face detected", missing_attributes=missing or None
+        )
     face = max(faces, key=lambda f: int(f["region"]["w"]) * int(f["region"]["h"]))
     return PictureData(
         face_detected=True,
         gender=_label(face, "gender") if "gender" in actions else None,
         race=_label(face, "race") if "race" in actions else None,
         analyzed_at=now,
+        error=missing_error,
+        region={key: int(face["region"][key]) for key in ("x", "y", "w", "h")},
+        missing_attributes=missing or None,
     )
 
 

@@ -5,7 +5,9 @@ bound to the number), valid for `PHONE_CODE_TTL_SECONDS` (10 minutes), burned
 after `PHONE_CODE_MAX_ATTEMPTS` (5) wrong tries and consumed by the right
 one. Sending is limited per number (a resend cooldown and an hourly cap) and
 per client address (an hourly cap). Numbers listed in `TEST_PHONE_NUMBERS`
-get their fixed code and no SMS, like Firebase's fictional numbers.
+get their fixed code and no SMS, like Firebase's fictional numbers: nothing
+is sent, so they are exempt from the send limits and the cooldown, but not
+from the wrong-attempt limit.
 
 A successful verification issues an opaque session token, stored only as its
 SHA-256 in `auth_tokens`, bound to the user with that phone (or to none yet:
@@ -131,20 +133,22 @@ def send_code(raw_phone: str, client_host: str | None) -> SendCodeResponse:
 
     Raises:
         InvalidInput: The number is invalid.
-        RateLimited: A cooldown or hourly limit applies (`retry_after` says how long).
+        RateLimited: A cooldown or hourly limit applies (`retry_after` says how long);
+            never for a test number.
         Unavailable: The SMS could not be sent (no code is left active).
     """
     from google.cloud import firestore
 
     settings = get_settings()
     phone = normalize_phone(raw_phone)
-    ratelimit.consume(
-        f"send-code-ip:{client_host or 'unknown'}",
-        settings.phone_sends_per_ip_per_hour,
-        _HOUR,
-        "Too many verification codes requested from this address",
-    )
     fixed_code = settings.test_phone_numbers.get(phone)
+    if fixed_code is None:
+        ratelimit.consume(
+            f"send-code-ip:{client_host or 'unknown'}",
+            settings.phone_sends_per_ip_per_hour,
+            _HOUR,
+            "Too many verification codes requested from this address",
+        )
     code = fixed_code or f"{secrets.randbelow(1_000_000):06d}"
     db = clients.firestore()
     ref = db.collection(PHONE_CODES).document(phone)
@@ -154,13 +158,14 @@ def send_code(raw_phone: str, client_host: str | None) -> SendCodeResponse:
         record = stored or {}
         sent_at = record.get("sentAt")
         cooldown = timedelta(seconds=settings.phone_code_resend_seconds)
-        if isinstance(sent_at, datetime) and now - sent_at < cooldown:
+        limited = fixed_code is None
+        if limited and isinstance(sent_at, datetime) and now - sent_at < cooldown:
             raise RateLimited(
                 "Please wait before requesting another code",
                 ratelimit.retry_after(sent_at, cooldown, now),
             )
         start, count = ratelimit.window_state(record, now, _HOUR)
-        if count >= settings.phone_sends_per_number_per_hour:
+        if limited and count >= settings.phone_sends_per_number_per_hour:
             raise RateLimited(
                 "Too many codes requested for this number",
                 ratelimit.retry_after(start, _HOUR, now),

@@ -25,6 +25,8 @@ class PictureData(BaseModel):
     race: Label | None = None
     analyzed_at: datetime | None = None
     error: str | None = None
+    region: dict[str, int] | None = None  # the face box in pixels: x, y, w, h
+    missing_attributes: list[str] | None = None  # configured attributes without model weights
 
 
 @dataclass(frozen=True)

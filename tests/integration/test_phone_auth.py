@@ -192,6 +192,30 @@ def test_test_number_uses_fixed_code_and_sends_nothing(stack):
     assert stack.twilio.sent_to(TEST_NUMBER) == 0
 
 
+def test_test_number_is_exempt_from_send_limits_but_not_from_wrong_attempts(stack):
+    busy = {"X-Forwarded-For": "203.0.113.8"}
+    sends = [
+        post(stack, "/auth/send-code", {"phone": TEST_NUMBER}, headers=busy).status_code
+        for _ in range(22)  # past the cooldown, the hourly cap per number and per address
+    ]
+    wrong = [
+        post(stack, "/auth/verify-code", {"phone": TEST_NUMBER, "code": "000000"}) for _ in range(5)
+    ]
+    right_too_late = post(
+        stack, "/auth/verify-code", {"phone": TEST_NUMBER, "code": TEST_NUMBER_CODE}
+    )
+    resent = post(stack, "/auth/send-code", {"phone": TEST_NUMBER}, headers=busy)
+    verified = post(stack, "/auth/verify-code", {"phone": TEST_NUMBER, "code": TEST_NUMBER_CODE})
+
+    assert sends == [200] * 22
+    assert [w.status_code for w in wrong] == [422] * 5
+    assert wrong[4].json()["detail"][0]["msg"].startswith("Too many incorrect attempts")
+    assert right_too_late.status_code == 422
+    assert resent.status_code == 200
+    assert verified.status_code == 200
+    assert stack.twilio.sent_to(TEST_NUMBER) == 0
+
+
 def test_sms_failure_is_503_and_leaves_no_usable_code(stack):
     phone = random_number()
     stack.twilio.failing = True

@@ -31,10 +31,14 @@ def jpeg(pixels: np.ndarray | None = None, *, gps: bool = False) -> bytes:
     return buffer.getvalue()
 
 
-def astronaut() -> bytes:
+def astronaut_pixels() -> np.ndarray:
     from skimage import data
 
-    return jpeg(data.astronaut())
+    return data.astronaut()
+
+
+def astronaut() -> bytes:
+    return jpeg(astronaut_pixels())
 
 
 def upload(stack, who, content: bytes, name="photo.jpg", path="/users/upload-photo", **form):
@@ -248,7 +252,22 @@ def test_signed_url_is_scoped_to_allowed_bucket_and_caller(stack):
     assert not_image.status_code == 422
 
 
-def test_signed_upload_then_finalize_event_cleans_the_object(stack):
+def signed_put(stack, who, content: bytes) -> dict:
+    issued = requests.post(
+        stack.url("/storage/signed-url"),
+        json={"fileName": "me.jpg", "contentType": "image/jpeg", "bucketName": BUCKET},
+        headers=who.headers,
+        timeout=10,
+    ).json()
+    put = requests.put(
+        issued["signedUrl"], data=content, headers={"Content-Type": "image/jpeg"}, timeout=10
+    )
+    assert put.status_code in (200, 201), put.text
+    return issued
+
+
+def test_signed_upload_is_cleaned_and_analysed_by_its_storage_events(stack):
+    # Storage -> Pub/Sub -> push -> photo_finalized, as Eventarc delivers it: no hand-posted event.
     alice = sign_up(stack)
     issued = requests.post(
         stack.url("/storage/signed-url"),
@@ -256,30 +275,37 @@ def test_signed_upload_then_finalize_event_cleans_the_object(stack):
         headers=alice.headers,
         timeout=10,
     ).json()
+    # The app shows the picture it is about to upload (setup: the object does not exist yet).
+    clients.firestore().collection("users").document(alice.user_id).update(
+        {"profilePic": issued["publicUrl"]}
+    )
+    with_gps = jpeg(astronaut_pixels(), gps=True)
+
     put = requests.put(
-        issued["signedUrl"], data=jpeg(gps=True), headers={"Content-Type": "image/jpeg"}, timeout=10
+        issued["signedUrl"], data=with_gps, headers={"Content-Type": "image/jpeg"}, timeout=10
     )
+
     assert put.status_code in (200, 201), put.text
-
-    event = requests.post(
-        stack.url("/_functions/photo_finalized"),
-        json={"bucket": BUCKET, "name": issued["objectName"], "contentType": "image/jpeg"},
-        headers={
-            "ce-specversion": "1.0",
-            "ce-type": "google.cloud.storage.object.v1.finalized",
-            "ce-source": f"//storage.googleapis.com/projects/_/buckets/{BUCKET}",
-            "ce-id": "1",
-            "ce-subject": f"objects/{issued['objectName']}",
-        },
-        timeout=30,
-    )
-
-    assert event.status_code == 204
+    picture = wait_picture_data(alice.user_id)
+    assert picture["face_detected"] is True, picture
+    assert picture["error"] is None
     blob = clients.storage().bucket(BUCKET).get_blob(issued["objectName"])
     assert blob.metadata == {"cleaned": "1"}
-    assert (
-        not Image.open(io.BytesIO(blob.download_as_bytes())).getexif().get_ifd(ExifTags.IFD.GPSInfo)
-    )
+    stored = Image.open(io.BytesIO(blob.download_as_bytes())).getexif()
+    assert ExifTags.Base.Make not in stored
+    assert not stored.get_ifd(ExifTags.IFD.GPSInfo)
+
+
+def test_signed_upload_that_is_not_an_image_is_deleted_by_its_storage_event(stack):
+    alice = sign_up(stack)
+
+    issued = signed_put(stack, alice, b"<html>not a picture</html>")
+
+    bucket = clients.storage().bucket(BUCKET)
+    deadline = time.monotonic() + 60
+    while bucket.get_blob(issued["objectName"]) is not None:
+        assert time.monotonic() < deadline, "the non-image upload was never deleted"
+        time.sleep(0.2)
 
 
 def test_pending_upload_is_adopted_by_new_user(stack):
@@ -307,17 +333,51 @@ def test_pending_upload_is_adopted_by_new_user(stack):
     assert wait_picture_data(user_id)["error"] == "No face detected"
 
 
-def test_missing_weights_give_an_error_not_a_download(stack, monkeypatch, tmp_path):
+def analyze_with_weights(monkeypatch, deepface_home, image: bytes):
     from shared.platform.config import get_settings
     from shared.social import faces
 
-    monkeypatch.setenv("DEEPFACE_HOME", str(tmp_path))
+    monkeypatch.setenv("DEEPFACE_HOME", str(deepface_home))
     get_settings.cache_clear()
     try:
-        result = faces.analyze_image(astronaut())
+        return faces.analyze_image(image)
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
 
+
+def test_missing_weights_keep_the_detection_and_name_the_attributes(stack, monkeypatch, tmp_path):
+    result = analyze_with_weights(monkeypatch, tmp_path, astronaut())
+
+    assert result.face_detected is True
+    assert set(result.region) == {"x", "y", "w", "h"}
+    assert result.region["w"] > 50 and result.region["h"] > 50
+    assert result.gender is None and result.race is None
+    assert result.missing_attributes == ["gender", "race"]
+    assert result.error == (
+        "Model weights missing: gender_model_weights.onnx, race_model_single_batch.onnx"
+    )
+    assert not [f for f in tmp_path.rglob("*") if f.is_file()]  # nothing was downloaded
+
+
+def test_present_weights_are_used_and_only_the_missing_ones_named(stack, monkeypatch, tmp_path):
+    from tests.fakes.face_models import write_models
+
+    (write_models(tmp_path) / "race_model_single_batch.onnx").unlink()
+
+    result = analyze_with_weights(monkeypatch, tmp_path, astronaut())
+
+    assert result.face_detected is True
+    assert result.gender is not None and result.gender.label in ("Man", "Woman")
+    assert result.race is None
+    assert result.missing_attributes == ["race"]
+    assert result.error == "Model weights missing: race_model_single_batch.onnx"
+
+
+def test_no_face_still_names_the_missing_attributes(stack, monkeypatch, tmp_path):
+    result = analyze_with_weights(monkeypatch, tmp_path, jpeg())
+
     assert result.face_detected is False
-    assert result.error.startswith("Model weights missing")
+    assert result.region is None
+    assert result.error == "No face detected"
+    assert result.missing_attributes == ["gender", "race"]

@@ -18,7 +18,7 @@ from devstack.functions_index import (
 )
 from devstack.openapi_build import build, routers
 
-# DESIGN.md section 2: every function of the product and whether Hosting routes to it.
+# docs/architecture.md section 2: every function of the product and whether Hosting routes to it.
 DESIGNED_FUNCTIONS = {
     "meta": True,
     "auth": True,
