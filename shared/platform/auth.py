@@ -9,17 +9,27 @@ Two kinds of bearer token are accepted in `Authorization: Bearer ...`:
   revoked flag.
 
 Admin is the custom claim `admin: true` or the role `admin` on the user document.
+
+Each instance remembers a verified token for `TOKEN_CACHE_SECONDS` (30 s by
+default, never past the token's own expiry): a Firebase token's signature,
+revocation and disabled state, or a bound phone token's record, are checked
+again only after that window. So a token revoked, or a user disabled,
+elsewhere is refused by every instance within the window; the instance that
+revokes a phone token (logout) forgets it at once. Phone tokens not yet bound
+to a user are never remembered (their user appears when `POST /users` binds
+them).
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from shared.platform import clients
+from shared.platform.config import get_settings
 from shared.platform.errors import Forbidden, Unauthorized, Unavailable
 
 AUTH_TOKENS = "auth_tokens"
@@ -61,7 +71,7 @@ class Principal:
     email: str | None = None
     email_verified: bool = False
     admin_claim: bool = False
-    _admin: bool | None = field(default=None, repr=False)
+    _admin: bool | None = field(default=None, repr=False, init=False)
 
     @property
     def is_admin(self) -> bool:
@@ -76,6 +86,43 @@ class Principal:
         snapshot = clients.firestore().collection(USERS).document(self.user_id).get()
         roles = (snapshot.to_dict() or {}).get("roles") or []
         return isinstance(roles, list) and ADMIN_ROLE in roles
+
+
+@dataclass(frozen=True)
+class _Remembered:
+    principal: Principal
+    until: float
+
+
+_remembered: dict[str, _Remembered] = {}
+_REMEMBER_AT_MOST = 10_000
+
+
+def _recall(token_hash: str) -> Principal | None:
+    entry = _remembered.get(token_hash)
+    if entry is None:
+        return None
+    if entry.until <= time.time():
+        _remembered.pop(token_hash, None)
+        return None
+    # A copy: the admin-role answer is looked up per request, not remembered.
+    return replace(entry.principal)
+
+
+def _remember(token_hash: str, principal: Principal, expires: float) -> None:
+    if len(_remembered) >= _REMEMBER_AT_MOST:
+        _remembered.clear()
+    window = get_settings().token_cache_seconds
+    _remembered[token_hash] = _Remembered(replace(principal), min(expires, time.time() + window))
+
+
+def forget(token: str) -> None:
+    """Make this instance check a token again on its next use (after logout or binding).
+
+    Args:
+        token: The token as the client holds it.
+    """
+    _remembered.pop(hash_token(token), None)
 
 
 def authenticate(authorization: str | None) -> Principal:
@@ -95,12 +142,16 @@ def authenticate(authorization: str | None) -> Principal:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("Not authenticated")
+    token_hash = hash_token(token)
+    remembered = _recall(token_hash)
+    if remembered is not None:
+        return remembered
     if token.count(".") == 2:
-        return _firebase_principal(token)
-    return _phone_principal(token)
+        return _firebase_principal(token, token_hash)
+    return _phone_principal(token_hash)
 
 
-def _firebase_principal(token: str) -> Principal:
+def _firebase_principal(token: str, token_hash: str) -> Principal:
     from firebase_admin import auth as firebase_auth
     from firebase_admin import exceptions as firebase_exceptions
 
@@ -124,7 +175,7 @@ def _firebase_principal(token: str) -> Principal:
     if not isinstance(expires, int | float) or expires <= time.time():
         raise Unauthorized("Token expired")
     uid = str(claims["uid"])
-    return Principal(
+    principal = Principal(
         kind="firebase",
         subject=uid,
         user_id=uid,
@@ -133,10 +184,11 @@ def _firebase_principal(token: str) -> Principal:
         email_verified=claims.get("email_verified") is True,
         admin_claim=claims.get("admin") is True,
     )
+    _remember(token_hash, principal, float(expires))
+    return principal
 
 
-def _phone_principal(token: str) -> Principal:
-    token_hash = hash_token(token)
+def _phone_principal(token_hash: str) -> Principal:
     snapshot = clients.firestore().collection(AUTH_TOKENS).document(token_hash).get()
     record = snapshot.to_dict()
     if record is None:
@@ -152,7 +204,10 @@ def _phone_principal(token: str) -> Principal:
         # Tokens issued before the user existed find the user by the verified phone.
         owner = clients.firestore().collection(USER_PHONES).document(phone).get().to_dict()
         user_id = (owner or {}).get("userId")
-    return Principal(kind="phone", subject=token_hash, user_id=user_id, phone=phone)
+    principal = Principal(kind="phone", subject=token_hash, user_id=user_id, phone=phone)
+    if record.get("userId") is not None:
+        _remember(token_hash, principal, expires_at.timestamp())
+    return principal
 
 
 def require_admin(principal: Principal) -> None:

@@ -116,6 +116,12 @@ class Settings(BaseSettings):
         alias="TEST_PHONE_NUMBERS",
         description="E.164 number to fixed code (JSON); no SMS is sent to these.",
     )
+    token_cache_seconds: float = Field(
+        default=30,
+        alias="TOKEN_CACHE_SECONDS",
+        ge=0,
+        description="How long an instance trusts a token it verified (revocation seen after).",
+    )
     session_token_ttl_seconds: int = Field(
         default=30 * 24 * 3600, alias="SESSION_TOKEN_TTL_SECONDS", gt=0
     )

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 import flask
@@ -172,6 +173,11 @@ class Route:
         regex += re.escape(self.path[position:])
         self.pattern = re.compile(f"^{regex}$")
         self.path_params = params
+
+    @cached_property
+    def adapter(self) -> TypeAdapter[Any] | None:
+        """The response type's validator and serialiser, built once, on first use."""
+        return None if self.response is None else TypeAdapter(self.response)
 
     @property
     def openapi_path(self) -> str:
@@ -437,8 +443,8 @@ def _invoke(
         return result
     if route.status_code == 204:
         return flask.Response(status=204)
-    if route.response is not None:
-        adapter: TypeAdapter[Any] = TypeAdapter(route.response)
+    if route.adapter is not None:
+        adapter = route.adapter
         result = adapter.dump_python(adapter.validate_python(result), mode="json", by_alias=True)
     return _json(result, route.status_code)
 

@@ -28,7 +28,7 @@ import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.platform import clients, ratelimit
-from shared.platform.auth import AUTH_TOKENS, hash_token
+from shared.platform.auth import AUTH_TOKENS, forget, hash_token
 from shared.platform.config import get_settings
 from shared.platform.errors import InvalidInput, RateLimited, Unavailable
 from shared.platform.transactions import Plan, write_if_unchanged
@@ -288,4 +288,5 @@ def logout(token: str) -> LogoutResponse:
     ref = clients.firestore().collection(AUTH_TOKENS).document(hash_token(token))
     with contextlib.suppress(google_exceptions.NotFound):
         ref.update({"revoked": True, "revokedAt": datetime.now(UTC)})
+    forget(token)
     return LogoutResponse()

@@ -224,3 +224,59 @@ def test_revoked_phone_session_token_is_refused(stack, unique):
 
     with pytest.raises(Unauthorized):
         auth.authenticate(f"Bearer {token}")
+
+
+@pytest.fixture
+def one_second_token_cache(monkeypatch):
+    from shared.platform.config import get_settings
+
+    monkeypatch.setenv("TOKEN_CACHE_SECONDS", "1")
+    get_settings.cache_clear()
+    yield
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def test_a_token_revoked_elsewhere_is_refused_once_the_cache_window_ends(
+    stack, unique, one_second_token_cache
+):
+    user = mint_token(f"{unique}@example.com")
+    time.sleep(1.1)  # revocation has one-second granularity
+    auth.authenticate(f"Bearer {user.id_token}")
+    firebase_auth.revoke_refresh_tokens(user.uid, app=clients.firebase_app())
+
+    within_window = auth.authenticate(f"Bearer {user.id_token}")
+    time.sleep(1.1)
+
+    assert within_window.user_id == user.uid
+    with pytest.raises(Unauthorized, match="revoked"):
+        auth.authenticate(f"Bearer {user.id_token}")
+
+
+def test_logout_refuses_the_token_at_once_in_the_instance_that_saw_it(stack, unique):
+    token = f"bound-{unique}"
+    clients.firestore().collection(auth.AUTH_TOKENS).document(auth.hash_token(token)).set(
+        {
+            "userId": unique,
+            "phone": "+15555550100",
+            "expiresAt": datetime.now(UTC) + timedelta(hours=1),
+        }
+    )
+    auth.authenticate(f"Bearer {token}")
+
+    logged_out = requests.post(stack.url("/auth/logout"), json={"token": token}, timeout=10)
+
+    assert logged_out.status_code == 200
+    with pytest.raises(Unauthorized, match="revoked"):
+        auth.authenticate(f"Bearer {token}")
+
+
+def test_the_admin_role_is_not_remembered_with_the_token(stack, unique):
+    user = mint_token(f"{unique}@example.com")
+    users = clients.firestore().collection("users")
+    users.document(user.uid).set({"roles": []})
+    assert auth.authenticate(f"Bearer {user.id_token}").is_admin is False
+
+    users.document(user.uid).set({"roles": ["admin"]})
+
+    assert auth.authenticate(f"Bearer {user.id_token}").is_admin is True
