@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import ConfigDict, EmailStr, Field
 
 from shared.platform.http import RequestContext, Router, http_function
+from shared.platform.models import Model
 from shared.social import matches
 from shared.social import users as profiles
 
@@ -12,7 +13,7 @@ router = Router("users")
 _PRIVATE = {403: "Forbidden", 404: "Not Found"}
 
 
-class PhoneQuery(BaseModel):
+class PhoneQuery(Model):
     """The `phone` query parameter."""
 
     model_config = ConfigDict(extra="forbid")
@@ -20,7 +21,7 @@ class PhoneQuery(BaseModel):
     phone: str = Field(min_length=3, max_length=32, description="Phone number to check")
 
 
-class EmailQuery(BaseModel):
+class EmailQuery(Model):
     """The `email` query parameter."""
 
     model_config = ConfigDict(extra="forbid")

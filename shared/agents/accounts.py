@@ -32,12 +32,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from shared.platform import clients
 from shared.platform.auth import Principal
 from shared.platform.config import get_settings
 from shared.platform.errors import Forbidden, InvalidInput, NotFound, PaymentRequired
+from shared.platform.models import Model
 from shared.platform.transactions import Plan, write_if_unchanged
 from shared.platform.values import StorableMap
 
@@ -60,7 +61,7 @@ def to_dollars(micros: int) -> float:
     return micros / MICROS
 
 
-class BasicInfo(BaseModel):
+class BasicInfo(Model):
     """Who the account belongs to."""
 
     email: str | None = None
@@ -68,14 +69,14 @@ class BasicInfo(BaseModel):
     createdAt: datetime  # noqa: N815 - seed field name
 
 
-class BillingInfo(BaseModel):
+class BillingInfo(Model):
     """The plan and its cap."""
 
     plan: str
     planCap: float  # noqa: N815 - API field name
 
 
-class UsageInfo(BaseModel):
+class UsageInfo(Model):
     """The allowance and what is left of it (USD; the date in epoch seconds)."""
 
     monthlyAllowance: float  # noqa: N815 - seed field name
@@ -83,7 +84,7 @@ class UsageInfo(BaseModel):
     spendRemaining: float  # noqa: N815 - seed field name
 
 
-class Account(BaseModel):
+class Account(Model):
     """A user with basicInfo, billingInfo and usageInfo."""
 
     userId: str  # noqa: N815 - seed field name
@@ -92,7 +93,7 @@ class Account(BaseModel):
     usageInfo: UsageInfo  # noqa: N815 - seed field name
 
 
-class MonthlyAllowanceBody(BaseModel):
+class MonthlyAllowanceBody(Model):
     """`{"monthlyAllowance": number}`."""
 
     model_config = _Money
@@ -100,7 +101,7 @@ class MonthlyAllowanceBody(BaseModel):
     monthlyAllowance: float = Field(ge=0, le=1_000_000)  # noqa: N815
 
 
-class ResetDateBody(BaseModel):
+class ResetDateBody(Model):
     """`{"allowanceResetDate": number}` (epoch seconds)."""
 
     model_config = _Money
@@ -108,7 +109,7 @@ class ResetDateBody(BaseModel):
     allowanceResetDate: float = Field(gt=0, lt=4_102_444_800)  # noqa: N815 - before 2100
 
 
-class SpendRemainingBody(BaseModel):
+class SpendRemainingBody(Model):
     """`{"spendRemaining": number}`."""
 
     model_config = _Money
@@ -116,7 +117,7 @@ class SpendRemainingBody(BaseModel):
     spendRemaining: float = Field(ge=0, le=1_000_000)  # noqa: N815
 
 
-class UsageBody(BaseModel):
+class UsageBody(Model):
     """A usage entry reported by the client."""
 
     model_config = _Money
@@ -125,7 +126,7 @@ class UsageBody(BaseModel):
     metadata: StorableMap | None = None
 
 
-class AdminUsageUpdate(BaseModel):
+class AdminUsageUpdate(Model):
     """Any combination of the three usage fields."""
 
     model_config = _Money
@@ -135,7 +136,7 @@ class AdminUsageUpdate(BaseModel):
     spendRemaining: float | None = Field(default=None, ge=0, le=1_000_000)  # noqa: N815
 
 
-class AdminUsersQuery(BaseModel):
+class AdminUsersQuery(Model):
     """Paging of the admin user list."""
 
     model_config = ConfigDict(extra="forbid")
@@ -144,7 +145,7 @@ class AdminUsersQuery(BaseModel):
     cursor: str | None = Field(default=None, max_length=128, description="userId to start after")
 
 
-class AccountPage(BaseModel):
+class AccountPage(Model):
     """One page of accounts."""
 
     users: list[Account]

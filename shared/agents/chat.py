@@ -18,7 +18,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from shared.agents import accounts
 from shared.llm import gateway
@@ -31,6 +31,7 @@ from shared.platform.errors import (
     PaymentRequired,
     Unavailable,
 )
+from shared.platform.models import Model
 from shared.platform.transactions import Plan, write_if_unchanged
 from shared.platform.values import StorableMap
 
@@ -47,20 +48,20 @@ class ChatRequest(gateway.LlmRequest):
     """A chat: the conversation, provider, model, parameters and built-in tools."""
 
 
-class TicketCreated(BaseModel):
+class TicketCreated(Model):
     """The answer to `POST /chat`."""
 
     ticket_id: str
     status: TicketStatus
 
 
-class TicketPayload(BaseModel):
+class TicketPayload(Model):
     """The `chat-tickets` task body."""
 
     ticketId: str = Field(min_length=1, max_length=64)  # noqa: N815
 
 
-class ChatResponse(BaseModel):
+class ChatResponse(Model):
     """A ticket as its owner sees it."""
 
     ticket_id: str
@@ -71,7 +72,7 @@ class ChatResponse(BaseModel):
     updated_at: datetime
 
 
-class ProviderConfigBody(BaseModel):
+class ProviderConfigBody(Model):
     """The provider configuration of a session."""
 
     model_config = ConfigDict(extra="forbid")
@@ -81,14 +82,14 @@ class ProviderConfigBody(BaseModel):
     parameters: StorableMap = Field(default_factory=dict)
 
 
-class SessionSaved(BaseModel):
+class SessionSaved(Model):
     """The answer to saving a session's configuration."""
 
     message: str
     session_id: str
 
 
-class SessionDeleted(BaseModel):
+class SessionDeleted(Model):
     """The answer to deleting a session."""
 
     message: Literal["Session deleted"] = "Session deleted"

@@ -13,15 +13,16 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from shared.platform.config import get_settings
 from shared.platform.errors import InvalidInput, NotFound
+from shared.platform.models import Model
 
 CATALOG_PATH = Path(__file__).with_name("catalog.json")
 
 
-class Parameter(BaseModel):
+class Parameter(Model):
     """One tunable parameter of a model."""
 
     type: Literal["int", "float", "string", "bool"]
@@ -32,21 +33,21 @@ class Parameter(BaseModel):
     description: str = ""
 
 
-class Price(BaseModel):
+class Price(Model):
     """USD per million tokens."""
 
     inputPerMillion: float  # noqa: N815 - API field name
     outputPerMillion: float  # noqa: N815 - API field name
 
 
-class BuiltInTool(BaseModel):
+class BuiltInTool(Model):
     """A tool the provider runs itself, and how to ask for it."""
 
     description: str
     tool: dict[str, Any]
 
 
-class ModelConfig(BaseModel):
+class ModelConfig(Model):
     """One model of a provider."""
 
     displayName: str  # noqa: N815 - API field name
@@ -57,7 +58,7 @@ class ModelConfig(BaseModel):
     builtInTools: dict[str, BuiltInTool] = Field(default_factory=dict)  # noqa: N815
 
 
-class ProviderConfig(BaseModel):
+class ProviderConfig(Model):
     """One provider and its models."""
 
     displayName: str  # noqa: N815 - API field name

@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from shared.llm import catalog
 from shared.platform import clients
 from shared.platform.errors import InvalidInput, NotFound, Unavailable
+from shared.platform.models import Model
 from shared.platform.values import StorableMap
 
 _CHARS_PER_TOKEN = 4
@@ -25,7 +26,7 @@ _CHARS_PER_TOKEN = 4
 _OPENAI_COMPATIBLE = ("ollama", "local")
 
 
-class Message(BaseModel):
+class Message(Model):
     """One turn of the conversation."""
 
     model_config = ConfigDict(extra="forbid")
@@ -34,7 +35,7 @@ class Message(BaseModel):
     content: str = Field(max_length=200_000)
 
 
-class LlmRequest(BaseModel):
+class LlmRequest(Model):
     """A model call: provider, model, conversation and options."""
 
     model_config = ConfigDict(extra="forbid")
@@ -47,14 +48,14 @@ class LlmRequest(BaseModel):
     responseSchema: StorableMap | None = None  # noqa: N815 - JSON Schema of the answer
 
 
-class Usage(BaseModel):
+class Usage(Model):
     """Tokens the call consumed."""
 
     input_tokens: int
     output_tokens: int
 
 
-class LlmResult(BaseModel):
+class LlmResult(Model):
     """A model's answer, priced."""
 
     content: str

@@ -41,6 +41,7 @@ from shared.platform.errors import (
     UnsupportedMediaType,
 )
 from shared.platform.logging import configure_logging, request_log_context
+from shared.platform.models import Model
 from shared.platform.values import DOC_ID_PATTERN, UnstorableValue, check_json
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class RequestValidationFailed(Exception):
         self.errors = errors
 
 
-class ValidationErrorItem(BaseModel):
+class ValidationErrorItem(Model):
     """One validation problem."""
 
     loc: list[str | int]
@@ -87,13 +88,13 @@ class ValidationErrorItem(BaseModel):
     type: str
 
 
-class HTTPValidationError(BaseModel):
+class HTTPValidationError(Model):
     """The 422 body, as FastAPI shapes it."""
 
     detail: list[ValidationErrorItem]
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(Model):
     """Every non-validation error body."""
 
     detail: str

@@ -8,12 +8,13 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from shared.platform import clients
 from shared.platform.auth import Principal
 from shared.platform.config import get_settings
 from shared.platform.errors import NotFound
+from shared.platform.models import Model
 
 client_logger = logging.getLogger("client")
 
@@ -51,7 +52,7 @@ window.ui = SwaggerUIBundle({{url: "/openapi.json", dom_id: "#swagger-ui", deepL
 """
 
 
-class RootInfo(BaseModel):
+class RootInfo(Model):
     """The heartbeat payload of `GET /`."""
 
     message: str
@@ -59,7 +60,7 @@ class RootInfo(BaseModel):
     version: str
 
 
-class Health(BaseModel):
+class Health(Model):
     """The readiness payload of `GET /health`."""
 
     status: Literal["healthy", "degraded"]
@@ -67,7 +68,7 @@ class Health(BaseModel):
     firestore: bool = Field(description="Whether Firestore answered a read just now.")
 
 
-class DebugInfo(BaseModel):
+class DebugInfo(Model):
     """Deployment facts for admins; never a secret."""
 
     service: str
@@ -82,7 +83,7 @@ class DebugInfo(BaseModel):
 ClientLogLevel = Literal["DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL"]
 
 
-class ClientLogEntry(BaseModel):
+class ClientLogEntry(Model):
     """A log event sent by the web app."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -93,7 +94,7 @@ class ClientLogEntry(BaseModel):
     metadata: dict[str, Any] | None = None
 
 
-class ClientLogAccepted(BaseModel):
+class ClientLogAccepted(Model):
     """The answer to a client log event."""
 
     status: Literal["logged"] = "logged"

@@ -31,12 +31,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
+from pydantic import ConfigDict, EmailStr, Field, field_validator, model_validator
 
 from shared.platform import clients
 from shared.platform.auth import Principal
 from shared.platform.config import get_settings
 from shared.platform.errors import Conflict, Forbidden, InvalidInput, NotFound
+from shared.platform.models import Model
 from shared.platform.transactions import Plan, write_if_unchanged
 from shared.platform.values import DocId
 from shared.social import user_store
@@ -52,7 +53,7 @@ Outcome = Literal["accepted", "declined", "no_response", "cancelled"]
 _SCORES: dict[str, float] = {"accepted": 1.0, "declined": 0.0}
 
 
-class CloseLoopQuery(BaseModel):
+class CloseLoopQuery(Model):
     """Who introduced whom, and who referred the introduction."""
 
     model_config = ConfigDict(extra="forbid")
@@ -68,7 +69,7 @@ class CloseLoopQuery(BaseModel):
         return None if value == "" else value
 
 
-class CloseLoopBody(BaseModel):
+class CloseLoopBody(Model):
     """The outcome, plus any other string details to keep with the match."""
 
     model_config = ConfigDict(extra="allow")
@@ -84,7 +85,7 @@ class CloseLoopBody(BaseModel):
         return self
 
 
-class CloseLoopResult(BaseModel):
+class CloseLoopResult(Model):
     """The closed match."""
 
     matchId: str  # noqa: N815 - API field name

@@ -24,13 +24,13 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-import phonenumbers
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from shared.platform import clients, ratelimit
 from shared.platform.auth import AUTH_TOKENS, forget, hash_token
 from shared.platform.config import get_settings
 from shared.platform.errors import InvalidInput, RateLimited, Unavailable
+from shared.platform.models import Model
 from shared.platform.transactions import Plan, write_if_unchanged
 from shared.social import user_store
 
@@ -41,7 +41,7 @@ PHONE_CODES = "phone_codes"
 _HOUR = timedelta(hours=1)
 
 
-class SendCodeRequest(BaseModel):
+class SendCodeRequest(Model):
     """Model for phone verification request."""
 
     model_config = ConfigDict(extra="forbid")
@@ -49,14 +49,14 @@ class SendCodeRequest(BaseModel):
     phone: str = Field(min_length=3, max_length=32, description="Phone number to verify")
 
 
-class SendCodeResponse(BaseModel):
+class SendCodeResponse(Model):
     """The answer to a send-code request."""
 
     success: bool = True
     message: str = "Verification code sent"
 
 
-class VerifyCodeRequest(BaseModel):
+class VerifyCodeRequest(Model):
     """A code typed by the user."""
 
     model_config = ConfigDict(extra="forbid")
@@ -65,7 +65,7 @@ class VerifyCodeRequest(BaseModel):
     code: str = Field(pattern=r"^[0-9]{6}$", description="The 6-digit code")
 
 
-class TokenResponse(BaseModel):
+class TokenResponse(Model):
     """Authentication token response."""
 
     token: str
@@ -73,7 +73,7 @@ class TokenResponse(BaseModel):
     expires_in: int
 
 
-class LogoutRequest(BaseModel):
+class LogoutRequest(Model):
     """The token to revoke."""
 
     model_config = ConfigDict(extra="forbid")
@@ -81,13 +81,13 @@ class LogoutRequest(BaseModel):
     token: str = Field(min_length=1, max_length=512)
 
 
-class LogoutResponse(BaseModel):
+class LogoutResponse(Model):
     """The answer to a logout."""
 
     success: bool = True
 
 
-class ValidateResponse(BaseModel):
+class ValidateResponse(Model):
     """The answer to a token validation."""
 
     valid: bool
@@ -107,6 +107,8 @@ def normalize_phone(raw: str, loc: tuple[str | int, ...] = ("body", "phone")) ->
     Raises:
         InvalidInput: The number is not a valid phone number.
     """
+    import phonenumbers
+
     try:
         parsed = phonenumbers.parse(raw, get_settings().default_phone_region)
     except phonenumbers.NumberParseException as exc:

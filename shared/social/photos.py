@@ -28,12 +28,13 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from shared.platform import clients, tasks
 from shared.platform.auth import Principal, require_self_or_admin
 from shared.platform.config import get_settings
 from shared.platform.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge
+from shared.platform.models import Model
 from shared.platform.values import DocId
 from shared.social.profile_types import PROXY_PREFIX, ObjectRef
 
@@ -49,7 +50,7 @@ _SAFE_NAME = re.compile(r"^[^/\\\x00-\x1f]{1,255}$")
 CLEANED = {"cleaned": "1"}
 
 
-class UploadForm(BaseModel):
+class UploadForm(Model):
     """The non-file fields of an upload."""
 
     model_config = ConfigDict(extra="forbid")
@@ -60,7 +61,7 @@ class UploadForm(BaseModel):
     )
 
 
-class UploadResult(BaseModel):
+class UploadResult(Model):
     """What an upload returns."""
 
     success: bool = True
@@ -68,7 +69,7 @@ class UploadResult(BaseModel):
     analysis: str
 
 
-class ProfilePictureForm(BaseModel):
+class ProfilePictureForm(Model):
     """`user_id` and `image_url` form fields."""
 
     model_config = ConfigDict(extra="forbid")
@@ -77,7 +78,7 @@ class ProfilePictureForm(BaseModel):
     image_url: str = Field(min_length=1, max_length=2048)
 
 
-class ProfilePictureSet(BaseModel):
+class ProfilePictureSet(Model):
     """The new profile picture, whose analysis is queued."""
 
     success: bool = True
@@ -85,7 +86,7 @@ class ProfilePictureSet(BaseModel):
     analysis: str = "queued"
 
 
-class SignedUrlRequest(BaseModel):
+class SignedUrlRequest(Model):
     """What the client wants to upload."""
 
     model_config = ConfigDict(extra="forbid")
@@ -95,7 +96,7 @@ class SignedUrlRequest(BaseModel):
     bucketName: str = Field(default="series-v1-profiles", max_length=222)  # noqa: N815
 
 
-class SignedUrlResponse(BaseModel):
+class SignedUrlResponse(Model):
     """A V4 signed PUT URL and the object's public URL."""
 
     signedUrl: str  # noqa: N815 - seed field name
@@ -103,14 +104,14 @@ class SignedUrlResponse(BaseModel):
     objectName: str  # noqa: N815 - API field name
 
 
-class UrlResponse(BaseModel):
+class UrlResponse(Model):
     """A URL for an object."""
 
     url: str
     expiresIn: int  # noqa: N815 - API field name
 
 
-class AnalysisTask(BaseModel):
+class AnalysisTask(Model):
     """The `image-analysis` task body."""
 
     userId: str  # noqa: N815
@@ -427,7 +428,7 @@ def profile_image(ref: ObjectRef) -> tuple[bytes, str, str | None]:
     return blob.download_as_bytes(), blob.content_type or "application/octet-stream", blob.etag
 
 
-class AnalyzeQuery(BaseModel):
+class AnalyzeQuery(Model):
     """`?user_id=&image_url=`."""
 
     model_config = ConfigDict(extra="forbid")
@@ -436,7 +437,7 @@ class AnalyzeQuery(BaseModel):
     image_url: str = Field(min_length=1, max_length=2048)
 
 
-class AnalyzeResult(BaseModel):
+class AnalyzeResult(Model):
     """The outcome of `analyze-face`."""
 
     status: str

@@ -5,19 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from pydantic import BaseModel
+from shared.platform.models import Model
 
 PROXY_PREFIX = "/storage/profile-image/"
 
 
-class Label(BaseModel):
+class Label(Model):
     """A predicted label with its confidence."""
 
     label: str
     confidence: float
 
 
-class PictureData(BaseModel):
+class PictureData(Model):
     """Face analysis of the profile picture."""
 
     face_detected: bool = False

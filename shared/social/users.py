@@ -28,10 +28,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationInfo, field_validator
+from pydantic import ConfigDict, EmailStr, Field, ValidationInfo, field_validator
 
 from shared.platform.auth import Principal, require_self_or_admin
 from shared.platform.errors import Conflict, Forbidden, InvalidInput, NotFound
+from shared.platform.models import Model
 from shared.platform.values import DocId, StorableMap
 from shared.social import matches, photos, user_store
 from shared.social.phone_auth import bind_token_write, normalize_phone
@@ -43,7 +44,7 @@ SYSTEM_METADATA = ("notes", "archetype", "referredBy", "linkedin_info", "picture
 _Strict = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-class _NoNulls(BaseModel):
+class _NoNulls(Model):
     """Refuses an explicit null for every field not listed in `nullable`."""
 
     nullable: ClassVar[frozenset[str]] = frozenset()
@@ -86,7 +87,7 @@ class Notes(_NoNulls):
     flagged: bool = False
 
 
-class LinkedinInfo(BaseModel):
+class LinkedinInfo(Model):
     """What LinkedIn augmentation found."""
 
     model_config = _Strict
@@ -95,7 +96,7 @@ class LinkedinInfo(BaseModel):
     content: StorableMap | None = None
 
 
-class Metadata(BaseModel):
+class Metadata(Model):
     """Profile metadata."""
 
     created_ts: datetime
@@ -108,7 +109,7 @@ class Metadata(BaseModel):
     picture_data: PictureData | None = None
 
 
-class User(BaseModel):
+class User(Model):
     """A user of the social app."""
 
     userId: str  # noqa: N815 - the seed's field name
@@ -125,7 +126,7 @@ class User(BaseModel):
     sender: str | None = None
 
 
-class PublicUser(BaseModel):
+class PublicUser(Model):
     """What anyone may see of a user."""
 
     userId: str  # noqa: N815 - the seed's field name
@@ -205,13 +206,13 @@ class UpdateUserRequest(_ProfileFields):
     roles: list[str] | None = Field(default=None, max_length=20)
 
 
-class PhoneExists(BaseModel):
+class PhoneExists(Model):
     """Whether a phone number is registered."""
 
     exists: bool
 
 
-class EmailExists(BaseModel):
+class EmailExists(Model):
     """Whether an email is registered; the holder is named only to themself or an admin."""
 
     exists: bool
