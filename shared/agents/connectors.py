@@ -32,6 +32,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -89,7 +90,7 @@ def list_tools(
     policy: Policy | None = None,
     timeout: float | None = None,
 ) -> list[ToolInfo]:
-    """List every tool of a remote MCP server.
+    """List every tool of a remote MCP server (blocking; see `list_tools_async`).
 
     Args:
         url: The server's endpoint (streamable HTTP, or SSE for `.../sse`).
@@ -104,13 +105,26 @@ def list_tools(
         BadRequest: The URL may not be fetched.
         BadGateway: The server could not be reached or failed.
     """
+    import anyio
+
+    return anyio.run(partial(list_tools_async, url, auth_token, policy=policy, timeout=timeout))
+
+
+async def list_tools_async(
+    url: str,
+    auth_token: str | None,
+    *,
+    policy: Policy | None = None,
+    timeout: float | None = None,
+) -> list[ToolInfo]:
+    """`list_tools` for callers already inside an event loop."""
 
     async def operation(session: ClientSession) -> list[ToolInfo]:
+        from mcp import types
+
         tools: list[ToolInfo] = []
         cursor: str | None = None
         for _page in range(_MAX_TOOL_PAGES):
-            from mcp import types
-
             page = await session.list_tools(params=types.PaginatedRequestParams(cursor=cursor))
             tools.extend(
                 ToolInfo(name=t.name, description=t.description or "", input_schema=t.inputSchema)
@@ -121,7 +135,7 @@ def list_tools(
                 break
         return tools
 
-    return _run(url, auth_token, policy, timeout, operation)
+    return await _exchange(url, auth_token, policy, timeout, operation)
 
 
 def call_tool(
@@ -133,7 +147,7 @@ def call_tool(
     policy: Policy | None = None,
     timeout: float | None = None,
 ) -> ToolCallResult:
-    """Call one tool of a remote MCP server.
+    """Call one tool of a remote MCP server (blocking; see `call_tool_async`).
 
     Args:
         url: The server's endpoint (streamable HTTP, or SSE for `.../sse`).
@@ -150,6 +164,22 @@ def call_tool(
         BadRequest: The URL may not be fetched.
         BadGateway: The server could not be reached or failed.
     """
+    import anyio
+
+    call = partial(call_tool_async, url, auth_token, name, arguments)
+    return anyio.run(partial(call, policy=policy, timeout=timeout))
+
+
+async def call_tool_async(
+    url: str,
+    auth_token: str | None,
+    name: str,
+    arguments: dict[str, Any],
+    *,
+    policy: Policy | None = None,
+    timeout: float | None = None,
+) -> ToolCallResult:
+    """`call_tool` for callers already inside an event loop."""
 
     async def operation(session: ClientSession) -> ToolCallResult:
         result = await session.call_tool(name, arguments)
@@ -159,10 +189,10 @@ def call_tool(
             is_error=result.isError,
         )
 
-    return _run(url, auth_token, policy, timeout, operation)
+    return await _exchange(url, auth_token, policy, timeout, operation)
 
 
-def _run(
+async def _exchange(
     url: str,
     auth_token: str | None,
     policy: Policy | None,
@@ -173,28 +203,31 @@ def _run(
     import anyio
 
     policy = policy or Policy.from_settings()
-    target = check_url(url, policy)
+    target = await anyio.to_thread.run_sync(check_url, url, policy)
+    shown = _shown(target.url)
     guard = _Guard(
         policy=policy,
         timeout=timeout or get_settings().mcp_timeout_seconds,
         pins={(target.scheme, target.host, target.port): target.address},
     )
     headers = {"Authorization": f"Bearer {auth_token}"} if auth_token else {}
-
-    async def session_run() -> ResultT:
+    try:
         with anyio.fail_after(guard.timeout), anyio.CancelScope() as scope:
             guard.abort = scope.cancel
             async with _session(target.url, headers, guard) as session:
                 return await operation(session)
-        # Only reached when the transport aborted the exchange (see `_Guard.abort`).
-        raise _translate(RuntimeError("aborted"), guard, target.url)
-
-    try:
-        return anyio.run(session_run)
     except DomainError:
         raise
     except Exception as exc:
-        raise _translate(exc, guard, target.url) from exc
+        raise _translate(exc, guard, shown) from exc
+    # Only reached when the transport aborted the exchange (see `_Guard.abort`).
+    raise _translate(RuntimeError("aborted"), guard, shown)
+
+
+def _shown(url: str) -> str:
+    """The URL as messages and logs show it: without query or fragment (they may hold keys)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
 @dataclass
@@ -224,6 +257,8 @@ async def _session(
     from mcp.client.sse import sse_client
     from mcp.client.streamable_http import streamable_http_client
 
+    # httpx logs each request URL at INFO; a user's MCP URL may carry a key in its query.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     connect = guard.policy.connect_timeout
     # Streams may idle while a tool works: reads wait as long as the whole exchange may last.
     wait = guard.timeout

@@ -232,12 +232,16 @@ def test_the_allowlisted_port_does_not_open_other_loopback_addresses(stack, mcp,
 
 def test_unreachable_mcp_servers_are_bad_gateway(stack, mcp, headers, specs_url):
     port = int(specs_url.rsplit(":", 1)[1])
-    wrong_path = post(stack, "/mcp/tools", {"mcp_url": f"{mcp.streamable_url}-nope"}, headers)
+    wrong_path = post(
+        stack, "/mcp/tools", {"mcp_url": f"{mcp.streamable_url}-nope?key=s3cret"}, headers
+    )
     not_mcp = post(stack, "/mcp/tools", {"mcp_url": f"http://127.0.0.1:{port}/mcp"}, headers)
     no_host = post(stack, "/mcp/tools", {"mcp_url": "http://no-such-host.invalid/mcp"}, headers)
 
     assert wrong_path.status_code == 502
-    assert wrong_path.json()["detail"].endswith("answered 404")
+    assert (
+        wrong_path.json()["detail"] == f"The MCP server at {mcp.streamable_url}-nope answered 404"
+    )
     assert not_mcp.status_code == 502
     assert no_host.status_code == 502
     assert "Could not resolve host" in no_host.json()["detail"]
