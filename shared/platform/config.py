@@ -185,6 +185,12 @@ class Settings(BaseSettings):
     )
     fetch_max_redirects: int = Field(default=5, alias="FETCH_MAX_REDIRECTS", ge=0, le=20)
     mcp_timeout_seconds: float = Field(default=30, alias="MCP_TIMEOUT_SECONDS", gt=0)
+    public_api_url: str | None = Field(
+        default=None,
+        alias="PUBLIC_API_URL",
+        pattern=r"^(https?://[^/?#]+)?$",
+        description="The API's origin as browsers reach it (demo pages call it).",
+    )
 
     @field_validator("fetch_allowed_addresses")
     @classmethod
