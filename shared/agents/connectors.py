@@ -18,9 +18,10 @@ whose transport is pinned by the guarded fetcher's rules
   (which the SDK's same-origin redirect rule should never produce) is
   resolved and checked once the same way, so no request reaches an
   unchecked address;
-- each response body is cut off past `FETCH_MAX_BYTES`, connections and
-  reads have the fetch timeouts, the whole exchange `MCP_TIMEOUT_SECONDS`,
-  and no environment proxy is used.
+- each response body is cut off past `FETCH_MAX_BYTES` (which ends the
+  exchange at once), connections have `FETCH_CONNECT_TIMEOUT_SECONDS`, the
+  whole exchange (reads included: a stream may idle while a tool works)
+  `MCP_TIMEOUT_SECONDS`, and no environment proxy is used.
 
 An unreachable or misbehaving server is `BadGateway` (502) with a message
 saying what went wrong; a tool's own failure is a result with `is_error`.
