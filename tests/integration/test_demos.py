@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import html as html_escape
 import json
+import os
 import re
 import shutil
 import subprocess
 
+import flask
 import pytest
 import requests
 
 from devstack.tokens import mint_token
 from shared.platform import clients
+from shared.platform.config import get_settings
+from tests.fakes.server import serving
 
 # The fake reports 1200 input and 300 output tokens for every call.
 GEMINI_FLASH_COST = (1200 * 0.30 + 300 * 2.50) / 1_000_000
@@ -239,6 +244,29 @@ def test_generate_code_checks_the_model_config(stack, alice):
     assert stack.llm.calls("gemini") == []
 
 
+CHROMIUM = shutil.which("chromium")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed")
+
+
+def chromium(tmp_path, *args: str) -> str:
+    """Run headless Chromium (as root it needs --no-sandbox); return what it printed."""
+    return subprocess.run(
+        [
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=800,600",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+
+
 def page_of(stack, headers, demo_id):
     return requests.get(stack.url(f"/demos/{demo_id}/page"), headers=headers, timeout=10)
 
@@ -265,37 +293,112 @@ def test_page_is_one_document_under_a_strict_policy(stack, alice):
     assert page_of(stack, headers, demo["_id"]).headers["Content-Security-Policy"] != policy
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium is not installed")
+@needs_chromium
 def test_page_renders_in_chromium_with_only_its_own_scripts(stack, alice, tmp_path):
     headers, _ = alice
     demo = create(stack, headers)
     page_file = tmp_path / "demo.html"
     page_file.write_text(page_of(stack, headers, demo["_id"]).text)
     screenshot = tmp_path / "demo.png"
-    chromium = [
-        "chromium",
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=800,600",
-    ]
 
-    dom = subprocess.run(
-        [*chromium, "--dump-dom", page_file.as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
-    subprocess.run(
-        [*chromium, f"--screenshot={screenshot}", page_file.as_uri()],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
+    dom = chromium(tmp_path, "--dump-dom", page_file.as_uri())
+    chromium(tmp_path, f"--screenshot={screenshot}", page_file.as_uri())
 
     assert f"module ran: {stack.gateway_url}" in dom
     assert "data-injected" not in dom
     assert "data-escaped" not in dom
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class FakeRest:
+    """A stand-in for the deployed-agent API (`POST /rest/{name}`), speaking CORS.
+
+    The real one lands with the agents function; this one records what a demo
+    page sends so the page's side of the convention can be checked in a browser.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+        self.page = ""
+
+    def app(self) -> flask.Flask:
+        app = flask.Flask("fake-rest")
+
+        @app.route("/rest/<name>", methods=["OPTIONS", "POST"])
+        def rest(name: str) -> flask.Response:
+            response = flask.Response(status=204)
+            if flask.request.method == "POST":
+                body = flask.request.get_json()
+                self.calls.append(
+                    {
+                        "name": name,
+                        "authorization": flask.request.headers.get("Authorization"),
+                        "origin": flask.request.headers.get("Origin"),
+                        "body": body,
+                    }
+                )
+                response = flask.jsonify(outputText=f"Sunny in {body['city']}")
+            response.headers["Access-Control-Allow-Origin"] = "*"
+            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+            response.headers["Access-Control-Allow-Methods"] = "POST"
+            return response
+
+        @app.get("/viewer")
+        def viewer() -> str:
+            # How a web app shows a demo: the page (fetched with the viewer's token) in a
+            # sandboxed srcdoc iframe, then the token handed over by postMessage.
+            return f"""<!doctype html><html><body style="margin:0">
+<iframe id="demo" sandbox="allow-scripts allow-forms" style="width:780px;height:560px;border:0"
+  srcdoc="{html_escape.escape(self.page)}"></iframe>
+<script>
+const frame = document.getElementById("demo");
+frame.addEventListener("load", () =>
+  frame.contentWindow.postMessage({{type: "series:token", token: "viewer-token"}}, "*"));
+</script></body></html>"""
+
+        return app
+
+
+CALLING_CODE = {
+    "html": '<h1>Weather</h1><p id="out">asking</p>',
+    "css": "h1 { color: rgb(10, 120, 200); font-family: sans-serif; }",
+    "js": "const response = await fetch(`${API_BASE_URL}/rest/weather_agent`, {\n"
+    '  method: "POST",\n'
+    '  headers: {"Content-Type": "application/json"},\n'
+    '  body: JSON.stringify({city: "Oslo"}),\n'
+    "});\n"
+    'document.getElementById("out").textContent = (await response.json()).outputText;\n',
+}
+
+
+@needs_chromium
+def test_page_calls_deployed_apis_with_the_viewers_token(stack, alice, tmp_path):
+    headers, _ = alice
+    fake = FakeRest()
+    with serving(fake.app()) as rest_origin:
+        os.environ["PUBLIC_API_URL"] = rest_origin
+        get_settings.cache_clear()
+        try:
+            demo = create(stack, headers, generatedCode=CALLING_CODE)
+            fake.page = page_of(stack, headers, demo["_id"]).text
+        finally:
+            os.environ.pop("PUBLIC_API_URL")
+            get_settings.cache_clear()
+        screenshot = tmp_path / "viewer.png"
+
+        chromium(
+            tmp_path,
+            "--virtual-time-budget=5000",
+            f"--screenshot={screenshot}",
+            f"{rest_origin}/viewer",
+        )
+
+    assert fake.calls == [
+        {
+            "name": "weather_agent",
+            "authorization": "Bearer viewer-token",
+            "origin": "null",
+            "body": {"city": "Oslo"},
+        }
+    ]
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
