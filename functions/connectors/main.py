@@ -2,66 +2,44 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
-
 from shared.agents import connectors as mcp_client
 from shared.agents import specs
 from shared.platform.http import RequestContext, Router, http_function
 
 router = Router("connectors")
-_UPSTREAM = {400: "Bad Request (the URL may not be fetched)", 502: "Bad Gateway"}
-
-
-class ListToolsRequest(BaseModel):
-    """The body of `POST /mcp/tools`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    mcp_url: str = Field(min_length=1, max_length=2048)
-    auth_token: str | None = Field(default=None, max_length=8192)
-
-
-class ToolList(BaseModel):
-    """The tools of one MCP server."""
-
-    mcp_url: str
-    tools: list[mcp_client.ToolInfo]
-
-
-class CallToolRequest(ListToolsRequest):
-    """The body of `POST /mcp/call`."""
-
-    tool_name: str = Field(min_length=1, max_length=256)
-    arguments: dict[str, Any] = Field(default_factory=dict)
+_UPSTREAM = {
+    400: "Bad Request (the URL may not be fetched)",
+    429: "Too Many Requests",
+    502: "Bad Gateway",
+}
 
 
 @router.post(
     "/mcp/tools",
     auth="user",
     summary="List MCP Tools",
-    body=ListToolsRequest,
-    response=ToolList,
+    body=mcp_client.ListToolsRequest,
+    response=mcp_client.ToolList,
     responses=_UPSTREAM,
 )
-def list_mcp_tools(ctx: RequestContext, body: ListToolsRequest) -> ToolList:
+def list_mcp_tools(ctx: RequestContext, body: mcp_client.ListToolsRequest) -> mcp_client.ToolList:
     """Connect to a remote MCP server (streamable HTTP, or SSE for `.../sse`) and list its tools."""
-    tools = mcp_client.list_tools(body.mcp_url, body.auth_token)
-    return ToolList(mcp_url=body.mcp_url, tools=tools)
+    return mcp_client.list_tools_for(ctx.user, body)
 
 
 @router.post(
     "/mcp/call",
     auth="user",
     summary="Call MCP Tool",
-    body=CallToolRequest,
+    body=mcp_client.CallToolRequest,
     response=mcp_client.ToolCallResult,
     responses=_UPSTREAM,
 )
-def call_mcp_tool(ctx: RequestContext, body: CallToolRequest) -> mcp_client.ToolCallResult:
+def call_mcp_tool(
+    ctx: RequestContext, body: mcp_client.CallToolRequest
+) -> mcp_client.ToolCallResult:
     """Call one tool of a remote MCP server; a failing tool gives `is_error`, not a 4xx/5xx."""
-    return mcp_client.call_tool(body.mcp_url, body.auth_token, body.tool_name, body.arguments)
+    return mcp_client.call_tool_for(ctx.user, body)
 
 
 @router.post(
@@ -74,7 +52,7 @@ def call_mcp_tool(ctx: RequestContext, body: CallToolRequest) -> mcp_client.Tool
 )
 def fetch_spec(ctx: RequestContext, body: specs.FetchSpecRequest) -> specs.FetchedSpec:
     """Fetch an OpenAPI or Swagger document (JSON or YAML) from a public URL."""
-    return specs.fetch_spec(body.url)
+    return specs.fetch_spec_for(ctx.user, body)
 
 
 connectors = http_function(router)

@@ -40,9 +40,10 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.platform.addresses import IPAddress
+from shared.platform.auth import Principal
 from shared.platform.config import get_settings
 from shared.platform.errors import BadGateway, DomainError
-from shared.platform.fetch import Policy, check_url, resolve_checked
+from shared.platform.fetch import Policy, check_url, limit_caller, resolve_checked
 
 if TYPE_CHECKING:
     import httpx
@@ -77,6 +78,54 @@ class ToolCallResult(BaseModel):
     content: list[dict[str, Any]]
     structured_content: dict[str, Any] | None = None
     is_error: bool = False
+
+
+class ListToolsRequest(BaseModel):
+    """The body of `POST /mcp/tools`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mcp_url: str = Field(min_length=1, max_length=2048)
+    auth_token: str | None = Field(default=None, max_length=8192)
+
+
+class ToolList(BaseModel):
+    """The tools of one MCP server."""
+
+    mcp_url: str
+    tools: list[ToolInfo]
+
+
+class CallToolRequest(ListToolsRequest):
+    """The body of `POST /mcp/call`."""
+
+    tool_name: str = Field(min_length=1, max_length=256)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+def list_tools_for(principal: Principal, request: ListToolsRequest) -> ToolList:
+    """`POST /mcp/tools`: count the caller's outbound request, then list the server's tools.
+
+    Raises:
+        RateLimited: The caller's outbound budget for this minute is spent.
+        BadRequest: The URL may not be fetched.
+        BadGateway: The server could not be reached or failed.
+    """
+    limit_caller(principal.subject)
+    tools = list_tools(request.mcp_url, request.auth_token)
+    return ToolList(mcp_url=request.mcp_url, tools=tools)
+
+
+def call_tool_for(principal: Principal, request: CallToolRequest) -> ToolCallResult:
+    """`POST /mcp/call`: count the caller's outbound request, then call the tool.
+
+    Raises:
+        RateLimited: The caller's outbound budget for this minute is spent.
+        BadRequest: The URL may not be fetched.
+        BadGateway: The server could not be reached or failed.
+    """
+    limit_caller(principal.subject)
+    return call_tool(request.mcp_url, request.auth_token, request.tool_name, request.arguments)
 
 
 def transport_for(url: str) -> str:

@@ -14,8 +14,10 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.platform.auth import Principal
+from shared.platform.config import get_settings
 from shared.platform.errors import BadRequest
-from shared.platform.fetch import Policy, fetch
+from shared.platform.fetch import Policy, fetch, limit_caller
 
 # One spec must fit in a Firestore document (1 MiB) together with its agent.
 MAX_SPEC_BYTES = 900_000
@@ -37,12 +39,24 @@ class FetchedSpec(BaseModel):
     content: str
 
 
+def fetch_spec_for(principal: Principal, request: FetchSpecRequest) -> FetchedSpec:
+    """`POST /specs/fetch`: count the caller's outbound request, then fetch the document.
+
+    Raises:
+        RateLimited: The caller's outbound budget for this minute is spent.
+        BadRequest: The URL may not be fetched, or the document is not a spec.
+        BadGateway: The server could not be reached, failed, or sent too much.
+    """
+    limit_caller(principal.subject)
+    return fetch_spec(request.url)
+
+
 def fetch_spec(url: str, *, policy: Policy | None = None) -> FetchedSpec:
     """Fetch an OpenAPI or Swagger document.
 
     Args:
         url: Where the document is.
-        policy: The fetch guard (defaults to the settings', capped at `MAX_SPEC_BYTES`).
+        policy: The fetch guard (defaults to the settings', at most `MAX_SPEC_BYTES`).
 
     Returns:
         The document's name and text.
@@ -52,7 +66,8 @@ def fetch_spec(url: str, *, policy: Policy | None = None) -> FetchedSpec:
             OpenAPI or Swagger document.
         BadGateway: The server could not be reached, failed, or sent too much.
     """
-    policy = policy or Policy.from_settings(max_bytes=MAX_SPEC_BYTES)
+    limit = min(MAX_SPEC_BYTES, get_settings().fetch_max_bytes)
+    policy = policy or Policy.from_settings(max_bytes=limit)
     fetched = fetch(
         url, headers={"Accept": "application/json, application/yaml, */*"}, policy=policy
     )

@@ -185,6 +185,12 @@ class Settings(BaseSettings):
     )
     fetch_max_redirects: int = Field(default=5, alias="FETCH_MAX_REDIRECTS", ge=0, le=20)
     mcp_timeout_seconds: float = Field(default=30, alias="MCP_TIMEOUT_SECONDS", gt=0)
+    outbound_requests_per_minute: int = Field(
+        default=120,
+        alias="OUTBOUND_REQUESTS_PER_MINUTE",
+        gt=0,
+        description="Fetches of user-supplied URLs (MCP, specs) one caller may ask for per minute.",
+    )
     public_api_url: str | None = Field(
         default=None,
         alias="PUBLIC_API_URL",

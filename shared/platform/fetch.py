@@ -30,9 +30,11 @@ import ipaddress
 import socket
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
+from shared.platform import ratelimit
 from shared.platform.addresses import AllowEntry, IPAddress, refusal
 from shared.platform.config import get_settings
 from shared.platform.errors import BadGateway, BadRequest
@@ -140,6 +142,23 @@ class Fetched:
     content_type: str
     content: bytes
     headers: dict[str, str] = field(default_factory=dict)
+
+
+def limit_caller(subject: str) -> None:
+    """Count one outbound request a caller asked for (`OUTBOUND_REQUESTS_PER_MINUTE`).
+
+    Args:
+        subject: Who asked (the principal's subject).
+
+    Raises:
+        RateLimited: The caller's budget for this minute is spent (429).
+    """
+    ratelimit.consume(
+        f"outbound:{subject}",
+        get_settings().outbound_requests_per_minute,
+        timedelta(minutes=1),
+        "Too many requests to outside servers; retry in a minute",
+    )
 
 
 def check_url(url: str, policy: Policy | None = None) -> Target:

@@ -296,3 +296,22 @@ def test_bodies_are_validated(stack, mcp, headers):
 
     assert unknown_field.status_code == 422
     assert no_tool.status_code == 422
+
+
+def test_outbound_requests_are_limited_per_caller(stack, specs_url, headers, unique):
+    body = {"url": f"{specs_url}/specs/openapi.json"}
+    other = {"Authorization": f"Bearer {mint_token(f'other-{unique}@example.com').id_token}"}
+    os.environ["OUTBOUND_REQUESTS_PER_MINUTE"] = "2"
+    get_settings.cache_clear()
+    try:
+        answers = [post(stack, "/specs/fetch", body, headers) for _ in range(3)]
+        refused_call = post(stack, "/mcp/call", {"mcp_url": "http://x/", "tool_name": "t"}, headers)
+        others = post(stack, "/specs/fetch", body, other)
+    finally:
+        os.environ.pop("OUTBOUND_REQUESTS_PER_MINUTE")
+        get_settings.cache_clear()
+
+    assert [answer.status_code for answer in answers] == [200, 200, 429]
+    assert int(answers[2].headers["Retry-After"]) >= 1
+    assert refused_call.status_code == 429
+    assert others.status_code == 200
