@@ -37,13 +37,14 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from shared.platform.addresses import IPAddress
 from shared.platform.auth import Principal
 from shared.platform.config import get_settings
 from shared.platform.errors import BadGateway, DomainError
 from shared.platform.fetch import Policy, check_url, limit_caller, resolve_checked
+from shared.platform.models import Model
 
 if TYPE_CHECKING:
     import httpx
@@ -56,7 +57,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 ResultT = TypeVar("ResultT")
 
 
-class ToolInfo(BaseModel):
+class ToolInfo(Model):
     """One tool a server offers, as `/mcp/tools` lists it."""
 
     model_config = ConfigDict(populate_by_name=True)
@@ -66,7 +67,7 @@ class ToolInfo(BaseModel):
     input_schema: dict[str, Any] = Field(default_factory=dict, alias="inputSchema")
 
 
-class ToolCallResult(BaseModel):
+class ToolCallResult(Model):
     """The outcome of one tool call.
 
     Attributes:
@@ -80,7 +81,7 @@ class ToolCallResult(BaseModel):
     is_error: bool = False
 
 
-class ListToolsRequest(BaseModel):
+class ListToolsRequest(Model):
     """The body of `POST /mcp/tools`."""
 
     model_config = ConfigDict(extra="forbid")
@@ -89,7 +90,7 @@ class ListToolsRequest(BaseModel):
     auth_token: str | None = Field(default=None, max_length=8192)
 
 
-class ToolList(BaseModel):
+class ToolList(Model):
     """The tools of one MCP server."""
 
     mcp_url: str

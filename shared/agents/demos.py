@@ -25,7 +25,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from shared.agents import accounts
 from shared.llm import gateway
@@ -39,6 +39,7 @@ from shared.platform.errors import (
     NotFound,
     PaymentRequired,
 )
+from shared.platform.models import Model
 from shared.platform.transactions import Plan, write_if_unchanged
 from shared.platform.values import StorableMap
 
@@ -57,7 +58,7 @@ _CODE_SCHEMA: dict[str, Any] = {
 }
 
 
-class _Body(BaseModel):
+class _Body(Model):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
 
 
@@ -118,7 +119,7 @@ class UpdateDemoAppRequest(CreateDemoAppRequest):
     rev: str | None = Field(default=None, alias="_rev", max_length=64)
 
 
-class DemoApp(BaseModel):
+class DemoApp(Model):
     """A saved demo, as gofannon 81e4595 shapes it."""
 
     model_config = ConfigDict(populate_by_name=True, protected_namespaces=())

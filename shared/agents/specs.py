@@ -12,19 +12,20 @@ import json
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from shared.platform.auth import Principal
 from shared.platform.config import get_settings
 from shared.platform.errors import BadRequest
 from shared.platform.fetch import Policy, fetch, limit_caller
+from shared.platform.models import Model
 
 # One spec must fit in a Firestore document (1 MiB) together with its agent.
 MAX_SPEC_BYTES = 900_000
 DEFAULT_NAME = "spec_from_url.json"
 
 
-class FetchSpecRequest(BaseModel):
+class FetchSpecRequest(Model):
     """The body of `POST /specs/fetch`."""
 
     model_config = ConfigDict(extra="forbid")
@@ -32,7 +33,7 @@ class FetchSpecRequest(BaseModel):
     url: str = Field(min_length=1, max_length=2048)
 
 
-class FetchedSpec(BaseModel):
+class FetchedSpec(Model):
     """A fetched specification: a file name and the document's text."""
 
     name: str

@@ -1,7 +1,7 @@
 """The guarded fetcher: the one way the service fetches a user-supplied URL.
 
-Spec fetch, MCP, image URLs and message attachments all come through here
-(DESIGN.md §4). For every URL, and again for every redirect hop:
+Spec fetch, MCP, image URLs and message attachments all come through here.
+For every URL, and again for every redirect hop:
 
 1. only `http` and `https` URLs without credentials are accepted;
 2. the host is resolved once (`getaddrinfo`) and every address it resolves
