@@ -76,3 +76,4 @@ bench: setup
 		--baseline bench/bare_storage_function.py:bare_storage
 	PYTHONPATH=. $(PY) bench/ticket_overhead.py --tickets 200
 	PYTHONPATH=. $(PY) bench/face_analysis.py --runs 20
+	PYTHONPATH=. $(PY) bench/mcp_latency.py --runs 50

@@ -18,6 +18,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from shared.platform.addresses import AllowEntry, parse_allow_entry, unsafe_in_production
+
 Environment = Literal["local", "test", "production"]
 
 DEFAULT_QUEUE_WORKERS = {
@@ -170,13 +172,60 @@ class Settings(BaseModel):
     default_plan: str = Field(default="free", alias="DEFAULT_PLAN")
     allowance_period_days: int = Field(default=30, alias="ALLOWANCE_PERIOD_DAYS", gt=0)
 
+    fetch_allowed_addresses: list[str] = Field(
+        default_factory=list,
+        alias="FETCH_ALLOWED_ADDRESSES",
+        description=(
+            "Addresses outbound fetches may reach although not public (JSON list of"
+            " ADDRESS:PORT, [IPV6]:PORT, ADDRESS or CIDR); tests and local runs only."
+        ),
+    )
+    fetch_max_bytes: int = Field(default=5 * 1024 * 1024, alias="FETCH_MAX_BYTES", gt=0)
+    fetch_connect_timeout_seconds: float = Field(
+        default=5, alias="FETCH_CONNECT_TIMEOUT_SECONDS", gt=0
+    )
+    fetch_read_timeout_seconds: float = Field(default=10, alias="FETCH_READ_TIMEOUT_SECONDS", gt=0)
+    fetch_total_timeout_seconds: float = Field(
+        default=30, alias="FETCH_TOTAL_TIMEOUT_SECONDS", gt=0
+    )
+    fetch_max_redirects: int = Field(default=5, alias="FETCH_MAX_REDIRECTS", ge=0, le=20)
+    mcp_timeout_seconds: float = Field(default=30, alias="MCP_TIMEOUT_SECONDS", gt=0)
+    outbound_requests_per_minute: int = Field(
+        default=120,
+        alias="OUTBOUND_REQUESTS_PER_MINUTE",
+        gt=0,
+        description="Fetches of user-supplied URLs (MCP, specs) one caller may ask for per minute.",
+    )
+    public_api_url: str | None = Field(
+        default=None,
+        alias="PUBLIC_API_URL",
+        pattern=r"^(https?://[^/?#]+)?$",
+        description="The API's origin as browsers reach it (demo pages call it).",
+    )
+
     @field_validator(
-        "face_attributes", "task_queues", "test_phone_numbers", "plan_caps", mode="before"
+        "face_attributes",
+        "task_queues",
+        "test_phone_numbers",
+        "plan_caps",
+        "fetch_allowed_addresses",
+        mode="before",
     )
     @classmethod
     def _json_from_environment(cls, value: object) -> object:
         """Lists and maps arrive as JSON text in environment variables."""
         return json.loads(value) if isinstance(value, str) else value
+
+    @field_validator("fetch_allowed_addresses")
+    @classmethod
+    def _parse_allowlist(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            parse_allow_entry(entry)
+        return entries
+
+    def fetch_allowlist(self) -> list[AllowEntry]:
+        """The parsed `FETCH_ALLOWED_ADDRESSES`."""
+        return [parse_allow_entry(entry) for entry in self.fetch_allowed_addresses]
 
     @property
     def is_production(self) -> bool:
@@ -227,4 +276,9 @@ def get_settings() -> Settings:
     local_only = settings.vertexai_base_url or settings.signing_credentials_file
     if settings.is_production and (settings.emulator_hosts() or local_only):
         raise RuntimeError("emulator settings must not be set when APP_ENV=production")
+    if settings.is_production and any(map(unsafe_in_production, settings.fetch_allowlist())):
+        raise RuntimeError(
+            "FETCH_ALLOWED_ADDRESSES must not reach loopback, link-local, unspecified or"
+            " multicast addresses when APP_ENV=production"
+        )
     return settings

@@ -32,6 +32,10 @@ class InvalidInput(DomainError):
         self.loc = loc
 
 
+class BadRequest(DomainError):
+    """The request asks for something the service refuses (a URL it may not fetch, say)."""
+
+
 class Unauthorized(DomainError):
     """No valid credentials were presented."""
 
@@ -75,3 +79,7 @@ class RateLimited(DomainError):
 
 class Unavailable(DomainError):
     """A dependency is down; the same request may succeed later."""
+
+
+class BadGateway(DomainError):
+    """An outside server the caller named failed, answered badly, too much or too slowly."""

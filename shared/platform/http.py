@@ -28,6 +28,8 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from shared.platform import auth
 from shared.platform.config import get_settings
 from shared.platform.errors import (
+    BadGateway,
+    BadRequest,
     Conflict,
     DomainError,
     Forbidden,
@@ -59,6 +61,7 @@ _CONVERTERS: dict[str, tuple[str, type]] = {
 }
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
 _STATUS: dict[type[DomainError], int] = {
+    BadRequest: 400,
     InvalidInput: 422,
     Unauthorized: 401,
     PaymentRequired: 402,
@@ -68,6 +71,7 @@ _STATUS: dict[type[DomainError], int] = {
     PayloadTooLarge: 413,
     UnsupportedMediaType: 415,
     RateLimited: 429,
+    BadGateway: 502,
     Unavailable: 503,
 }
 

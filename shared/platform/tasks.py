@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 from shared.platform import clients
 from shared.platform.config import get_settings
 from shared.platform.errors import (
+    BadRequest,
     Conflict,
     DomainError,
     Forbidden,
@@ -40,7 +41,13 @@ logger = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Task-Signature"
 _TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,500}$")
-_NO_RETRY: tuple[type[DomainError], ...] = (InvalidInput, NotFound, Forbidden, Conflict)
+_NO_RETRY: tuple[type[DomainError], ...] = (
+    BadRequest,
+    InvalidInput,
+    NotFound,
+    Forbidden,
+    Conflict,
+)
 
 PayloadT = TypeVar("PayloadT", bound=BaseModel)
 

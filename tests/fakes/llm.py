@@ -33,6 +33,7 @@ class FakeLlm:
     output_tokens: int = 300
     fail_status: int | None = None
     delay_seconds: float = 0.0
+    reply: str | None = None  # Gemini and Vertex AI answer this text instead of the echo
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -40,6 +41,7 @@ class FakeLlm:
         with self._lock:
             self.fail_status = None
             self.delay_seconds = 0.0
+            self.reply = None
             self.requests.clear()
 
     def calls(self, provider: str) -> list[dict[str, Any]]:
@@ -77,6 +79,8 @@ class FakeLlm:
                 if config.get("responseMimeType") == "application/json"
                 else f"echo: {last}"
             )
+            if self.reply is not None:
+                text = self.reply
             parts = [{"text": "thinking about it", "thought": True}, {"text": text}]
             return flask.jsonify(
                 candidates=[

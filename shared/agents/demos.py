@@ -1,0 +1,451 @@
+"""Demo apps: small web pages that call deployed agents (`/demos/**`).
+
+Owns the `demos` collection. A document `demos/{demoId}` holds `ownerId`,
+`name`, `description`, `selectedApis`, `modelConfig`, `userPrompt`,
+`generatedCode {html, css, js, thoughts}`, `composerThoughts`, `rev`,
+`createdAt` and `updatedAt`; the API shows it as gofannon 81e4595's
+`DemoApp` (`_id`, `_rev`, `created_at`, `updated_at`). Only the owner (or
+an admin) sees a demo; anyone else gets 404.
+
+`generate_code` asks a model, through the LLM gateway, for `{html, css, js}`
+and charges the caller like a chat: the estimated cost is reserved before
+the call and settled to the real cost after (`shared.agents.accounts`).
+
+`page` assembles a saved demo into one HTML document under a strict
+Content-Security-Policy (see `page_policy`).
+"""
+
+from __future__ import annotations
+
+import html as html_escape
+import json
+import re
+import secrets
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ConfigDict, Field
+
+from shared.agents import accounts
+from shared.llm import gateway
+from shared.platform import clients
+from shared.platform.auth import Principal, can_access_owned
+from shared.platform.errors import (
+    BadGateway,
+    Conflict,
+    DomainError,
+    Forbidden,
+    NotFound,
+    PaymentRequired,
+)
+from shared.platform.models import Model
+from shared.platform.transactions import Plan, write_if_unchanged
+from shared.platform.values import StorableMap
+
+DEMOS = "demos"
+MAX_CODE_CHARS = 200_000
+_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
+_CODE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "html": {"type": "string"},
+        "css": {"type": "string"},
+        "js": {"type": "string"},
+    },
+    "required": ["html", "css", "js"],
+    "additionalProperties": False,
+}
+
+
+class _Body(Model):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
+
+
+class DeployedApi(_Body):
+    """A deployed agent the demo may call, as `GET /deployments` lists it."""
+
+    friendly_name: str = Field(alias="friendlyName", min_length=1, max_length=128)
+    agent_id: str = Field(alias="agentId", min_length=1, max_length=128)
+    description: str = Field(default="", max_length=10_000)
+    input_schema: StorableMap = Field(alias="inputSchema", default_factory=dict)
+    output_schema: StorableMap = Field(alias="outputSchema", default_factory=dict)
+
+
+class ModelConfig(_Body):
+    """The model that writes the demo's code."""
+
+    provider: str = Field(min_length=1, max_length=64)
+    model: str = Field(min_length=1, max_length=128)
+    parameters: StorableMap = Field(default_factory=dict)
+    built_in_tool: str | None = Field(default=None, alias="builtInTool", max_length=64)
+
+
+class GeneratedCode(_Body):
+    """A demo's code: body HTML, a stylesheet, an ES module, and the model's thoughts."""
+
+    html: str = Field(default="", max_length=MAX_CODE_CHARS)
+    css: str = Field(default="", max_length=MAX_CODE_CHARS)
+    js: str = Field(default="", max_length=MAX_CODE_CHARS)
+    thoughts: str | None = Field(default=None, max_length=MAX_CODE_CHARS)
+
+
+class GenerateDemoCodeRequest(_Body):
+    """The body of `POST /demos/generate-code`."""
+
+    user_prompt: str = Field(alias="userPrompt", min_length=1, max_length=20_000)
+    selected_apis: list[DeployedApi] = Field(alias="selectedApis", max_length=20)
+    model_config_: ModelConfig = Field(alias="modelConfig")
+    built_in_tools: list[str] = Field(alias="builtInTools", default_factory=list, max_length=10)
+
+
+class CreateDemoAppRequest(_Body):
+    """The body of `POST /demos`."""
+
+    name: str = Field(min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=5_000)
+    selected_apis: list[DeployedApi] = Field(alias="selectedApis", max_length=20)
+    model_config_: ModelConfig = Field(alias="modelConfig")
+    user_prompt: str = Field(alias="userPrompt", max_length=20_000)
+    generated_code: GeneratedCode = Field(alias="generatedCode")
+    composer_thoughts: str | None = Field(
+        default=None, alias="composerThoughts", max_length=MAX_CODE_CHARS
+    )
+
+
+class UpdateDemoAppRequest(CreateDemoAppRequest):
+    """The body of `PUT /demos/{id}`: a whole demo, and optionally the `_rev` it replaces."""
+
+    rev: str | None = Field(default=None, alias="_rev", max_length=64)
+
+
+class DemoApp(Model):
+    """A saved demo, as gofannon 81e4595 shapes it."""
+
+    model_config = ConfigDict(populate_by_name=True, protected_namespaces=())
+
+    id: str = Field(alias="_id")
+    rev: str = Field(alias="_rev")
+    name: str
+    description: str | None = None
+    selected_apis: list[DeployedApi] = Field(alias="selectedApis")
+    model_config_: ModelConfig = Field(alias="modelConfig")
+    user_prompt: str = Field(alias="userPrompt")
+    generated_code: GeneratedCode = Field(alias="generatedCode")
+    composer_thoughts: str | None = Field(default=None, alias="composerThoughts")
+    created_at: datetime
+    updated_at: datetime
+
+
+def _require_user(principal: Principal) -> str:
+    if not principal.user_id:
+        raise Forbidden("Create your user first")
+    return principal.user_id
+
+
+def _stored(body: CreateDemoAppRequest) -> dict[str, Any]:
+    return body.model_dump(by_alias=True, mode="json", exclude={"rev"})
+
+
+def _to_demo(demo_id: str, record: dict[str, Any]) -> DemoApp:
+    return DemoApp.model_validate(
+        {
+            **{key: value for key, value in record.items() if key in _DEMO_FIELDS},
+            "_id": demo_id,
+            "_rev": record["rev"],
+            "created_at": record["createdAt"],
+            "updated_at": record["updatedAt"],
+        }
+    )
+
+
+_DEMO_FIELDS = frozenset(
+    field.alias or name for name, field in CreateDemoAppRequest.model_fields.items()
+)
+
+
+def _next_rev(rev: str | None) -> str:
+    generation = int(rev.split("-", 1)[0]) + 1 if rev else 1
+    return f"{generation}-{uuid.uuid4().hex}"
+
+
+def create(principal: Principal, body: CreateDemoAppRequest) -> DemoApp:
+    """Save a new demo owned by the caller.
+
+    Raises:
+        Forbidden: The caller has no user id.
+    """
+    owner = _require_user(principal)
+    demo_id = str(uuid.uuid4())
+    now = datetime.now(UTC)
+    record = {
+        **_stored(body),
+        "ownerId": owner,
+        "rev": _next_rev(None),
+        "createdAt": now,
+        "updatedAt": now,
+    }
+    clients.firestore().collection(DEMOS).document(demo_id).create(record)
+    return _to_demo(demo_id, record)
+
+
+def list_demos(principal: Principal) -> list[DemoApp]:
+    """The caller's demos, newest first."""
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    owner = _require_user(principal)
+    query = clients.firestore().collection(DEMOS).where(filter=FieldFilter("ownerId", "==", owner))
+    demos = [_to_demo(snapshot.id, snapshot.to_dict() or {}) for snapshot in query.stream()]
+    return sorted(demos, key=lambda demo: demo.created_at, reverse=True)
+
+
+def _owned(principal: Principal, demo_id: str) -> dict[str, Any]:
+    record = clients.firestore().collection(DEMOS).document(demo_id).get().to_dict()
+    if record is None or not can_access_owned(principal, record.get("ownerId")):
+        raise NotFound("Demo app not found")
+    return record
+
+
+def get(principal: Principal, demo_id: str) -> DemoApp:
+    """One demo (owner or admin).
+
+    Raises:
+        NotFound: No such demo, or someone else's.
+    """
+    return _to_demo(demo_id, _owned(principal, demo_id))
+
+
+def update(principal: Principal, demo_id: str, body: UpdateDemoAppRequest) -> DemoApp:
+    """Replace a demo's content, keeping its owner and creation time.
+
+    Raises:
+        NotFound: No such demo, or someone else's.
+        Conflict: `_rev` was given and the demo has changed since.
+    """
+    ref = clients.firestore().collection(DEMOS).document(demo_id)
+
+    def decide(record: dict[str, Any] | None) -> Plan[DemoApp]:
+        if record is None or not can_access_owned(principal, record.get("ownerId")):
+            raise NotFound("Demo app not found")
+        if body.rev is not None and body.rev != record["rev"]:
+            raise Conflict("The demo app was changed meanwhile; reload it and retry")
+        changes = {**_stored(body), "rev": _next_rev(record["rev"]), "updatedAt": datetime.now(UTC)}
+        return Plan(_to_demo(demo_id, {**record, **changes}), update=changes)
+
+    return write_if_unchanged(ref, decide)
+
+
+def delete(principal: Principal, demo_id: str) -> None:
+    """Delete a demo (owner or admin).
+
+    Raises:
+        NotFound: No such demo, or someone else's.
+    """
+    _owned(principal, demo_id)
+    clients.firestore().collection(DEMOS).document(demo_id).delete()
+
+
+def generate_code(principal: Principal, request: GenerateDemoCodeRequest) -> GeneratedCode:
+    """Have the chosen model write the demo, charged to the caller like a chat.
+
+    Raises:
+        InvalidInput: The model configuration does not fit the catalog.
+        PaymentRequired: The caller's remaining allowance cannot cover the call.
+        Unavailable: The provider failed (nothing is charged).
+        BadGateway: The model's answer was not the JSON asked for (the call is charged).
+    """
+    owner = _require_user(principal)
+    config = request.model_config_
+    llm_request = gateway.LlmRequest(
+        provider=config.provider,
+        model=config.model,
+        messages=[
+            gateway.Message(role="system", content=_SYSTEM_PROMPT),
+            gateway.Message(role="user", content=build_prompt(request)),
+        ],
+        parameters=config.parameters,
+        builtInTools=request.built_in_tools,
+        responseSchema=_CODE_SCHEMA,
+    )
+    gateway.prepare(llm_request)
+    if accounts.get_account(principal).usageInfo.spendRemaining <= 0:
+        raise PaymentRequired("Allowance exhausted")
+    estimate = accounts.to_micros(gateway.estimate_cost(llm_request))
+    accounts.reserve(owner, estimate, also_set=[])
+    try:
+        result = gateway.complete(llm_request)
+    except DomainError:
+        accounts.settle(owner, estimate, 0)
+        raise
+    entry_id = str(uuid.uuid4())
+    entry = {
+        "model": result.model,
+        "provider": config.provider,
+        "usage": result.usage.model_dump(),
+        "source": "demo-generate-code",
+        "createdAt": datetime.now(UTC),
+    }
+    accounts.settle(owner, estimate, accounts.to_micros(result.cost), ledger=(entry_id, entry))
+    return _parse_code(result.content, result.thoughts)
+
+
+def _parse_code(content: str, thoughts: str | None) -> GeneratedCode:
+    fenced = _FENCE.match(content)
+    text = fenced.group(1) if fenced else content
+    try:
+        answer = json.loads(text)
+        return GeneratedCode.model_validate(
+            {
+                "html": answer.get("html", ""),
+                "css": answer.get("css", ""),
+                "js": answer.get("js", ""),
+                "thoughts": thoughts,
+            }
+        )
+    except (json.JSONDecodeError, AttributeError, ValueError) as exc:
+        raise BadGateway("The model did not answer with the demo's code as JSON") from exc
+
+
+_SYSTEM_PROMPT = (
+    "You write small single-page web apps in plain HTML, CSS and JavaScript. "
+    "You answer with one JSON object with the string fields html, css and js, nothing else."
+)
+
+
+def build_prompt(request: GenerateDemoCodeRequest) -> str:
+    """The instructions for the model: the page's rules, each selected API, the user's request."""
+    apis = "\n\n".join(_api_doc(api) for api in request.selected_apis) or "(none selected)"
+    return f"""Build a single-page web app.
+
+Rules of the page it will run in:
+- `html` is the content of <body> (no <html>, <head> or <body> tags); `css` is a
+  stylesheet (no <style> tag); `js` is an ES module (no <script> tag).
+- No frameworks or outside resources: no CDNs, web fonts or images from other
+  sites; the page's Content-Security-Policy blocks them. Inline event handler
+  attributes (onclick="...") and eval do not run: attach handlers in `js` with
+  addEventListener.
+- The APIs below are the only network calls the page may make. Call one with
+  `await fetch(`${{API_BASE_URL}}/rest/<name>`, {{method: "POST", headers:
+  {{"Content-Type": "application/json"}}, body: JSON.stringify(input)}})`:
+  `API_BASE_URL` is predefined, and the page adds the viewer's credentials
+  itself. The body is the API's input object; the answer is JSON. On an error
+  status the answer is `{{"detail": "..."}}`: show that message to the user.
+- Make it clean and usable: show progress while a call runs and its result
+  when it returns.
+
+Available APIs:
+
+{apis}
+
+What the app should do:
+{request.user_prompt}
+"""
+
+
+def _api_doc(api: DeployedApi) -> str:
+    return (
+        f"### {api.friendly_name}\n"
+        f"POST {{API_BASE_URL}}/rest/{api.friendly_name}\n"
+        f"{api.description}\n"
+        f"Input (request body JSON Schema): {json.dumps(api.input_schema)}\n"
+        f"Output (response JSON Schema): {json.dumps(api.output_schema)}"
+    )
+
+
+def page_policy(api_origin: str, nonce: str) -> str:
+    """The page's Content-Security-Policy (the parts a `<meta>` tag can carry too).
+
+    Scripts run only with this response's nonce (so script tags or handler
+    attributes inside the generated HTML do not run), network calls reach
+    only the API's origin, images and fonts only `data:`/`blob:` URLs, and
+    forms, `<base>`, plugins and frames are off.
+    """
+    return "; ".join(
+        [
+            "default-src 'none'",
+            f"script-src 'nonce-{nonce}'",
+            "style-src 'unsafe-inline'",
+            "img-src data: blob:",
+            "font-src data:",
+            f"connect-src {api_origin}",
+            "form-action 'none'",
+            "base-uri 'none'",
+        ]
+    )
+
+
+def page(principal: Principal, demo_id: str, api_origin: str) -> tuple[str, str]:
+    """Assemble a saved demo into one HTML document.
+
+    Args:
+        principal: The viewer (the owner or an admin).
+        demo_id: The demo.
+        api_origin: The origin the page's API calls go to (`API_BASE_URL`).
+
+    Returns:
+        The document and its Content-Security-Policy header value.
+
+    Raises:
+        NotFound: No such demo, or someone else's.
+    """
+    demo = get(principal, demo_id)
+    nonce = secrets.token_urlsafe(18)
+    policy = page_policy(api_origin, nonce)
+    code = demo.generated_code
+    document = f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{html_escape.escape(policy)}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<title>{html_escape.escape(demo.name)}</title>
+<style>{_inert(code.css, "style")}</style>
+</head>
+<body>
+{code.html}
+<script nonce="{nonce}">{_bootstrap(api_origin)}</script>
+<script type="module" nonce="{nonce}">{_inert(code.js, "script")}</script>
+</body>
+</html>
+"""
+    header = f"{policy}; frame-ancestors 'self'; sandbox allow-scripts allow-forms allow-modals"
+    return document, header
+
+
+def _inert(text: str, tag: str) -> str:
+    r"""Keep code from closing its own element early (`</script` becomes `<\/script`)."""
+    return re.sub(f"</({tag})", r"<\\/\1", text, flags=re.IGNORECASE)
+
+
+def _bootstrap(api_origin: str) -> str:
+    """Defines `API_BASE_URL` and adds the viewer's token to the page's `/rest/` calls.
+
+    The token arrives from the embedding window as
+    `postMessage({type: "series:token", token}, "*")`; calls made before it
+    arrives wait for it.
+    """
+    return (
+        f"const API_BASE_URL = {json.dumps(api_origin)};\n"
+        """(() => {
+  let deliver;
+  const token = new Promise((resolve) => { deliver = resolve; });
+  window.addEventListener("message", (event) => {
+    const data = event.data;
+    if (event.source === window.parent && data && data.type === "series:token"
+        && typeof data.token === "string") {
+      deliver(data.token);
+    }
+  });
+  const send = window.fetch.bind(window);
+  window.fetch = async (input, init = {}) => {
+    const url = typeof input === "string" ? input : input.url;
+    if (!url.startsWith(API_BASE_URL + "/rest/")) {
+      return send(input, init);
+    }
+    const headers = new Headers(init.headers || (typeof input === "string" ? {} : input.headers));
+    headers.set("Authorization", "Bearer " + (await token));
+    return send(input, { ...init, headers });
+  };
+})();"""
+    )
