@@ -122,7 +122,7 @@ def test_env_example_lists_every_setting():
     assert [alias for alias in aliases if alias not in listed] == []
 
 
-@pytest.mark.parametrize("name", ["storage", "providers", "chat", "users"])
+@pytest.mark.parametrize("name", ["storage", "providers", "chat", "users", "agents", "sandbox"])
 def test_http_functions_do_not_import_heavy_libraries(name):
     import subprocess
     import sys

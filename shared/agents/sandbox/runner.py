@@ -19,6 +19,7 @@ broken host (no template) raises.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -141,9 +142,13 @@ def kill_tree(root: int) -> None:
 
 
 class Runner:
-    """The template process and egress proxy of this host process."""
+    """The template process and egress proxy of this host process.
 
-    def __init__(self) -> None:
+    Args:
+        extra_origins: Non-public origins runs may reach besides the configured ones.
+    """
+
+    def __init__(self, extra_origins: tuple[str, ...] = ()) -> None:
         settings = get_settings()
         self._lock = threading.Lock()
         self._template: subprocess.Popen[bytes] | None = None
@@ -152,6 +157,7 @@ class Runner:
         )
         self.isolated = os.geteuid() == 0
         self._proxy: EgressProxy | None = None
+        self._extra_origins = extra_origins
 
     @property
     def template_socket(self) -> str:
@@ -171,7 +177,11 @@ class Runner:
             self.root.chmod(0o711)
             if self._proxy is None:
                 settings = get_settings()
-                urls = [settings.platform_url, *settings.sandbox_egress_allowlist]
+                urls = [
+                    settings.platform_url,
+                    *settings.sandbox_egress_allowlist,
+                    *self._extra_origins,
+                ]
                 allowed = frozenset(origin(url) for url in urls)
                 self._proxy = EgressProxy(self.egress_socket, allowed)
             with contextlib.suppress(FileNotFoundError):
@@ -347,4 +357,5 @@ def get_runner() -> Runner:
     with _runners_lock:
         if "runner" not in _runners:
             _runners["runner"] = Runner()
+            atexit.register(_runners["runner"].close)
         return _runners["runner"]

@@ -305,6 +305,16 @@ def _reap(active: set[int]) -> None:
                 os.kill(int(entry), signal.SIGKILL)
 
 
+def _shutdown(active: set[int]) -> None:
+    """The host is gone: kill every run, then leave."""
+    for pid in active:
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    os._exit(0)
+
+
 def main() -> None:
     """Serve runs forever (until the host kills the template)."""
     compat_dir, socket_path = sys.argv[1], sys.argv[2]
@@ -321,11 +331,14 @@ def main() -> None:
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     active: set[int] = set()
+    host = os.getppid()
     while True:
         try:
             conn, _ = listener.accept()
         except TimeoutError:
             _reap(active)
+            if os.getppid() != host:
+                _shutdown(active)
             continue
         conn.settimeout(None)
         pid = os.fork()

@@ -22,6 +22,7 @@ _PREVIEW = 200
 _CHARS_PER_TOKEN = 2.5
 _DEFAULT_CONTEXT_WINDOW = 128000
 _active: dict[str, Runtime] = {}
+_egress: dict[str, str] = {}
 
 
 def _proxied(request: httpx.Request) -> httpx.Request:
@@ -36,34 +37,38 @@ def _proxied(request: httpx.Request) -> httpx.Request:
     )
 
 
-class EgressTransport(httpx.AsyncBaseTransport):
-    """An async transport that sends every request through the egress proxy."""
+class EgressTransport(httpx.AsyncHTTPTransport):
+    """An async transport that sends every request through the egress proxy.
 
-    def __init__(self, socket_path: str) -> None:
-        self._inner = httpx.AsyncHTTPTransport(uds=socket_path, verify=False)
+    It stands in for httpx's default transport inside the sandbox, so any
+    `httpx.AsyncClient()` agent code creates (gofannon's header makes one)
+    goes out the only way there is; transport options are ignored.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(uds=_egress["socket"], verify=False)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Forward one request to the proxy."""
-        return await self._inner.handle_async_request(_proxied(request))
-
-    async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._inner.aclose()
+        return await super().handle_async_request(_proxied(request))
 
 
-class SyncEgressTransport(httpx.BaseTransport):
-    """The blocking twin of `EgressTransport` (for the synchronous data store)."""
+class SyncEgressTransport(httpx.HTTPTransport):
+    """The blocking twin of `EgressTransport` (for `httpx.Client` and the data store)."""
 
-    def __init__(self, socket_path: str) -> None:
-        self._inner = httpx.HTTPTransport(uds=socket_path, verify=False)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(uds=_egress["socket"], verify=False)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Forward one request to the proxy."""
-        return self._inner.handle_request(_proxied(request))
+        return super().handle_request(_proxied(request))
 
-    def close(self) -> None:
-        """Close the connection pool."""
-        self._inner.close()
+
+def _route_httpx_through_egress(socket_path: str) -> None:
+    _egress["socket"] = socket_path
+    client_module: Any = httpx._client  # the module that picks httpx's default transports
+    client_module.AsyncHTTPTransport = EgressTransport
+    client_module.HTTPTransport = SyncEgressTransport
 
 
 class PlatformError(RuntimeError):
@@ -94,23 +99,19 @@ class Runtime:
         self.context = context
         self.emit = emit
         self.ops_log: list[dict[str, Any]] = []
-        socket_path = context["egressSocket"]
+        _route_httpx_through_egress(context["egressSocket"])
         headers = {"Authorization": f"Bearer {context['token']}"}
         self.platform = httpx.AsyncClient(
-            transport=EgressTransport(socket_path),
             base_url=context["platformUrl"],
             headers=headers,
             timeout=httpx.Timeout(600.0, connect=10.0),
         )
         self.platform_sync = httpx.Client(
-            transport=SyncEgressTransport(socket_path),
             base_url=context["platformUrl"],
             headers=headers,
             timeout=60.0,
         )
-        self.http_client = httpx.AsyncClient(
-            transport=EgressTransport(socket_path), follow_redirects=True, timeout=60.0
-        )
+        self.http_client = httpx.AsyncClient(follow_redirects=True, timeout=60.0)
         _active["run"] = self
 
     async def post(self, path: str, payload: dict[str, Any]) -> Any:

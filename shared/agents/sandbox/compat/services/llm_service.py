@@ -46,7 +46,8 @@ async def call_llm(  # noqa: PLR0917 - gofannon's signature, called positionally
     are accepted for compatibility and not forwarded.
     """
     runtime = sandbox_runtime.current()
-    overrides = (runtime.context.get("llmSettings") or {}).get(f"{provider}/{model}") or {}
+    settings = runtime.context.get("llmSettings") or {}
+    overrides = settings.get(f"{provider}/{model}") or settings.get("*") or {}
     payload = {
         "provider": provider,
         "model": model,
