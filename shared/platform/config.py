@@ -179,6 +179,13 @@ class Settings(BaseSettings):
         description="The unprivileged uid runs drop to when the sandbox host runs as root.",
     )
     sandbox_work_root: str | None = Field(default=None, alias="SANDBOX_WORK_ROOT")
+    data_store_record_bytes: int = Field(default=262_144, alias="DATA_STORE_RECORD_BYTES", gt=0)
+    data_store_namespace_bytes: int = Field(
+        default=16 * 1024 * 1024, alias="DATA_STORE_NAMESPACE_BYTES", gt=0
+    )
+    data_store_namespace_records: int = Field(
+        default=10_000, alias="DATA_STORE_NAMESPACE_RECORDS", gt=0
+    )
     sandbox_egress_allowlist: list[str] = Field(
         default_factory=list,
         alias="SANDBOX_EGRESS_ALLOWLIST",
