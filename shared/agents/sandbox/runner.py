@@ -173,6 +173,9 @@ class Runner:
         with self._lock:
             if self._template is not None and self._template.poll() is None:
                 return
+            if not self.isolated and get_settings().is_production:
+                # Without root there are no namespaces and no uid to drop to.
+                raise Unavailable("The sandbox cannot isolate runs on this host")
             self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
             self.root.chmod(0o711)
             if self._proxy is None:
