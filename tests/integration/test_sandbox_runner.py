@@ -277,3 +277,40 @@ def test_processes_are_gone_after_the_run(runner):
 
 def test_run_tree_of_a_missing_process_is_empty():
     assert run_tree(2**22 + 12345) == set()
+
+
+def test_a_concurrent_runs_files_are_out_of_reach(runner):
+    import threading
+    import time
+
+    writer = (
+        "import time\n"
+        "async def run(input_dict, tools):\n"
+        "    open('secret.txt', 'w').write('mine')\n"
+        "    time.sleep(2)\n"
+        "    return 'done'\n"
+    )
+    first: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: first.update(run(runner, writer)))
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not list(runner.root.glob("run-*/secret.txt")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    [host_path] = [str(p) for p in runner.root.glob("run-*/secret.txt")]
+    reader = (
+        "async def run(input_dict, tools):\n"
+        "    out = {}\n"
+        "    for path in (input_dict['path'], 'secret.txt', '/tmp/secret.txt'):\n"
+        "        try:\n"
+        "            out[path] = open(path).read()\n"
+        "        except OSError as exc:\n"
+        "            out[path] = type(exc).__name__\n"
+        "    return out\n"
+    )
+
+    second = run(runner, reader, {"path": host_path})
+    thread.join()
+
+    assert first["result"] == "done"
+    assert second["outcome"] == "success"
+    assert set(second["result"].values()) == {"FileNotFoundError"}

@@ -197,7 +197,7 @@ class GofannonClient:
         answer = await self._runtime.post(
             "/agents/run-code/call", {"agentName": agent_name, "inputDict": input_dict}
         )
-        self._runtime.emit({"trace": {"type": "agent_call", "agent": agent_name}})
+        self._runtime.emit({"trace": {"type": "agent_call", "called_agent": agent_name}})
         if answer.get("error"):
             raise PlatformError(f"Agent '{agent_name}' failed: {answer['error']}")
         return answer.get("result")
@@ -230,7 +230,8 @@ class DataStore:
             **fields,
         }
         self._runtime.ops_log.append(entry)
-        self._runtime.emit({"trace": {"type": "data_store", **entry}})
+        traced = {k: v for k, v in entry.items() if k not in ("op", "agent", "ts")}
+        self._runtime.emit({"trace": {"type": "data_store", "operation": op, **traced}})
 
     def _call(self, op: str, **arguments: Any) -> Any:
         payload = {"op": op, "namespace": self._namespace, "agent": self._agent, **arguments}

@@ -68,7 +68,7 @@ async def call_llm(  # noqa: PLR0917 - gofannon's signature, called positionally
                     "type": "llm_call",
                     "provider": provider,
                     "model": model,
-                    "durationMs": round((time.monotonic() - started) * 1000, 1),
+                    "duration_ms": round((time.monotonic() - started) * 1000, 1),
                     "error": error,
                 }
             }
