@@ -168,6 +168,34 @@ def test_gofannon_81e4595_call_llm_is_charged_to_the_caller(stack, alice):
     assert "llm_call" in [e["type"] for e in body["trace"]]
 
 
+def test_gofannon_test_sample_with_call_llm_as_a_global(stack, alice):
+    headers, _ = alice
+    # gofannon 81e4595 tests/unit/test_dependencies.py, with a model of our catalog.
+    code = """
+async def run(input_dict, tools):
+    content, _ = await call_llm(
+        provider="openai",
+        model="gpt-4.1-mini",
+        messages=[{"role": "user", "content": input_dict["message"]}],
+        parameters={},
+    )
+    return {"outputText": content}
+"""
+
+    body = run_code(stack, headers, code, {"message": "hello"}).json()
+
+    assert body["error"] is None, body["error"]
+    assert body["result"] == {"outputText": "echo: hello"}
+
+
+def test_synchronous_run_is_refused_like_gofannon(stack, alice):
+    headers, _ = alice
+
+    body = run_code(stack, headers, "def run(input_dict, tools):\n    return {}\n").json()
+
+    assert "Code did not define an 'async def run(input_dict, tools)' function." in body["error"]
+
+
 def test_gofannon_15363b1_litellm_acompletion(stack, alice):
     headers, _ = alice
     code = wrap(
