@@ -178,6 +178,12 @@ class Settings(BaseSettings):
         gt=0,
         description="The unprivileged uid runs drop to when the sandbox host runs as root.",
     )
+    sandbox_isolation: Literal["auto", "root", "userns", "none"] = Field(
+        default="auto",
+        alias="SANDBOX_ISOLATION",
+        description="root: namespaces and a uid drop; userns: user namespace, read-only "
+        "file system, no capabilities; auto picks by the host's uid; none is local only.",
+    )
     sandbox_work_root: str | None = Field(default=None, alias="SANDBOX_WORK_ROOT")
     data_store_record_bytes: int = Field(default=262_144, alias="DATA_STORE_RECORD_BYTES", gt=0)
     data_store_namespace_bytes: int = Field(

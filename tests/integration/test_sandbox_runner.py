@@ -1,8 +1,10 @@
 """The sandbox runner: results, failures as errors, and escape attempts contained.
 
-These tests drive the real template process (no emulators needed). Full
-isolation (namespaces, unprivileged uid) needs the host to run as root, as
-the sandbox function does; without root they are skipped.
+These tests drive the real template process (no emulators needed), in both
+isolation modes: `root` (namespaces and an unprivileged uid) and `userns`
+(what a non-root host gets: a user namespace, a read-only file system, no
+capabilities). Running both here needs a root host; without root they are
+skipped.
 """
 
 from __future__ import annotations
@@ -32,9 +34,9 @@ LIMITS = Limits(
 CONTEXT = {"platformUrl": "http://127.0.0.1:9", "token": "run-token", "agentName": "probe"}
 
 
-@pytest.fixture(scope="module")
-def runner() -> Iterator[Runner]:
-    instance = Runner()
+@pytest.fixture(scope="module", params=["root", "userns"])
+def runner(request: pytest.FixtureRequest) -> Iterator[Runner]:
+    instance = Runner(isolation=request.param)
     yield instance
     instance.close()
 

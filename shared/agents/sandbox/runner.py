@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -48,6 +49,7 @@ _HERE = Path(__file__).resolve().parent
 _POLL_SECONDS = 0.02
 _KILL_ROUNDS = 200
 _LINE_MARGIN = 64 * 1024
+_PR_SET_DUMPABLE = 4
 
 
 @dataclass(frozen=True)
@@ -146,16 +148,20 @@ class Runner:
 
     Args:
         extra_origins: Non-public origins runs may reach besides the configured ones.
+        isolation: `root`, `userns` or `none` (default: `SANDBOX_ISOLATION`).
     """
 
-    def __init__(self, extra_origins: tuple[str, ...] = ()) -> None:
+    def __init__(self, extra_origins: tuple[str, ...] = (), isolation: str | None = None) -> None:
         settings = get_settings()
         self._lock = threading.Lock()
         self._template: subprocess.Popen[bytes] | None = None
         self.root = Path(settings.sandbox_work_root or tempfile.gettempdir()) / (
             f"sandbox-{os.getpid()}"
         )
-        self.isolated = os.geteuid() == 0
+        mode = isolation or settings.sandbox_isolation
+        if mode == "auto":
+            mode = "root" if os.geteuid() == 0 else "userns"
+        self.isolation = mode
         self._proxy: EgressProxy | None = None
         self._extra_origins = extra_origins
 
@@ -173,9 +179,11 @@ class Runner:
         with self._lock:
             if self._template is not None and self._template.poll() is None:
                 return
-            if not self.isolated and get_settings().is_production:
-                # Without root there are no namespaces and no uid to drop to.
-                raise Unavailable("The sandbox cannot isolate runs on this host")
+            if self.isolation == "none" and get_settings().is_production:
+                raise Unavailable("The sandbox refuses to run unisolated in production")
+            if self.isolation == "userns":
+                # Runs keep this process's uid: its /proc files must not be readable by them.
+                ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
             self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
             self.root.chmod(0o711)
             if self._proxy is None:
@@ -274,6 +282,7 @@ class Runner:
             "limits": asdict(limits),
             "workdir": workdir,
             "uid": get_settings().sandbox_uid,
+            "isolation": self.isolation,
             "context": {**context, "egressSocket": self.egress_socket},
         }
         root: int | None = None

@@ -38,10 +38,18 @@ import traceback
 from typing import Any
 
 _CLONE_NEWNS = 0x00020000
+_CLONE_NEWUSER = 0x10000000
 _CLONE_NEWNET = 0x40000000
+_MS_RDONLY = 0x1
+_MS_REMOUNT = 0x20
 _MS_REC = 0x4000
 _MS_PRIVATE = 0x40000
 _MS_BIND = 0x1000
+_CAPABILITY_VERSION_3 = 0x20080522
+_PR_SET_DUMPABLE = 4
+# Kernel file systems that refuse a bind remount in a user namespace; their
+# files are guarded by capabilities the run does not have.
+_PSEUDO_FILESYSTEMS = {"proc", "sysfs"}
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_NO_NEW_PRIVS = 38
 # Hidden behind the run's own directory; /tmp last, since the run's directory lives under it.
@@ -79,6 +87,18 @@ _PRELOADED = (
     "urllib.parse",
     "uuid",
 )
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = (
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    )
 
 
 class LimitExceeded(Exception):
@@ -137,18 +157,9 @@ def _check(result: int, what: str) -> None:
         raise OSError(errno, f"{what}: {os.strerror(errno)}")
 
 
-def _isolate(request: dict[str, Any]) -> None:
-    """Enter fresh mount and network namespaces and drop root (root only).
-
-    The run's directory is bound over /var/tmp, /dev/shm and /tmp, and the
-    egress proxy's socket is bound into it: the network namespace has no
-    interface up, so that socket is the run's only way out.
-    """
-    libc = _libc()
-    workdir, uid = request["workdir"], int(request["uid"])
-    context = request["context"]
-    os.chown(workdir, uid, uid)
-    _check(libc.unshare(_CLONE_NEWNS | _CLONE_NEWNET), "unshare")
+def _bind_run_dir(libc: ctypes.CDLL, request: dict[str, Any]) -> None:
+    """Bind the egress socket into the run's directory, and that over the shared temp dirs."""
+    workdir, context = request["workdir"], request["context"]
     _check(libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "mount private")
     inside = os.path.join(workdir, _EGRESS_NAME)
     with open(inside, "wb"):
@@ -165,9 +176,79 @@ def _isolate(request: dict[str, Any]) -> None:
             )
     context["egressSocket"] = os.path.join(_SHADOWED_DIRS[-1], _EGRESS_NAME)
     request["workdir"] = _SHADOWED_DIRS[-1]
+
+
+def _isolate_as_root(request: dict[str, Any]) -> None:
+    """Root host: fresh mount and network namespaces, then an unprivileged uid.
+
+    The run's directory is bound over /var/tmp, /dev/shm and /tmp, and the
+    egress proxy's socket is bound into it: the network namespace has no
+    interface up, so that socket is the run's only way out.
+    """
+    libc = _libc()
+    uid = int(request["uid"])
+    os.chown(request["workdir"], uid, uid)
+    _check(libc.unshare(_CLONE_NEWNS | _CLONE_NEWNET), "unshare")
+    _bind_run_dir(libc, request)
     os.setgroups([])
     os.setgid(uid)
     os.setuid(uid)
+
+
+def _mounts() -> list[tuple[str, set[str], str]]:
+    """(mount point, per-mount options, type) of every mount, parents first."""
+    found = []
+    with open("/proc/self/mountinfo") as table:
+        for line in table:
+            before, _, after = line.partition(" - ")
+            fields = before.split()
+            point = fields[4].encode().decode("unicode_escape")
+            found.append((point, set(fields[5].split(",")), after.split()[0]))
+    return found
+
+
+def _read_only_everywhere(libc: ctypes.CDLL) -> None:
+    """Remount every mount read-only except the run's own directory (and what is inside it)."""
+    flags = {"nosuid": 2, "nodev": 4, "noexec": 8, "noatime": 1024, "nodiratime": 2048}
+    flags["relatime"] = 1 << 21
+    for point, options, kind in _mounts():
+        inside = any(point == d or point.startswith(d + "/") for d in _SHADOWED_DIRS)
+        if inside or "ro" in options:
+            continue
+        extra = sum(bit for name, bit in flags.items() if name in options)
+        result = libc.mount(
+            None, point.encode(), None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | extra, None
+        )
+        if result != 0 and kind not in _PSEUDO_FILESYSTEMS:
+            _check(result, f"read-only {point}")
+
+
+def _drop_capabilities(libc: ctypes.CDLL) -> None:
+    header = _CapHeader(_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(libc.capset(ctypes.byref(header), data), "capset")
+
+
+def _isolate_in_user_namespace(request: dict[str, Any]) -> None:
+    """Unprivileged host: a user namespace brings the mount and network namespaces.
+
+    The run keeps the host's uid, so on top of the root path the whole file
+    system is made read-only (the run's directory aside) and every
+    capability of the namespace is dropped, so nothing can be remounted.
+    """
+    libc = _libc()
+    uid, gid = os.getuid(), os.getgid()
+    _check(libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNS | _CLONE_NEWNET), "unshare")
+    for name, text in (
+        ("setgroups", "deny"),
+        ("uid_map", f"{uid} {uid} 1"),
+        ("gid_map", f"{gid} {gid} 1"),
+    ):
+        with open(f"/proc/self/{name}", "w") as mapping:
+            mapping.write(text)
+    _bind_run_dir(libc, request)
+    _read_only_everywhere(libc)
+    _drop_capabilities(libc)
 
 
 def _apply_limits(limits: dict[str, int]) -> None:
@@ -252,9 +333,12 @@ def _execute(request: dict[str, Any], channel: _Channel) -> dict[str, Any]:
 def _prepare(request: dict[str, Any]) -> None:
     os.setsid()
     _libc().prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    if os.geteuid() == 0:
-        _isolate(request)
+    if request["isolation"] == "root":
+        _isolate_as_root(request)
+    elif request["isolation"] == "userns":
+        _isolate_in_user_namespace(request)
     _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    _libc().prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
     os.chdir(request["workdir"])
     os.environ.clear()
     signal.signal(signal.SIGXCPU, _on_cpu_limit)
