@@ -9,7 +9,7 @@ One run measures, for the same trivial agent, each `--runs` times:
 - HTTP: `POST /agents/run-code` through the gateway, the agents function,
   a signed call to the sandbox function and back (starts the emulator stack).
 
-    .venv/bin/python bench/run_code_overhead.py [--runs 200] [--no-http]
+    .venv/bin/python bench/run_code_overhead.py [--runs 200] [--no-http] [--isolation userns]
 """
 
 from __future__ import annotations
@@ -91,9 +91,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--no-http", action="store_true")
+    parser.add_argument("--isolation", choices=["auto", "root", "userns", "none"], default="auto")
     args = parser.parse_args()
     baseline = timed("in-process", args.runs, in_process)
-    runner = Runner()
+    runner = Runner(isolation=None if args.isolation == "auto" else args.isolation)
     try:
 
         def sandboxed() -> object:

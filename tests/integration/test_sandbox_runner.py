@@ -316,3 +316,22 @@ def test_a_concurrent_runs_files_are_out_of_reach(runner):
     assert first["result"] == "done"
     assert second["outcome"] == "success"
     assert set(second["result"].values()) == {"FileNotFoundError"}
+
+
+def test_other_processes_are_invisible_and_out_of_signal_reach(runner):
+    code = (
+        "import os, signal\n"
+        "async def run(input_dict, tools):\n"
+        "    try:\n"
+        "        os.kill(input_dict['host'], signal.SIGTERM)\n"
+        "        signalled = 'sent'\n"
+        "    except OSError as exc:\n"
+        "        signalled = type(exc).__name__\n"
+        "    pids = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n"
+        "    return {'signalled': signalled, 'pids': pids, 'me': os.getpid()}\n"
+    )
+
+    done = run(runner, code, {"host": os.getpid()})
+
+    assert done["outcome"] == "success"
+    assert done["result"] == {"signalled": "ProcessLookupError", "pids": [1], "me": 1}

@@ -40,7 +40,11 @@ from typing import Any
 _CLONE_NEWNS = 0x00020000
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWNET = 0x40000000
+_CLONE_NEWPID = 0x20000000
 _MS_RDONLY = 0x1
+_MS_NOSUID = 0x2
+_MS_NODEV = 0x4
+_MS_NOEXEC = 0x8
 _MS_REMOUNT = 0x20
 _MS_REC = 0x4000
 _MS_PRIVATE = 0x40000
@@ -178,23 +182,6 @@ def _bind_run_dir(libc: ctypes.CDLL, request: dict[str, Any]) -> None:
     request["workdir"] = _SHADOWED_DIRS[-1]
 
 
-def _isolate_as_root(request: dict[str, Any]) -> None:
-    """Root host: fresh mount and network namespaces, then an unprivileged uid.
-
-    The run's directory is bound over /var/tmp, /dev/shm and /tmp, and the
-    egress proxy's socket is bound into it: the network namespace has no
-    interface up, so that socket is the run's only way out.
-    """
-    libc = _libc()
-    uid = int(request["uid"])
-    os.chown(request["workdir"], uid, uid)
-    _check(libc.unshare(_CLONE_NEWNS | _CLONE_NEWNET), "unshare")
-    _bind_run_dir(libc, request)
-    os.setgroups([])
-    os.setgid(uid)
-    os.setuid(uid)
-
-
 def _mounts() -> list[tuple[str, set[str], str]]:
     """(mount point, per-mount options, type) of every mount, parents first."""
     found = []
@@ -209,7 +196,8 @@ def _mounts() -> list[tuple[str, set[str], str]]:
 
 def _read_only_everywhere(libc: ctypes.CDLL) -> None:
     """Remount every mount read-only except the run's own directory (and what is inside it)."""
-    flags = {"nosuid": 2, "nodev": 4, "noexec": 8, "noatime": 1024, "nodiratime": 2048}
+    flags = {"nosuid": _MS_NOSUID, "nodev": _MS_NODEV, "noexec": _MS_NOEXEC}
+    flags |= {"noatime": 1024, "nodiratime": 2048}
     flags["relatime"] = 1 << 21
     for point, options, kind in _mounts():
         inside = any(point == d or point.startswith(d + "/") for d in _SHADOWED_DIRS)
@@ -229,16 +217,21 @@ def _drop_capabilities(libc: ctypes.CDLL) -> None:
     _check(libc.capset(ctypes.byref(header), data), "capset")
 
 
-def _isolate_in_user_namespace(request: dict[str, Any]) -> None:
-    """Unprivileged host: a user namespace brings the mount and network namespaces.
+def _unshare(request: dict[str, Any]) -> None:
+    """Create the run's namespaces: mount, network and PID (and user, without root).
 
-    The run keeps the host's uid, so on top of the root path the whole file
-    system is made read-only (the run's directory aside) and every
-    capability of the namespace is dropped, so nothing can be remounted.
+    Root host: the run later drops to an unprivileged uid. Other hosts: a
+    user namespace maps the host's uid to itself and brings the rest.
     """
     libc = _libc()
+    if request["isolation"] == "root":
+        uid = int(request["uid"])
+        os.chown(request["workdir"], uid, uid)
+        _check(libc.unshare(_CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWPID), "unshare")
+        return
     uid, gid = os.getuid(), os.getgid()
-    _check(libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNS | _CLONE_NEWNET), "unshare")
+    flags = _CLONE_NEWUSER | _CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWPID
+    _check(libc.unshare(flags), "unshare")
     for name, text in (
         ("setgroups", "deny"),
         ("uid_map", f"{uid} {uid} 1"),
@@ -246,7 +239,40 @@ def _isolate_in_user_namespace(request: dict[str, Any]) -> None:
     ):
         with open(f"/proc/self/{name}", "w") as mapping:
             mapping.write(text)
+
+
+def _become_pid_one() -> None:
+    """Fork into the new PID namespace; this process waits there and leaves with its child.
+
+    The child is PID 1 of the run's namespace: it sees only the run's
+    processes, can signal nothing else, and takes the whole namespace with
+    it when it dies.
+    """
+    pid = os.fork()
+    if pid == 0:
+        return
+    _, status = os.waitpid(pid, 0)
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
+def _enter(request: dict[str, Any]) -> None:
+    """Inside the namespaces: the run's directory, a fresh /proc, then no privileges.
+
+    Root host: drop to `uid`. Other hosts: the run keeps the host's uid, so
+    the whole file system is made read-only (the run's directory aside) and
+    every capability of the namespace is dropped, so nothing can be remounted.
+    """
+    libc = _libc()
     _bind_run_dir(libc, request)
+    _check(
+        libc.mount(b"proc", b"/proc", b"proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None), "proc"
+    )
+    if request["isolation"] == "root":
+        uid = int(request["uid"])
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+        return
     _read_only_everywhere(libc)
     _drop_capabilities(libc)
 
@@ -333,10 +359,10 @@ def _execute(request: dict[str, Any], channel: _Channel) -> dict[str, Any]:
 def _prepare(request: dict[str, Any]) -> None:
     os.setsid()
     _libc().prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    if request["isolation"] == "root":
-        _isolate_as_root(request)
-    elif request["isolation"] == "userns":
-        _isolate_in_user_namespace(request)
+    if request["isolation"] != "none":
+        _unshare(request)
+        _become_pid_one()
+        _enter(request)
     _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     _libc().prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
     os.chdir(request["workdir"])
