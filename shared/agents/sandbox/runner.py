@@ -286,6 +286,8 @@ class Runner:
             "context": {**context, "egressSocket": self.egress_socket},
         }
         root: int | None = None
+        started = time.monotonic()
+        outcome = "abandoned"
         try:
             conn.sendall(json.dumps(request).encode() + b"\n")
             watch = _Watch(conn, limits)
@@ -296,14 +298,21 @@ class Runner:
                 elif "trace" in message:
                     yield {"trace": message["trace"]}
                 elif "done" in message:
-                    yield {"done": _outcome(message["done"])}
+                    done = _outcome(message["done"])
+                    outcome = done["outcome"]
+                    yield {"done": done}
                     return
+            outcome = "killed"
             yield {"done": {"outcome": "error", "error": watch.failure, "opsLog": []}}
         finally:
             if root is not None:
                 kill_tree(root)
             conn.close()
             shutil.rmtree(workdir, ignore_errors=True)
+            elapsed = round((time.monotonic() - started) * 1000, 1)
+            logger.info(
+                "sandbox run %s", outcome, extra={"outcome": outcome, "durationMs": elapsed}
+            )
 
 
 def _outcome(done: Any) -> dict[str, Any]:
