@@ -69,7 +69,8 @@ reset: $(VENV)
 openapi: $(VENV)
 	$(PY) -m devstack openapi
 
-## make bench: cold starts against bare functions, chat ticket overhead, face analysis latency
+## make bench: cold starts against bare functions, chat ticket overhead, face analysis latency,
+## run-code overhead against in-process execution
 bench: setup
 	PYTHONPATH=. $(PY) bench/cold_start.py --function providers --path /providers
 	PYTHONPATH=. $(PY) bench/cold_start.py --function storage --path /storage/profile-image/x/y \
@@ -77,3 +78,4 @@ bench: setup
 	PYTHONPATH=. $(PY) bench/ticket_overhead.py --tickets 200
 	PYTHONPATH=. $(PY) bench/face_analysis.py --runs 20
 	PYTHONPATH=. $(PY) bench/mcp_latency.py --runs 50
+	PYTHONPATH=. $(PY) bench/run_code_overhead.py --runs 200

@@ -87,6 +87,8 @@ class Stack:
             "CLOUD_TASKS_EMULATOR_HOST": f"127.0.0.1:{self.ports['tasks']}",
             "TASKS_LOCATION": LOCATION,
             "TASKS_TARGET_BASE_URL": f"{gateway_url}/_functions",
+            "PLATFORM_URL": gateway_url,
+            "SANDBOX_URL": f"{gateway_url}/_functions/sandbox",
             "PROFILES_BUCKET": PROFILES_BUCKET,
             "SIGNING_CREDENTIALS_FILE": str(self.workdir / "signer.json"),
         }

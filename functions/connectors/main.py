@@ -16,7 +16,7 @@ _UPSTREAM = {
 
 @router.post(
     "/mcp/tools",
-    auth="user",
+    auth="run",
     summary="List MCP Tools",
     body=mcp_client.ListToolsRequest,
     response=mcp_client.ToolList,
@@ -29,7 +29,7 @@ def list_mcp_tools(ctx: RequestContext, body: mcp_client.ListToolsRequest) -> mc
 
 @router.post(
     "/mcp/call",
-    auth="user",
+    auth="run",
     summary="Call MCP Tool",
     body=mcp_client.CallToolRequest,
     response=mcp_client.ToolCallResult,

@@ -27,17 +27,15 @@ from typing import Any
 
 from pydantic import ConfigDict, Field
 
-from shared.agents import accounts
+from shared.agents import metering
 from shared.llm import gateway
 from shared.platform import clients
 from shared.platform.auth import Principal, can_access_owned
 from shared.platform.errors import (
     BadGateway,
     Conflict,
-    DomainError,
     Forbidden,
     NotFound,
-    PaymentRequired,
 )
 from shared.platform.models import Model
 from shared.platform.transactions import Plan, write_if_unchanged
@@ -268,24 +266,7 @@ def generate_code(principal: Principal, request: GenerateDemoCodeRequest) -> Gen
         responseSchema=_CODE_SCHEMA,
     )
     gateway.prepare(llm_request)
-    if accounts.get_account(principal).usageInfo.spendRemaining <= 0:
-        raise PaymentRequired("Allowance exhausted")
-    estimate = accounts.to_micros(gateway.estimate_cost(llm_request))
-    accounts.reserve(owner, estimate, also_set=[])
-    try:
-        result = gateway.complete(llm_request)
-    except DomainError:
-        accounts.settle(owner, estimate, 0)
-        raise
-    entry_id = str(uuid.uuid4())
-    entry = {
-        "model": result.model,
-        "provider": config.provider,
-        "usage": result.usage.model_dump(),
-        "source": "demo-generate-code",
-        "createdAt": datetime.now(UTC),
-    }
-    accounts.settle(owner, estimate, accounts.to_micros(result.cost), ledger=(entry_id, entry))
+    result = metering.charged_completion(principal, owner, llm_request, "demo-generate-code")
     return _parse_code(result.content, result.thoughts)
 
 

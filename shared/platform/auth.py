@@ -6,7 +6,11 @@ Two kinds of bearer token are accepted in `Authorization: Bearer ...`:
   revocation checked;
 - phone session tokens issued by `/auth/verify-code`: opaque random strings,
   stored only as their SHA-256 in `auth_tokens/{hash}` with an expiry and a
-  revoked flag.
+  revoked flag;
+- run tokens (`run:...`), held by agent code in the sandbox: HMAC-signed,
+  expiring within minutes, carrying the user id, the agent call chain and
+  the agents the run may call. Only routes with auth mode `run` accept them,
+  and they never carry admin rights.
 
 Admin is the custom claim `admin: true` or the role `admin` on the user document.
 
@@ -22,7 +26,10 @@ them).
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
+import json
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -36,6 +43,7 @@ AUTH_TOKENS = "auth_tokens"
 USERS = "users"
 USER_PHONES = "user_phones"
 ADMIN_ROLE = "admin"
+RUN_TOKEN_PREFIX = "run:"  # noqa: S105 - a marker, not a secret
 
 
 def hash_token(token: str) -> str:
@@ -48,6 +56,74 @@ def hash_token(token: str) -> str:
         Its SHA-256 in hex.
     """
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class RunGrant:
+    """What a run token allows: acting for one user from inside one agent run.
+
+    Attributes:
+        user_id: The user the run acts for (and who pays for its model calls).
+        chain: Names of the agents on the call stack, outermost first (cycles are refused).
+        agents: Ids of the agents the running agent may call.
+        expires: Unix time after which the token is refused.
+    """
+
+    user_id: str
+    chain: tuple[str, ...]
+    agents: tuple[str, ...]
+    expires: float
+
+    @property
+    def depth(self) -> int:
+        """How many agent calls deep the run is (0 for a top-level run)."""
+        return max(len(self.chain) - 1, 0)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _run_signature(payload: str) -> str:
+    key = get_settings().service_secret()
+    return _b64(hmac.new(key, b"run-token.v1." + payload.encode(), hashlib.sha256).digest())
+
+
+def issue_run_token(user_id: str, chain: list[str], agents: list[str]) -> str:
+    """Mint a run token for agent code (valid `RUN_TOKEN_MINUTES`).
+
+    Args:
+        user_id: The user the run acts for.
+        chain: The agent names on the call stack, outermost first.
+        agents: The agent ids the run may call.
+
+    Returns:
+        `run:` + payload + `~` + signature.
+    """
+    expires = time.time() + get_settings().run_token_minutes * 60
+    claims = {"u": user_id, "c": chain, "a": agents, "e": expires}
+    payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
+    return f"{RUN_TOKEN_PREFIX}{payload}~{_run_signature(payload)}"
+
+
+def read_run_token(token: str) -> RunGrant:
+    """Check a run token's signature and expiry.
+
+    Raises:
+        Unauthorized: Malformed, mis-signed or expired.
+    """
+    payload, _, signature = token.removeprefix(RUN_TOKEN_PREFIX).partition("~")
+    if not hmac.compare_digest(_run_signature(payload), signature):
+        raise Unauthorized("Invalid token")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    if claims["e"] <= time.time():
+        raise Unauthorized("Token expired")
+    return RunGrant(
+        user_id=claims["u"],
+        chain=tuple(claims["c"]),
+        agents=tuple(claims["a"]),
+        expires=claims["e"],
+    )
 
 
 @dataclass
@@ -64,20 +140,22 @@ class Principal:
         admin_claim: Whether the token itself carries the admin claim.
     """
 
-    kind: Literal["firebase", "phone"]
+    kind: Literal["firebase", "phone", "run"]
     subject: str
     user_id: str | None
     phone: str | None = None
     email: str | None = None
     email_verified: bool = False
     admin_claim: bool = False
+    run: RunGrant | None = None
     _admin: bool | None = field(default=None, repr=False, init=False)
 
     @property
     def is_admin(self) -> bool:
         """Whether the caller is an admin (claim, or role on the user document)."""
         if self._admin is None:
-            self._admin = self.admin_claim or self._has_admin_role()
+            # Agent code's run tokens never carry admin rights.
+            self._admin = self.kind != "run" and (self.admin_claim or self._has_admin_role())
         return self._admin
 
     def _has_admin_role(self) -> bool:
@@ -125,11 +203,12 @@ def forget(token: str) -> None:
     _remembered.pop(hash_token(token), None)
 
 
-def authenticate(authorization: str | None) -> Principal:
+def authenticate(authorization: str | None, *, allow_run: bool = False) -> Principal:
     """Resolve an `Authorization` header to a principal.
 
     Args:
         authorization: The raw header value, or None when absent.
+        allow_run: Whether a run token (agent code in the sandbox) is accepted.
 
     Returns:
         The authenticated principal.
@@ -142,6 +221,11 @@ def authenticate(authorization: str | None) -> Principal:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("Not authenticated")
+    if token.startswith(RUN_TOKEN_PREFIX):
+        if not allow_run:
+            raise Unauthorized("Run tokens are not accepted here")
+        grant = _read_run_token_safely(token)
+        return Principal(kind="run", subject=grant.user_id, user_id=grant.user_id, run=grant)
     token_hash = hash_token(token)
     remembered = _recall(token_hash)
     if remembered is not None:
@@ -149,6 +233,13 @@ def authenticate(authorization: str | None) -> Principal:
     if token.count(".") == 2:
         return _firebase_principal(token, token_hash)
     return _phone_principal(token_hash)
+
+
+def _read_run_token_safely(token: str) -> RunGrant:
+    try:
+        return read_run_token(token)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise Unauthorized("Invalid token") from exc
 
 
 def _firebase_principal(token: str, token_hash: str) -> Principal:

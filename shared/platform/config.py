@@ -30,6 +30,7 @@ DEFAULT_QUEUE_WORKERS = {
 }
 _LOCAL_TASK_SECRET = "local-task-signing-secret"  # noqa: S105 - refused in production below
 _LOCAL_CODE_SECRET = "local-phone-code-secret"  # noqa: S105 - refused in production below
+_LOCAL_SERVICE_SECRET = "local-service-signing-secret"  # noqa: S105 - refused in production below
 
 
 class Settings(BaseModel):
@@ -203,12 +204,62 @@ class Settings(BaseModel):
         description="The API's origin as browsers reach it (demo pages call it).",
     )
 
+    platform_url: str = Field(
+        default="http://127.0.0.1:8000",
+        alias="PLATFORM_URL",
+        description="The public API base URL, as agent code in the sandbox calls it back.",
+    )
+    sandbox_url: str = Field(
+        default="http://127.0.0.1:8000/_functions/sandbox",
+        alias="SANDBOX_URL",
+        description="The private sandbox function's URL (also the ID token audience).",
+    )
+    service_signing_secret: SecretStr = Field(
+        default=SecretStr(_LOCAL_SERVICE_SECRET), alias="SERVICE_SIGNING_SECRET"
+    )
+    run_token_minutes: int = Field(default=15, alias="RUN_TOKEN_MINUTES", gt=0, le=60)
+    agent_call_max_depth: int = Field(default=5, alias="AGENT_CALL_MAX_DEPTH", ge=0, le=20)
+    sandbox_cpu_seconds: int = Field(default=30, alias="SANDBOX_CPU_SECONDS", gt=0)
+    sandbox_wall_seconds: float = Field(default=60, alias="SANDBOX_WALL_SECONDS", gt=0)
+    sandbox_memory_mb: int = Field(default=1024, alias="SANDBOX_MEMORY_MB", ge=256)
+    sandbox_file_mb: int = Field(default=64, alias="SANDBOX_FILE_MB", gt=0)
+    sandbox_open_files: int = Field(default=128, alias="SANDBOX_OPEN_FILES", ge=32)
+    sandbox_output_bytes: int = Field(default=1_048_576, alias="SANDBOX_OUTPUT_BYTES", gt=0)
+    sandbox_result_bytes: int = Field(default=4_194_304, alias="SANDBOX_RESULT_BYTES", gt=0)
+    sandbox_max_processes: int = Field(default=16, alias="SANDBOX_MAX_PROCESSES", gt=0)
+    sandbox_uid: int = Field(
+        default=65534,
+        alias="SANDBOX_UID",
+        gt=0,
+        description="The unprivileged uid runs drop to when the sandbox host runs as root.",
+    )
+    sandbox_isolation: Literal["auto", "root", "userns", "none"] = Field(
+        default="auto",
+        alias="SANDBOX_ISOLATION",
+        description="root: namespaces and a uid drop; userns: user namespace, read-only "
+        "file system, no capabilities; auto picks by the host's uid; none is local only.",
+    )
+    sandbox_work_root: str | None = Field(default=None, alias="SANDBOX_WORK_ROOT")
+    data_store_record_bytes: int = Field(default=262_144, alias="DATA_STORE_RECORD_BYTES", gt=0)
+    data_store_namespace_bytes: int = Field(
+        default=16 * 1024 * 1024, alias="DATA_STORE_NAMESPACE_BYTES", gt=0
+    )
+    data_store_namespace_records: int = Field(
+        default=10_000, alias="DATA_STORE_NAMESPACE_RECORDS", gt=0
+    )
+    sandbox_egress_allowlist: list[str] = Field(
+        default_factory=list,
+        alias="SANDBOX_EGRESS_ALLOWLIST",
+        description="Non-public origins agent code may reach besides the platform (JSON list).",
+    )
+
     @field_validator(
         "face_attributes",
         "task_queues",
         "test_phone_numbers",
         "plan_caps",
         "fetch_allowed_addresses",
+        "sandbox_egress_allowlist",
         mode="before",
     )
     @classmethod
@@ -239,6 +290,12 @@ class Settings(BaseModel):
     def code_secret(self) -> bytes:
         """The key of phone code HMACs (the local default is refused in production)."""
         return self._secret(self.phone_code_secret, _LOCAL_CODE_SECRET, "PHONE_CODE_SECRET")
+
+    def service_secret(self) -> bytes:
+        """The key of service calls and run tokens (the local default is refused in production)."""
+        return self._secret(
+            self.service_signing_secret, _LOCAL_SERVICE_SECRET, "SERVICE_SIGNING_SECRET"
+        )
 
     def _secret(self, value: SecretStr, local_default: str, name: str) -> bytes:
         secret = value.get_secret_value()

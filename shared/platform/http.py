@@ -48,7 +48,7 @@ from shared.platform.values import DOC_ID_PATTERN, UnstorableValue, check_json
 
 logger = logging.getLogger(__name__)
 
-AuthMode = Literal["none", "optional", "user", "admin"]
+AuthMode = Literal["none", "optional", "user", "admin", "run"]
 Handler = Callable[..., Any]
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(str|int|path|id))?\}")
@@ -234,7 +234,8 @@ class Router:
             method: HTTP method.
             path: Template such as `/users/{user_id:id}` or `/files/{name:path}`; `id`
                 matches document ids, `int` integers, `path` several segments.
-            auth: `none`, `optional`, `user` (any valid token) or `admin`.
+            auth: `none`, `optional`, `user` (any valid token), `admin`, or `run`
+                (a user token or a sandboxed agent's run token).
             summary: The operation's one-line description.
             query: Model validating the query string.
             body: Model validating the JSON body.
@@ -458,7 +459,7 @@ def _principal(mode: AuthMode, request: flask.Request) -> auth.Principal | None:
     header = request.headers.get("Authorization")
     if mode == "none" or (mode == "optional" and not header):
         return None
-    principal = auth.authenticate(header)
+    principal = auth.authenticate(header, allow_run=mode == "run")
     if mode == "admin":
         auth.require_admin(principal)
     return principal

@@ -1,0 +1,1 @@
+"""Stand-ins for gofannon's `agent_factory` package inside the sandbox."""

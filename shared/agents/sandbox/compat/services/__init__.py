@@ -1,0 +1,1 @@
+"""Stand-ins for gofannon's `services` package inside the sandbox."""

@@ -1,0 +1,466 @@
+"""The warm template process: imports the agent runtime once, forks a child per run.
+
+Started by `runner.Runner` as `python -I template.py COMPAT_DIR SOCKET_PATH`
+with an empty environment. It listens on a Unix socket; each connection is
+one run. The template forks at once, so runs never wait for each other, and
+the child:
+
+1. writes `{"pid": ...}` so the host can supervise it;
+2. becomes a session leader (its own process group) and a child subreaper,
+   so everything it starts stays in its process tree;
+3. when the template runs as root: enters new mount and network namespaces
+   (the only way out is the egress proxy's Unix socket), binds its working
+   directory over /tmp, /var/tmp and /dev/shm, and drops to an unprivileged
+   uid; otherwise it keeps the host's uid and network (the runner reports this);
+4. applies CPU, address-space, file-size and open-file limits, clears the
+   environment and changes into its temporary working directory;
+5. runs `async def run(input_dict, tools)` with the compatibility globals,
+   streaming trace events and finally one `{"done": ...}` line;
+6. waits to be killed by the host, which kills the whole process tree.
+
+This module imports nothing from `shared`: it runs in its own interpreter
+with the compatibility modules (COMPAT_DIR) on its path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import io
+import json
+import os
+import resource
+import signal
+import socket
+import sys
+import traceback
+from typing import Any
+
+_CLONE_NEWNS = 0x00020000
+_CLONE_NEWUSER = 0x10000000
+_CLONE_NEWNET = 0x40000000
+_CLONE_NEWPID = 0x20000000
+_MS_RDONLY = 0x1
+_MS_NOSUID = 0x2
+_MS_NODEV = 0x4
+_MS_NOEXEC = 0x8
+_MS_REMOUNT = 0x20
+_MS_REC = 0x4000
+_MS_PRIVATE = 0x40000
+_MS_BIND = 0x1000
+_CAPABILITY_VERSION_3 = 0x20080522
+_PR_SET_DUMPABLE = 4
+# Kernel file systems that refuse a bind remount in a user namespace; their
+# files are guarded by capabilities the run does not have.
+_PSEUDO_FILESYSTEMS = {"proc", "sysfs"}
+_PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_NO_NEW_PRIVS = 38
+# Hidden behind the run's own directory; /tmp last, since the run's directory lives under it.
+_SHADOWED_DIRS = ("/var/tmp", "/dev/shm", "/tmp")  # noqa: S108
+_TRACEBACK_LINES = 20
+_LINE_BUFFER = 4096
+_EGRESS_NAME = ".egress.sock"
+# Imported once by the template, so runs start warm (and need not read these files
+# again: a run's uid may not be able to read the interpreter's directory).
+_PRELOADED = (
+    "agent_factory.remote_mcp_client",
+    "litellm",
+    "sandbox_runtime",
+    "services.llm_service",
+    "httpx",
+    "httpcore._async.connection_pool",
+    "anyio._backends._asyncio",
+    "importlib.resources",
+    "encodings.idna",
+    "base64",
+    "collections",
+    "copy",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "functools",
+    "hashlib",
+    "itertools",
+    "math",
+    "random",
+    "statistics",
+    "string",
+    "textwrap",
+    "typing",
+    "urllib.parse",
+    "uuid",
+)
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = (
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    )
+
+
+class LimitExceeded(Exception):
+    """A resource limit of the run was reached."""
+
+
+class _Channel:
+    """Line-delimited JSON to the host over the run's connection."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def send(self, message: dict[str, Any]) -> None:
+        data = json.dumps(message, separators=(",", ":"), default=str).encode() + b"\n"
+        self._sock.sendall(data)
+
+
+class _CappedOutput(io.TextIOBase):
+    """Stands in for stdout/stderr: forwards whole lines as trace events, up to a budget."""
+
+    def __init__(self, channel: _Channel, stream: str, budget: list[int]) -> None:
+        self._channel = channel
+        self._stream = stream
+        self._budget = budget
+        self._pending = ""
+        self.exceeded = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        size = len(text.encode("utf-8", "replace"))
+        if size > self._budget[0]:
+            self.exceeded = True
+            self._budget[0] = 0
+            raise LimitExceeded("Output limit exceeded")
+        self._budget[0] -= size
+        self._pending += text
+        if "\n" in text or len(self._pending) > _LINE_BUFFER:
+            self.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            self._channel.send({"trace": {"type": self._stream, "text": self._pending}})
+            self._pending = ""
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+
+
+def _bind_run_dir(libc: ctypes.CDLL, request: dict[str, Any]) -> None:
+    """Bind the egress socket into the run's directory, and that over the shared temp dirs."""
+    workdir, context = request["workdir"], request["context"]
+    _check(libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "mount private")
+    inside = os.path.join(workdir, _EGRESS_NAME)
+    with open(inside, "wb"):
+        pass
+    _check(
+        libc.mount(context["egressSocket"].encode(), inside.encode(), None, _MS_BIND, None),
+        "bind egress",
+    )
+    for shadowed in _SHADOWED_DIRS:
+        if os.path.isdir(shadowed):
+            _check(
+                libc.mount(workdir.encode(), shadowed.encode(), None, _MS_BIND | _MS_REC, None),
+                f"bind {shadowed}",
+            )
+    context["egressSocket"] = os.path.join(_SHADOWED_DIRS[-1], _EGRESS_NAME)
+    request["workdir"] = _SHADOWED_DIRS[-1]
+
+
+def _mounts() -> list[tuple[str, set[str], str]]:
+    """(mount point, per-mount options, type) of every mount, parents first."""
+    found = []
+    with open("/proc/self/mountinfo") as table:
+        for line in table:
+            before, _, after = line.partition(" - ")
+            fields = before.split()
+            point = fields[4].encode().decode("unicode_escape")
+            found.append((point, set(fields[5].split(",")), after.split()[0]))
+    return found
+
+
+def _read_only_everywhere(libc: ctypes.CDLL) -> None:
+    """Remount every mount read-only except the run's own directory (and what is inside it)."""
+    flags = {"nosuid": _MS_NOSUID, "nodev": _MS_NODEV, "noexec": _MS_NOEXEC}
+    flags |= {"noatime": 1024, "nodiratime": 2048}
+    flags["relatime"] = 1 << 21
+    for point, options, kind in _mounts():
+        inside = any(point == d or point.startswith(d + "/") for d in _SHADOWED_DIRS)
+        if inside or "ro" in options:
+            continue
+        extra = sum(bit for name, bit in flags.items() if name in options)
+        result = libc.mount(
+            None, point.encode(), None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | extra, None
+        )
+        if result != 0 and kind not in _PSEUDO_FILESYSTEMS:
+            _check(result, f"read-only {point}")
+
+
+def _drop_capabilities(libc: ctypes.CDLL) -> None:
+    header = _CapHeader(_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(libc.capset(ctypes.byref(header), data), "capset")
+
+
+def _unshare(request: dict[str, Any]) -> None:
+    """Create the run's namespaces: mount, network and PID (and user, without root).
+
+    Root host: the run later drops to an unprivileged uid. Other hosts: a
+    user namespace maps the host's uid to itself and brings the rest.
+    """
+    libc = _libc()
+    if request["isolation"] == "root":
+        uid = int(request["uid"])
+        os.chown(request["workdir"], uid, uid)
+        _check(libc.unshare(_CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWPID), "unshare")
+        return
+    uid, gid = os.getuid(), os.getgid()
+    flags = _CLONE_NEWUSER | _CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWPID
+    _check(libc.unshare(flags), "unshare")
+    for name, text in (
+        ("setgroups", "deny"),
+        ("uid_map", f"{uid} {uid} 1"),
+        ("gid_map", f"{gid} {gid} 1"),
+    ):
+        with open(f"/proc/self/{name}", "w") as mapping:
+            mapping.write(text)
+
+
+def _become_pid_one() -> None:
+    """Fork into the new PID namespace; this process waits there and leaves with its child.
+
+    The child is PID 1 of the run's namespace: it sees only the run's
+    processes, can signal nothing else, and takes the whole namespace with
+    it when it dies.
+    """
+    pid = os.fork()
+    if pid == 0:
+        return
+    _, status = os.waitpid(pid, 0)
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
+def _enter(request: dict[str, Any]) -> None:
+    """Inside the namespaces: the run's directory, a fresh /proc, then no privileges.
+
+    Root host: drop to `uid`. Other hosts: the run keeps the host's uid, so
+    the whole file system is made read-only (the run's directory aside) and
+    every capability of the namespace is dropped, so nothing can be remounted.
+    """
+    libc = _libc()
+    _bind_run_dir(libc, request)
+    _check(
+        libc.mount(b"proc", b"/proc", b"proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None), "proc"
+    )
+    if request["isolation"] == "root":
+        uid = int(request["uid"])
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+        return
+    _read_only_everywhere(libc)
+    _drop_capabilities(libc)
+
+
+def _apply_limits(limits: dict[str, int]) -> None:
+    cpu = limits["cpuSeconds"]
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    resource.setrlimit(resource.RLIMIT_AS, (limits["memoryBytes"], limits["memoryBytes"]))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limits["fileBytes"], limits["fileBytes"]))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limits["openFiles"], limits["openFiles"]))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def _on_cpu_limit(signum: int, frame: Any) -> None:
+    raise LimitExceeded("CPU time limit exceeded")
+
+
+def _trimmed_traceback(exc: BaseException) -> str:
+    """The traceback of user code only (frames of `<agent>`), at most a few lines."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == "<agent>"]
+    lines = traceback.format_list(frames[-_TRACEBACK_LINES:])
+    lines += traceback.format_exception_only(type(exc), exc)
+    text = "".join(lines)
+    return text if frames else "".join(traceback.format_exception_only(type(exc), exc))
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, LimitExceeded):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "MemoryError: memory limit exceeded"
+    if isinstance(exc, SyntaxError):
+        return "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return _trimmed_traceback(exc).strip()
+
+
+async def _call_run(namespace: dict[str, Any], request: dict[str, Any]) -> Any:
+    run = namespace.get("run")
+    if run is None or not asyncio.iscoroutinefunction(run):
+        raise ValueError("Code did not define an 'async def run(input_dict, tools)' function.")
+    try:
+        return await run(input_dict=request["inputDict"], tools=request["tools"])
+    finally:
+        await namespace["_sandbox_runtime"].aclose()
+
+
+def _encode(result: Any, limit: int) -> Any:
+    try:
+        encoded = json.dumps(result, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise LimitExceeded(f"Result is not JSON: {exc}") from None
+    if len(encoded) > limit:
+        raise LimitExceeded("Result too large")
+    return json.loads(encoded)
+
+
+def _execute(request: dict[str, Any], channel: _Channel) -> dict[str, Any]:
+    import sandbox_runtime
+
+    budget = [int(request["limits"]["outputBytes"])]
+    stdout = _CappedOutput(channel, "stdout", budget)
+    stderr = _CappedOutput(channel, "stderr", budget)
+    sys.stdout, sys.stderr = stdout, stderr
+    runtime = sandbox_runtime.Runtime(request["context"], channel.send)
+    namespace = runtime.globals()
+    try:
+        code = compile(request["code"], "<agent>", "exec")
+        exec(code, namespace)  # noqa: S102 - this process is the sandbox
+        result = asyncio.run(_call_run(namespace, request))
+        if stdout.exceeded or stderr.exceeded:
+            raise LimitExceeded("Output limit exceeded")
+        encoded = _encode(result, request["limits"]["resultBytes"])
+        return {"outcome": "success", "result": encoded, "opsLog": runtime.ops_log}
+    except BaseException as exc:  # user code may raise anything, SystemExit included
+        exceeded = stdout.exceeded or stderr.exceeded
+        failure = LimitExceeded("Output limit exceeded") if exceeded else exc
+        return {"outcome": "error", "error": _describe(failure), "opsLog": runtime.ops_log}
+    finally:
+        stdout.flush()
+        stderr.flush()
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+
+
+def _prepare(request: dict[str, Any]) -> None:
+    os.setsid()
+    _libc().prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    if request["isolation"] != "none":
+        _unshare(request)
+        _become_pid_one()
+        _enter(request)
+    _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    _libc().prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+    os.chdir(request["workdir"])
+    os.environ.clear()
+    signal.signal(signal.SIGXCPU, _on_cpu_limit)
+    _apply_limits(request["limits"])
+
+
+def _child(conn: socket.socket, listener: socket.socket) -> None:
+    listener.close()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    channel = _Channel(conn)
+    channel.send({"pid": os.getpid()})
+    reader = conn.makefile("rb")
+    request = json.loads(reader.readline())
+    try:
+        _prepare(request)
+        outcome = _execute(request, channel)
+    except Exception as exc:
+        channel.send({"done": {"outcome": "error", "error": f"Sandbox setup failed: {exc!r}"}})
+        os._exit(1)
+    with contextlib.suppress(OSError):
+        channel.send({"done": outcome})
+    # The host kills the whole process tree once it has read the outcome.
+    reader.read()
+    os._exit(0)
+
+
+def _reap(active: set[int]) -> None:
+    """Collect finished children; kill anything else reparented to the template."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            break
+        active.discard(pid)
+    me = str(os.getpid())
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in active:
+            continue
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+            if fields[1].decode() == me:
+                os.kill(int(entry), signal.SIGKILL)
+
+
+def _shutdown(active: set[int]) -> None:
+    """The host is gone: kill every run, then leave."""
+    for pid in active:
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    os._exit(0)
+
+
+def main() -> None:
+    """Serve runs forever (until the host kills the template)."""
+    compat_dir, socket_path = sys.argv[1], sys.argv[2]
+    sys.path.insert(0, compat_dir)
+    import importlib
+
+    for name in _PRELOADED:
+        importlib.import_module(name)
+    _libc().prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(socket_path)
+    listener.listen(64)
+    listener.settimeout(0.5)
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    active: set[int] = set()
+    host = os.getppid()
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            _reap(active)
+            if os.getppid() != host:
+                _shutdown(active)
+            continue
+        conn.settimeout(None)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _child(conn, listener)
+            finally:
+                os._exit(1)
+        active.add(pid)
+        conn.close()
+        _reap(active)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Pure pieces of the agent code runner: schema warnings, run tokens, signatures, egress checks."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from shared.agents.runs import _llm_overrides, output_warnings
+from shared.agents.sandbox.egress import EgressRefused, check_target, origin
+from shared.platform import auth, service
+from shared.platform.errors import Unauthorized
+
+
+def test_output_warnings_follow_gofannon():
+    schema = {"text": "string", "count": "integer", "score": "float", "anything": "json"}
+
+    assert output_warnings({"text": "a", "count": 1, "score": 2, "anything": None}, schema) == []
+    assert output_warnings("nope", {"a": "string"}) == [
+        "Output is not a dict (got str). Expected keys: ['a']."
+    ]
+    assert output_warnings({"text": 1, "count": True, "score": 1.5, "anything": 0}, schema) == [
+        "Output 'count' is a boolean but schema declares integer.",
+        "Output 'text' has type int but schema declares string.",
+    ]
+    assert output_warnings({"x": 1}, None) == []
+
+
+def test_llm_settings_per_model_and_legacy():
+    per_model = {"perModel": {"openai/gpt-4.1-mini": {"maxTokens": 10, "reasoningEffort": "low"}}}
+
+    assert _llm_overrides(per_model) == {"openai/gpt-4.1-mini": {"max_tokens": 10}}
+    assert _llm_overrides({"maxTokens": 5, "temperature": 0.5}) == {
+        "*": {"max_tokens": 5, "temperature": 0.5}
+    }
+    assert _llm_overrides(None) == {}
+
+
+def test_run_token_round_trip_and_tampering():
+    token = auth.issue_run_token("u1", ["top", "child"], ["a1"])
+
+    grant = auth.read_run_token(token)
+
+    assert (grant.user_id, grant.chain, grant.agents, grant.depth) == (
+        "u1",
+        ("top", "child"),
+        ("a1",),
+        1,
+    )
+    payload, _, signature = token.partition("~")
+    with pytest.raises(Unauthorized):
+        auth.read_run_token(payload + "~" + signature[::-1])
+    with pytest.raises(Unauthorized):
+        auth.authenticate(f"Bearer {token}")
+    assert auth.authenticate(f"Bearer {token}", allow_run=True).is_admin is False
+
+
+def test_service_signatures_bind_body_and_time():
+    body = b'{"a":1}'
+    header = service.sign(body)
+
+    assert service.verify(body, header)
+    assert not service.verify(b'{"a":2}', header)
+    assert not service.verify(body, None)
+    stale = f"t={int(time.time()) - 600},v1=" + header.split("v1=")[1]
+    assert not service.verify(body, stale)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/computeMetadata/v1/",
+        "http://127.0.0.1:8080/",
+        "http://10.1.2.3/",
+        "http://[::1]/",
+        "http://[::ffff:169.254.169.254]/",
+        "file:///etc/passwd",
+        "gopher://example.com/",
+    ],
+)
+def test_egress_refuses_non_public_targets(url):
+    with pytest.raises(EgressRefused):
+        check_target(url, frozenset())
+
+
+def test_egress_allows_listed_origins_and_public_addresses():
+    check_target(
+        "http://127.0.0.1:8000/agents/run-code/llm", frozenset({origin("http://127.0.0.1:8000")})
+    )
+    check_target("https://8.8.8.8/", frozenset())
+    assert origin("HTTPS://Example.com/x") == "https://example.com:443"
