@@ -69,12 +69,10 @@ reset: $(VENV)
 openapi: $(VENV)
 	$(PY) -m devstack openapi
 
-## make bench: cold starts against bare functions, chat ticket overhead, face analysis latency,
+## make bench: cold starts and warm latency against bare functions, chat ticket overhead, face analysis latency,
 ## run-code overhead against in-process execution
 bench: setup
-	PYTHONPATH=. $(PY) bench/cold_start.py --function providers --path /providers
-	PYTHONPATH=. $(PY) bench/cold_start.py --function storage --path /storage/profile-image/x/y \
-		--baseline bench/bare_storage_function.py:bare_storage
+	PYTHONPATH=. $(PY) bench/platform_overhead.py --runs 7 --requests 400
 	PYTHONPATH=. $(PY) bench/ticket_overhead.py --tickets 200
 	PYTHONPATH=. $(PY) bench/face_analysis.py --runs 20
 	PYTHONPATH=. $(PY) bench/mcp_latency.py --runs 50

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import statistics
 import subprocess
@@ -140,6 +141,29 @@ def warm(probe: Probe, headers: dict[str, str], count: int) -> tuple[list[float]
         return samples
 
 
+def serve_spec() -> str:
+    """Serve a small OpenAPI document on loopback (for the connectors probe); return its URL."""
+    import http.server
+    import threading
+
+    document = json.dumps({"openapi": "3.1.0", "info": {"title": "t", "version": "1"}}).encode()
+
+    class Spec(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(document)))
+            self.end_headers()
+            self.wfile.write(document)
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Spec)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}/openapi.json"
+
+
 def seed(stack_env: dict[str, str]) -> tuple[str, str, str, str]:
     """Create the bench user's profile, account, session and photo; return ids and a token."""
     from devstack.tokens import mint_token
@@ -178,7 +202,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400)
     args = parser.parse_args()
     with running_stack("demo-bench", fixed_ports=False, queues=DEFAULT_QUEUE_WORKERS) as stack:
-        env = {**stack.env("http://127.0.0.1:9"), "APP_ENV": "test"}
+        spec_url = serve_spec()
+        env = {
+            **stack.env("http://127.0.0.1:9"),
+            "APP_ENV": "test",
+            "FETCH_ALLOWED_ADDRESSES": json.dumps([spec_url.split("/")[2]]),
+        }
         os.environ.update(env)
         uid, token, session_id, image = seed(env)
         auth = {"Authorization": f"Bearer {token}"}
@@ -205,6 +234,22 @@ def main() -> None:
                 "GET",
                 f"/storage/profile-image/{image}",
                 "storage_fn.py:image",
+            ),
+            Probe("demos GET /demos", "demos", "GET", "/demos", "auth_fn.py:demos"),
+            Probe(
+                "agents GET /data-store/namespaces",
+                "agents",
+                "GET",
+                "/data-store/namespaces",
+                "auth_fn.py:namespaces",
+            ),
+            Probe(
+                "connectors POST /specs/fetch",
+                "connectors",
+                "POST",
+                "/specs/fetch",
+                "auth_fn.py:fetch_spec",
+                body={"url": spec_url},
             ),
         ]
         warm_probes = [

@@ -68,3 +68,26 @@ def session(request):
     db, _ = _clients()
     session_id = request.path.split("/")[2]
     return _json(db.collection("sessions").document(session_id).get().to_dict()["provider_config"])
+
+
+def demos(request):
+    uid = _uid(request)
+    db, _ = _clients()
+    query = db.collection("demos").where(filter=firestore.FieldFilter("ownerId", "==", uid))
+    return _json([snapshot.to_dict() for snapshot in query.stream()])
+
+
+def namespaces(request):
+    uid = _uid(request)
+    db, _ = _clients()
+    query = db.collection("data_store_namespaces").where(
+        filter=firestore.FieldFilter("userId", "==", uid)
+    )
+    return _json({"namespaces": [snapshot.to_dict() for snapshot in query.stream()]})
+
+
+def fetch_spec(request):
+    import requests
+
+    _uid(request)
+    return {"name": "spec", "content": requests.get(request.get_json()["url"], timeout=10).text}
