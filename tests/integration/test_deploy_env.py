@@ -20,8 +20,9 @@ from collections.abc import Iterator
 
 import requests
 
+from deploy.manifest import ROOT
 from devstack.emulators import free_port
-from devstack.functions_index import ROOT, deployed_functions
+from devstack.functions_index import deployed_functions
 from tests.integration.helpers import SignedUp, phone_token, random_number, sign_up
 from tests.integration.test_photos import jpeg, wait_picture_data
 

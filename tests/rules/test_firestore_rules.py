@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from devstack.functions_index import ROOT
+from deploy.manifest import ROOT
 from shared.platform import clients
 from tests.fakes.tokens import unsigned_jwt
 
@@ -31,7 +31,10 @@ def rules_base(stack) -> str:
     return f"http://{host}/v1/projects/{project}/databases/(default)/documents"
 
 
-@pytest.mark.parametrize("collection", ["users", "auth_tokens", "sessions", "matches"])
+@pytest.mark.parametrize(
+    "collection",
+    ["auth_tokens", "matches", "phone_codes", "user_emails", "notifications", "data_store"],
+)
 def test_clients_cannot_read_documents_even_their_own(rules_base, unique, collection):
     clients.firestore().collection(collection).document(unique).set({"ownerId": unique})
 
@@ -122,3 +125,41 @@ def test_owner_query_is_allowed_only_when_filtered_to_own_tickets(rules_base, un
 
     assert allowed.status_code == 200
     assert refused.status_code == 403
+
+
+def read(rules_base: str, path: str, uid: str | None) -> int:
+    headers = {"Authorization": f"Bearer {client_token(uid)}"} if uid else {}
+    return requests.get(f"{rules_base}/{path}", headers=headers, timeout=10).status_code
+
+
+@pytest.mark.parametrize("collection", ["users", "accounts"])
+def test_a_user_reads_only_their_own_profile_and_account(rules_base, unique, collection):
+    clients.firestore().collection(collection).document(unique).set({"x": 1})
+
+    assert read(rules_base, f"{collection}/{unique}", unique) == 200
+    assert read(rules_base, f"{collection}/{unique}", "mallory") == 403
+    assert read(rules_base, f"{collection}/{unique}", None) == 403
+
+
+@pytest.mark.parametrize("collection", ["tickets", "sessions", "agents", "demos"])
+def test_owned_documents_are_readable_by_their_owner_only(rules_base, unique, collection):
+    clients.firestore().collection(collection).document(unique).set({"ownerId": "alice"})
+
+    assert read(rules_base, f"{collection}/{unique}", "alice") == 200
+    assert read(rules_base, f"{collection}/{unique}", "mallory") == 403
+    assert read(rules_base, f"{collection}/{unique}", None) == 403
+
+
+@pytest.mark.parametrize("collection", ["users", "accounts", "tickets", "agents", "demos"])
+def test_owners_write_nothing(rules_base, unique, collection):
+    clients.firestore().collection(collection).document(unique).set({"ownerId": unique})
+
+    response = requests.patch(
+        f"{rules_base}/{collection}/{unique}",
+        json={"fields": {"ownerId": {"stringValue": unique}, "x": {"integerValue": "1"}}},
+        headers={"Authorization": f"Bearer {client_token(unique)}"},
+        timeout=10,
+    )
+
+    assert response.status_code == 403
+    assert "x" not in clients.firestore().collection(collection).document(unique).get().to_dict()

@@ -8,8 +8,8 @@ import re
 import pytest
 from openapi_spec_validator import validate
 
+from deploy.manifest import ROOT, load, render
 from devstack.functions_index import (
-    ROOT,
     deployed_functions,
     glob_pattern,
     hosting_rewrites,
@@ -47,7 +47,7 @@ def sample_path(template: str) -> str:
 def test_every_deployed_function_is_designed_and_loads():
     functions = deployed_functions()
 
-    assert functions, "cloudbuild.yaml deploys nothing"
+    assert functions, "the manifest deploys nothing"
     for name, spec in functions.items():
         assert name in DESIGNED_FUNCTIONS, name
         assert (spec.source / "main.py").is_file(), name
@@ -157,3 +157,56 @@ def test_http_functions_load_nothing_their_first_request_may_not_need(name):
     ).stdout.strip()
 
     assert loaded == ""
+
+
+def test_cloudbuild_is_generated_from_the_current_manifest():
+    assert (ROOT / "cloudbuild.yaml").read_text() == render(load()), "run `make deploy-config`"
+
+
+def test_every_function_folder_is_in_the_manifest():
+    folders = {path.parent.name for path in (ROOT / "functions").glob("*/main.py")}
+
+    assert folders == set(deployed_functions())
+
+
+def test_task_queues_match_the_manifest_and_each_has_its_worker():
+    from shared.platform.config import DEFAULT_QUEUE_WORKERS
+
+    manifest = load()
+    workers = {name: queue.worker for name, queue in manifest.queues.items()}
+
+    assert workers == DEFAULT_QUEUE_WORKERS
+    for name, worker in workers.items():
+        assert manifest.functions[worker].queue == name, worker
+
+
+def test_workers_and_the_sandbox_are_private_and_secrets_come_from_capabilities():
+    manifest = load()
+    for function in manifest.functions.values():
+        if function.queue or function.event_triggered or function.name == "sandbox":
+            assert not function.public, function.name
+        if function.queue or function.enqueues:
+            assert "TASK_SIGNING_SECRET" in function.secrets, function.name
+        if function.enqueues:
+            assert "TASKS_TARGET_BASE_URL" in function.environment, function.name
+    assert manifest.functions["sandbox"].service_account
+
+
+def test_functions_with_run_token_routes_deploy_the_service_secret():
+    for name, spec in deployed_functions().items():
+        router = getattr(load_entry_point(spec), "router", None)
+        if router and any(route.auth == "run" for route in router.routes):
+            assert "SERVICE_SIGNING_SECRET" in spec.secrets, name
+
+
+def test_staging_copies_each_functions_own_code_and_shared(tmp_path):
+    from deploy.manifest import stage
+
+    staged = {path.name: path for path in stage(load(), tmp_path)}
+
+    for name, folder in staged.items():
+        assert (folder / "main.py").is_file(), name
+        assert (folder / "requirements.txt").is_file(), name
+        assert (folder / "shared" / "platform" / "http.py").is_file(), name
+        others = set(staged) - {name}
+        assert not any((folder / other).exists() for other in others), name

@@ -1,0 +1,1 @@
+"""Deployment: the function manifest and what is generated from it."""
