@@ -35,7 +35,7 @@ PROBE_QUEUE = "platform-probe"
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         folder = Path(str(item.fspath)).relative_to(TESTS).parts[0]
-        if folder in ("unit", "integration", "rules"):
+        if folder in ("unit", "integration", "rules", "packaging"):
             item.add_marker(getattr(pytest.mark, folder))
 
 
