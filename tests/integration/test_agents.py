@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 import requests
@@ -286,3 +287,67 @@ def test_an_agent_failure_is_a_bad_gateway_with_its_error(stack, alice):
 
     assert response.status_code == 502
     assert response.json() == {"detail": "The agent failed: KeyError: 'inputText'"}
+
+
+def test_deployments_the_caller_may_call_are_provider_gofannon(stack, alice, bob):
+    agent = new_agent(stack, alice)
+    call(stack, "POST", f"/agents/{agent['_id']}/deploy", alice)
+
+    mine = call(stack, "GET", "/providers", alice).json()
+    theirs = call(stack, "GET", "/providers", bob).json()
+
+    assert mine["gofannon"]["models"] == {
+        "echo": {
+            "id": agent["_id"],
+            "description": "Repeats its input",
+            "parameters": {
+                "inputText": {"type": "string", "description": "inputText", "default": ""}
+            },
+        }
+    }
+    assert "gemini" in mine
+    assert "gofannon" not in theirs
+
+
+def chat(stack, headers, model, text="hello"):
+    body = {
+        "provider": "gofannon",
+        "model": model,
+        "messages": [
+            {"role": "user", "content": "first"},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": text},
+        ],
+    }
+    return call(stack, "POST", "/chat", headers, json=body)
+
+
+def test_chat_with_an_unknown_deployment_is_refused(stack, alice):
+    response = chat(stack, alice, "nothing")
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["msg"] == "No deployed agent found with that name."
+
+
+def wait_for_ticket(stack, headers, ticket_id):
+    deadline = time.monotonic() + 60
+    while True:
+        ticket = call(stack, "GET", f"/chat/{ticket_id}", headers).json()
+        if ticket["status"] in ("completed", "failed") or time.monotonic() > deadline:
+            return ticket
+        time.sleep(0.2)
+
+
+@needs_root
+def test_a_deployed_agent_answers_a_chat(stack, alice):
+    agent = new_agent(stack, alice)
+    call(stack, "POST", f"/agents/{agent['_id']}/deploy", alice)
+
+    created = chat(stack, alice, "echo", "what did I say?")
+    ticket = wait_for_ticket(stack, alice, created.json()["ticket_id"])
+
+    assert created.status_code == 200, created.text
+    assert ticket["status"] == "completed", ticket
+    assert ticket["result"]["content"] == "what did I say?"
+    assert ticket["result"]["model"] == "echo"
+    assert ticket["result"]["cost"] == 0
