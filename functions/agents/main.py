@@ -8,7 +8,7 @@ import flask
 from pydantic import ConfigDict
 
 from shared.agents import agents as saved
-from shared.agents import data_store, runs
+from shared.agents import composer, data_store, runs
 from shared.llm import gateway
 from shared.platform.http import RequestContext, Router, http_function
 from shared.platform.models import Model
@@ -93,6 +93,27 @@ def delete_agent(ctx: RequestContext, agent_id: str) -> None:
 def get_chain(ctx: RequestContext, agent_id: str) -> saved.Chain:
     """The agents and MCP servers the agent reaches, as nodes and edges."""
     return saved.chain(ctx.user, agent_id)
+
+
+@router.post(
+    "/agents/generate-code",
+    auth="user",
+    summary="Generate Agent Code",
+    body=composer.GenerateCodeRequest,
+    response=composer.GeneratedAgentCode,
+    responses={
+        400: "Bad Request",
+        402: "Payment Required",
+        429: "Too Many Requests",
+        502: "Bad Gateway",
+        503: "Service Unavailable",
+    },
+)
+def generate_code(
+    ctx: RequestContext, body: composer.GenerateCodeRequest
+) -> composer.GeneratedAgentCode:
+    """Have the composer model write the agent's code (one call, charged to the caller)."""
+    return composer.generate_code(ctx.user, body)
 
 
 @router.post(

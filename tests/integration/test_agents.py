@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -9,6 +10,10 @@ import pytest
 import requests
 
 from devstack.tokens import mint_token
+from shared.agents.composer import wrap
+from shared.platform import clients
+from shared.platform.config import get_settings
+from tests.fakes.mcp_server import running_mcp_server
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="isolation needs a root host")
 
@@ -351,3 +356,85 @@ def test_a_deployed_agent_answers_a_chat(stack, alice):
     assert ticket["result"]["content"] == "what did I say?"
     assert ticket["result"]["model"] == "echo"
     assert ticket["result"]["cost"] == 0
+
+
+GENERATED = {
+    "friendlyName": "Weather Reporter",
+    "docstring": "Reports the weather of a city.",
+    "body": "```python\nif len(input_dict) > 5:\n    return {}\n"
+    "return {'outputText': input_dict['inputText'] + '!'}\n```",
+}
+
+
+@pytest.fixture(scope="module")
+def mcp(live_stack):
+    """The fake MCP server, allowlisted for the gateway's fetches (and nothing else)."""
+    with running_mcp_server() as server:
+        addresses = [f"127.0.0.1:{port}" for port in server.ports]
+        os.environ["FETCH_ALLOWED_ADDRESSES"] = json.dumps(addresses)
+        get_settings.cache_clear()
+        try:
+            yield server
+        finally:
+            os.environ.pop("FETCH_ALLOWED_ADDRESSES")
+            get_settings.cache_clear()
+
+
+def test_generate_code_builds_the_prompt_and_is_charged_once(stack, mcp, unique):
+    minted = mint_token(f"composer-{unique}@example.com")
+    headers = {"Authorization": f"Bearer {minted.id_token}"}
+    helper = new_agent(stack, headers, name="helper", docstring="helper(x) -> y")
+    stack.llm.reply = json.dumps(GENERATED)
+    body = {
+        "description": "Tell me the weather",
+        "tools": {mcp.streamable_url: ["weather"]},
+        "inputSchema": {"inputText": "string"},
+        "outputSchema": {"outputText": "string"},
+        "modelConfig": {"provider": "gemini", "model": "gemini-2.5-flash", "parameters": {}},
+        "invokableModels": [{"provider": "openai", "model": "gpt-4.1-mini", "parameters": {}}],
+        "swaggerSpecs": [{"name": "pets.json", "content": '{"openapi": "3.1.0"}'}],
+        "gofannonAgents": [helper["_id"]],
+        "builtInTools": [],
+    }
+
+    response = call(stack, "POST", "/agents/generate-code", headers, json=body)
+
+    assert response.status_code == 200, response.text
+    generated = response.json()
+    assert generated["friendlyName"] == "weather_reporter"
+    assert generated["docstring"] == "Reports the weather of a city."
+    assert generated["code"].startswith("from agent_factory.remote_mcp_client import")
+    assert "        return {'outputText': input_dict['inputText'] + '!'}\n" in generated["code"]
+    assert "```" not in generated["code"]
+    sent = json.dumps(stack.llm.calls("gemini"))
+    assert len(stack.llm.calls("gemini")) == 1
+    for expected in ("weather", "Tell me the weather", "pets.json", "helper(x) -> y"):
+        assert expected in sent
+    assert "openai/gpt-4.1-mini" in sent
+    assert "echo" not in json.loads(sent)[0]["systemInstruction"]["parts"][0]["text"]
+    usage = clients.firestore().collection("accounts").document(minted.uid).collection("usage")
+    entries = [doc.to_dict() for doc in usage.stream()]
+    assert [entry["source"] for entry in entries] == ["agent-generate-code"]
+
+
+def test_an_unusable_composer_answer_is_a_bad_gateway(stack, alice):
+    stack.llm.reply = "Here is your code: print('hi')"
+    body = {
+        "description": "Anything",
+        "modelConfig": {"provider": "gemini", "model": "gemini-2.5-flash", "parameters": {}},
+    }
+
+    response = call(stack, "POST", "/agents/generate-code", alice, json=body)
+
+    assert response.status_code == 502
+    assert response.json() == {"detail": "The model did not answer with the agent's code as JSON"}
+
+
+@needs_root
+def test_generated_code_runs_in_the_sandbox(stack, alice):
+    body = {"code": wrap(GENERATED["body"]), "inputDict": {"inputText": "hi"}, "tools": {}}
+
+    response = call(stack, "POST", "/agents/run-code", alice, json=body)
+
+    assert response.json()["error"] is None, response.json()["error"]
+    assert response.json()["result"] == {"outputText": "hi!"}
