@@ -20,6 +20,7 @@ are charged to the caller and its data store is the caller's.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -546,12 +547,12 @@ def gofannon_provider(principal: Principal) -> GofannonProvider | None:
     return GofannonProvider(models=models) if models else None
 
 
-def deployed_agent(user_id: str, admin: bool, friendly_name: str) -> DeployedAgent:
+def deployed_agent(user_id: str, is_admin: Callable[[], bool], friendly_name: str) -> DeployedAgent:
     """The deployment `friendly_name` if this caller may call it (see the module's rule).
 
     Args:
         user_id: The caller.
-        admin: Whether the caller is an admin.
+        is_admin: Whether the caller is an admin (asked only for others' private deployments).
         friendly_name: The deployment's name.
 
     Raises:
@@ -559,7 +560,7 @@ def deployed_agent(user_id: str, admin: bool, friendly_name: str) -> DeployedAge
     """
     record = _deployments().document(friendly_name).get().to_dict() if friendly_name else None
     allowed = record is not None and (
-        admin or record.get("public") is True or record.get("ownerId") == user_id
+        record.get("ownerId") == user_id or record.get("public") is True or is_admin()
     )
     agent = _agents().document(record["agentId"]).get().to_dict() if record and allowed else None
     if agent is None:

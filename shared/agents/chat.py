@@ -117,7 +117,7 @@ def create_ticket(principal: Principal, request: ChatRequest) -> TicketCreated:
     if request.provider == GOFANNON:
         _agent_input(request)
         try:
-            agents.deployed_agent(principal.user_id, principal.is_admin, request.model)
+            agents.deployed_agent(principal.user_id, lambda: principal.is_admin, request.model)
         except NotFound as exc:
             raise InvalidInput(agents.NOT_DEPLOYED, ("body", "model")) from exc
     else:
@@ -133,7 +133,7 @@ def create_ticket(principal: Principal, request: ChatRequest) -> TicketCreated:
             "ownerId": principal.user_id,
             "status": "pending",
             "request": request.model_dump(mode="json"),
-            "callerAdmin": principal.is_admin,
+            "callerAdmin": request.provider == GOFANNON and principal.is_admin,
             "result": None,
             "error": None,
             "createdAt": now,
@@ -245,7 +245,8 @@ def _run_agent_ticket(ref: Any, ticket: dict[str, Any], request: gateway.LlmRequ
     """Run a `gofannon` ticket: its deployed agent, as the ticket's owner."""
     owner = ticket["ownerId"]
     try:
-        agent = agents.deployed_agent(owner, bool(ticket.get("callerAdmin")), request.model)
+        admin = bool(ticket.get("callerAdmin"))
+        agent = agents.deployed_agent(owner, lambda: admin, request.model)
         result = runs.run_deployment(owner, agent, _agent_input(request))
     except DomainError as exc:
         logger.warning("agent chat ticket failed", extra={"ticket": ticket["ticketId"]})

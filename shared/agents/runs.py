@@ -331,7 +331,7 @@ def run_deployed(principal: Principal, friendly_name: str, input_dict: dict[str,
     """
     if not principal.user_id:
         raise Forbidden("Create your user first")
-    agent = agents.deployed_agent(principal.user_id, principal.is_admin, friendly_name)
+    agent = agents.deployed_agent(principal.user_id, lambda: principal.is_admin, friendly_name)
     return run_deployment(principal.user_id, agent, input_dict)
 
 

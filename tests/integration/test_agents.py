@@ -438,3 +438,14 @@ def test_generated_code_runs_in_the_sandbox(stack, alice):
 
     assert response.json()["error"] is None, response.json()["error"]
     assert response.json()["result"] == {"outputText": "hi!"}
+
+
+@needs_root
+def test_admins_may_call_private_deployments(stack, alice, unique):
+    agent = new_agent(stack, alice)
+    call(stack, "POST", f"/agents/{agent['_id']}/deploy", alice)
+    admin = user(unique, "admin", admin=True)
+
+    response = call(stack, "POST", "/rest/echo", admin, json={"inputText": "sudo"})
+
+    assert response.json() == {"outputText": "sudo"}
