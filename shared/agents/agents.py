@@ -19,6 +19,7 @@ are charged to the caller and its data store is the caller's.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,7 +42,8 @@ DEPLOYMENTS = "deployments"
 NOT_DEPLOYED = "No deployed agent found with that name."
 CHAIN_MAX_DEPTH = 8
 
-FriendlyName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")]
+_FRIENDLY_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$"
+FriendlyName = Annotated[str, StringConstraints(pattern=_FRIENDLY_NAME)]
 ToolUrl = Annotated[str, StringConstraints(pattern=r"^https?://\S{1,2000}$")]
 ToolName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 _CAMEL = ConfigDict(
@@ -558,7 +560,8 @@ def deployed_agent(user_id: str, is_admin: Callable[[], bool], friendly_name: st
     Raises:
         NotFound: No such deployment, or one the caller may not call.
     """
-    record = _deployments().document(friendly_name).get().to_dict() if friendly_name else None
+    valid = re.fullmatch(_FRIENDLY_NAME, friendly_name) is not None
+    record = _deployments().document(friendly_name).get().to_dict() if valid else None
     allowed = record is not None and (
         record.get("ownerId") == user_id or record.get("public") is True or is_admin()
     )

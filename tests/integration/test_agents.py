@@ -247,6 +247,13 @@ def test_rest_of_an_unknown_name_is_404_with_cors(stack, alice):
     assert response.headers["Access-Control-Allow-Origin"] == "*"
 
 
+@pytest.mark.parametrize("name", ["__reserved__", "a.b", "a%20b"])
+def test_rest_of_names_no_agent_may_hold_is_404(stack, alice, name):
+    response = call(stack, "POST", f"/rest/{name}", alice, json={})
+
+    assert response.status_code == 404
+
+
 def test_rest_needs_a_token(stack):
     assert call(stack, "POST", "/rest/echo", {}, json={}).status_code == 401
 
