@@ -11,7 +11,10 @@ gofannon's UI reads it. Agent code calls back with that token:
   running agent imported, never one already on the call chain (cycles),
   and no deeper than `AGENT_CALL_MAX_DEPTH`.
 
-User-code failures are results (`error` set), never HTTP errors.
+User-code failures are results (`error` set), never HTTP errors, except
+for deployments: `run_deployed` (`POST /rest/{name}`, chat provider
+`gofannon`) runs a deployment resolved by `shared.agents.agents` the same
+way, as its caller, and answers the agent's failure with 502.
 """
 
 from __future__ import annotations
