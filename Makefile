@@ -81,3 +81,4 @@ bench: setup
 	PYTHONPATH=. $(PY) bench/face_analysis.py --runs 20
 	PYTHONPATH=. $(PY) bench/mcp_latency.py --runs 50
 	PYTHONPATH=. $(PY) bench/run_code_overhead.py --runs 200
+	PYTHONPATH=. $(PY) bench/rest_latency.py --runs 100

@@ -1,14 +1,187 @@
-"""The `agents` function: running agent code (through the private sandbox) and its callbacks."""
+"""The `agents` function: saved agents, deployments, running agent code (sandbox) and callbacks."""
 
 from __future__ import annotations
 
-import flask
+from typing import Any
 
-from shared.agents import data_store, runs
+import flask
+from pydantic import ConfigDict
+
+from shared.agents import agents as saved
+from shared.agents import composer, data_store, runs
 from shared.llm import gateway
 from shared.platform.http import RequestContext, Router, http_function
+from shared.platform.models import Model
 
 router = Router("agents")
+_OWNED = {404: "Not Found"}
+_MAX_AGENT_BYTES = 900_000
+
+
+@router.post(
+    "/agents",
+    auth="user",
+    summary="Create Agent",
+    body=saved.CreateAgentRequest,
+    response=saved.Agent,
+    status_code=201,
+    max_body_bytes=_MAX_AGENT_BYTES,
+)
+def create_agent(ctx: RequestContext, body: saved.CreateAgentRequest) -> saved.Agent:
+    """Save a new agent owned by the caller."""
+    return saved.create(ctx.user, body)
+
+
+@router.get(
+    "/agents",
+    auth="user",
+    summary="List Agents",
+    query=saved.ListQuery,
+    response=list[saved.Agent],
+    responses={403: "Forbidden"},
+)
+def list_agents(ctx: RequestContext, query: saved.ListQuery) -> list[saved.Agent]:
+    """The caller's agents, newest first (`?all=true`: everyone's, admins only)."""
+    return saved.list_agents(ctx.user, query)
+
+
+@router.get(
+    "/agents/{agent_id:id}",
+    auth="user",
+    summary="Get Agent",
+    response=saved.Agent,
+    responses=_OWNED,
+)
+def get_agent(ctx: RequestContext, agent_id: str) -> saved.Agent:
+    """One of the caller's agents."""
+    return saved.get(ctx.user, agent_id)
+
+
+@router.put(
+    "/agents/{agent_id:id}",
+    auth="user",
+    summary="Update Agent",
+    body=saved.UpdateAgentRequest,
+    response=saved.Agent,
+    max_body_bytes=_MAX_AGENT_BYTES,
+    responses={**_OWNED, 409: "Conflict"},
+)
+def update_agent(ctx: RequestContext, agent_id: str, body: saved.UpdateAgentRequest) -> saved.Agent:
+    """Merge the sent fields into the agent (a stale `_rev`, when sent, is 409)."""
+    return saved.update(ctx.user, agent_id, body)
+
+
+@router.delete(
+    "/agents/{agent_id:id}",
+    auth="user",
+    summary="Delete Agent",
+    status_code=204,
+    responses=_OWNED,
+)
+def delete_agent(ctx: RequestContext, agent_id: str) -> None:
+    """Delete the agent and its deployments."""
+    saved.delete(ctx.user, agent_id)
+
+
+@router.get(
+    "/agents/{agent_id:id}/chain",
+    auth="user",
+    summary="Get Agent Chain",
+    response=saved.Chain,
+    responses=_OWNED,
+)
+def get_chain(ctx: RequestContext, agent_id: str) -> saved.Chain:
+    """The agents and MCP servers the agent reaches, as nodes and edges."""
+    return saved.chain(ctx.user, agent_id)
+
+
+@router.post(
+    "/agents/generate-code",
+    auth="user",
+    summary="Generate Agent Code",
+    body=composer.GenerateCodeRequest,
+    response=composer.GeneratedAgentCode,
+    responses={
+        400: "Bad Request",
+        402: "Payment Required",
+        429: "Too Many Requests",
+        502: "Bad Gateway",
+        503: "Service Unavailable",
+    },
+)
+def generate_code(
+    ctx: RequestContext, body: composer.GenerateCodeRequest
+) -> composer.GeneratedAgentCode:
+    """Have the composer model write the agent's code (one call, charged to the caller)."""
+    return composer.generate_code(ctx.user, body)
+
+
+@router.post(
+    "/agents/{agent_id:id}/deploy",
+    auth="user",
+    summary="Deploy Agent",
+    query=saved.DeployQuery,
+    response=saved.Deployed,
+    status_code=201,
+    responses={400: "Bad Request", **_OWNED, 409: "Conflict"},
+)
+def deploy_agent(ctx: RequestContext, agent_id: str, query: saved.DeployQuery) -> saved.Deployed:
+    """Publish the agent at `/rest/{friendlyName}` (`?public=true`: for every signed-in user)."""
+    return saved.deploy(ctx.user, agent_id, query)
+
+
+@router.delete(
+    "/agents/{agent_id:id}/undeploy",
+    auth="user",
+    summary="Undeploy Agent",
+    status_code=204,
+    responses=_OWNED,
+)
+def undeploy_agent(ctx: RequestContext, agent_id: str) -> None:
+    """Remove the agent's deployment (none is not an error)."""
+    saved.undeploy(ctx.user, agent_id)
+
+
+@router.get(
+    "/agents/{agent_id:id}/deployment",
+    auth="user",
+    summary="Get Agent Deployment",
+    response=saved.DeploymentStatus,
+    responses=_OWNED,
+)
+def get_deployment(ctx: RequestContext, agent_id: str) -> saved.DeploymentStatus:
+    """Whether the agent is deployed, and under which name."""
+    return saved.deployment(ctx.user, agent_id)
+
+
+@router.get(
+    "/deployments",
+    auth="user",
+    summary="List Deployments",
+    response=list[saved.DeployedApi],
+)
+def list_deployments(ctx: RequestContext) -> list[saved.DeployedApi]:
+    """The deployments the caller may call: their own and public ones (all, for admins)."""
+    return saved.list_deployments(ctx.user)
+
+
+class AgentInput(Model):
+    """Any JSON object: the deployed agent's `input_dict`."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+@router.post(
+    "/rest/{friendly_name}",
+    auth="user",
+    summary="Run Deployed Agent",
+    body=AgentInput,
+    cors=True,
+    responses={404: "Not Found", 502: "Bad Gateway", 503: "Service Unavailable"},
+)
+def run_deployed(ctx: RequestContext, friendly_name: str, body: AgentInput) -> Any:
+    """Run a deployed agent with the body as its input; the answer is the agent's result."""
+    return runs.run_deployed(ctx.user, friendly_name, body.model_extra or {})
 
 
 @router.post(

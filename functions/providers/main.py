@@ -1,7 +1,8 @@
-"""The `providers` function: the catalog of configured LLM providers and models."""
+"""The `providers` function: the catalog of LLM providers and models, and deployed agents."""
 
 from __future__ import annotations
 
+from shared.agents import agents
 from shared.llm import catalog
 from shared.platform.http import RequestContext, Router, http_function
 
@@ -9,12 +10,17 @@ router = Router("providers")
 _MISSING = {404: "Not Found"}
 
 
-@router.get(
-    "/providers", auth="user", summary="List Providers", response=dict[str, catalog.ProviderConfig]
-)
-def list_providers(ctx: RequestContext) -> dict[str, catalog.ProviderConfig]:
-    """Map of provider configurations keyed by provider slug."""
-    return catalog.providers()
+Listing = dict[str, catalog.ProviderConfig | agents.GofannonProvider]
+
+
+@router.get("/providers", auth="user", summary="List Providers", response=Listing)
+def list_providers(ctx: RequestContext) -> Listing:
+    """Provider configurations keyed by slug; `gofannon`: the deployments the caller may call."""
+    listing: Listing = dict(catalog.providers())
+    deployed = agents.gofannon_provider(ctx.user)
+    if deployed is not None:
+        listing["gofannon"] = deployed
+    return listing
 
 
 @router.get(

@@ -9,10 +9,17 @@ marks the ticket `completed` with `{content, thoughts, model, usage, cost}`.
 A failed call releases the reservation and marks the ticket `failed` with
 the error, charging nothing. A completed or failed ticket is never run
 again; a ticket whose worker died is taken over once its lease has expired.
+
+Provider `gofannon` chats with a deployed agent (model = its friendly
+name) the caller may call: the last user message is its `inputText`
+(the request's parameters are the rest of its input), and the reply is
+its result's `outputText` (or the whole result as JSON). The ticket itself
+costs nothing; the agent's own model calls are charged as agent runs.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -20,13 +27,14 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from shared.agents import accounts
+from shared.agents import accounts, agents, runs
 from shared.llm import gateway
 from shared.platform import clients, tasks
 from shared.platform.auth import Principal, can_access_owned
 from shared.platform.errors import (
     DomainError,
     Forbidden,
+    InvalidInput,
     NotFound,
     PaymentRequired,
     Unavailable,
@@ -40,6 +48,7 @@ logger = logging.getLogger(__name__)
 TICKETS = "tickets"
 SESSIONS = "sessions"
 QUEUE = "chat-tickets"
+GOFANNON = "gofannon"
 LEASE = timedelta(minutes=5)
 TicketStatus = Literal["pending", "processing", "completed", "failed"]
 
@@ -105,7 +114,14 @@ def create_ticket(principal: Principal, request: ChatRequest) -> TicketCreated:
     """
     if not principal.user_id:
         raise Forbidden("Create your user first")
-    gateway.prepare(request)
+    if request.provider == GOFANNON:
+        _agent_input(request)
+        try:
+            agents.deployed_agent(principal.user_id, lambda: principal.is_admin, request.model)
+        except NotFound as exc:
+            raise InvalidInput(agents.NOT_DEPLOYED, ("body", "model")) from exc
+    else:
+        gateway.prepare(request)
     if accounts.get_account(principal).usageInfo.spendRemaining <= 0:
         raise PaymentRequired("Allowance exhausted")
     ticket_id = str(uuid.uuid4())
@@ -117,6 +133,7 @@ def create_ticket(principal: Principal, request: ChatRequest) -> TicketCreated:
             "ownerId": principal.user_id,
             "status": "pending",
             "request": request.model_dump(mode="json"),
+            "callerAdmin": request.provider == GOFANNON and principal.is_admin,
             "result": None,
             "error": None,
             "createdAt": now,
@@ -179,6 +196,9 @@ def run_ticket(ticket_id: str) -> None:
         held = int(ticket["reservedMicros"])
         accounts.settle(owner, held, 0, also_set=[(ref, {"reservedMicros": 0})])
     request = gateway.LlmRequest.model_validate(ticket["request"])
+    if request.provider == GOFANNON:
+        _run_agent_ticket(ref, ticket, request)
+        return
     try:
         estimate = accounts.to_micros(gateway.estimate_cost(request))
         accounts.reserve(owner, estimate, also_set=[(ref, {"reservedMicros": estimate})])
@@ -207,6 +227,45 @@ def run_ticket(ticket_id: str) -> None:
         ledger=(ticket_id, entry),
         also_set=[(ref, outcome)],
     )
+
+
+def _agent_input(request: gateway.LlmRequest) -> dict[str, Any]:
+    """The deployed agent's input: the parameters, and the last user message as `inputText`.
+
+    Raises:
+        InvalidInput: No user message.
+    """
+    last = next((m.content for m in reversed(request.messages) if m.role == "user"), None)
+    if last is None:
+        raise InvalidInput("No user message to run the agent with", ("body", "messages"))
+    return {**request.parameters, "inputText": last}
+
+
+def _run_agent_ticket(ref: Any, ticket: dict[str, Any], request: gateway.LlmRequest) -> None:
+    """Run a `gofannon` ticket: its deployed agent, as the ticket's owner."""
+    owner = ticket["ownerId"]
+    try:
+        admin = bool(ticket.get("callerAdmin"))
+        agent = agents.deployed_agent(owner, lambda: admin, request.model)
+        result = runs.run_deployment(owner, agent, _agent_input(request))
+    except DomainError as exc:
+        logger.warning("agent chat ticket failed", extra={"ticket": ticket["ticketId"]})
+        ref.set(_finished("failed", exc.detail), merge=True)
+        return
+    if isinstance(result, dict):
+        output = result.get("outputText")
+        content = output if isinstance(output, str) else json.dumps(result, default=str)
+        thoughts: str | None = json.dumps(result, default=str)
+    else:
+        content, thoughts = str(result), None
+    answer = gateway.LlmResult(
+        content=content,
+        thoughts=thoughts,
+        model=request.model,
+        usage=gateway.Usage(input_tokens=0, output_tokens=0),
+        cost=0.0,
+    )
+    ref.set({**_finished("completed", None), "result": answer.model_dump(mode="json")}, merge=True)
 
 
 def _finished(status: TicketStatus, error: str | None) -> dict[str, Any]:

@@ -11,7 +11,10 @@ gofannon's UI reads it. Agent code calls back with that token:
   running agent imported, never one already on the call chain (cycles),
   and no deeper than `AGENT_CALL_MAX_DEPTH`.
 
-User-code failures are results (`error` set), never HTTP errors.
+User-code failures are results (`error` set), never HTTP errors, except
+for deployments: `run_deployed` (`POST /rest/{name}`, chat provider
+`gofannon`) runs a deployment resolved by `shared.agents.agents` the same
+way, as its caller, and answers the agent's failure with 502.
 """
 
 from __future__ import annotations
@@ -26,18 +29,17 @@ from typing import Any
 from pydantic import ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from shared.agents import metering
+from shared.agents import agents, metering
 from shared.agents.sandbox.host import MAX_CODE_CHARS, RunContext, SandboxCall
 from shared.llm import catalog, gateway
-from shared.platform import clients, service
+from shared.platform import service
 from shared.platform.auth import Principal, RunGrant, issue_run_token
 from shared.platform.config import get_settings
-from shared.platform.errors import DomainError, Forbidden, NotFound, Unavailable
+from shared.platform.errors import BadGateway, DomainError, Forbidden, Unavailable
 from shared.platform.models import Model
 
 logger = logging.getLogger(__name__)
 
-AGENTS = "agents"  # read here only to resolve `gofannon_client` calls (see `_callable_agent`)
 DEFAULT_AGENT_NAME = "sandbox_agent"
 _TRACE_LIMIT = 2000
 _CAMEL = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
@@ -296,20 +298,6 @@ def _grant(principal: Principal) -> RunGrant:
     return principal.run
 
 
-def _callable_agent(grant: RunGrant, name: str) -> dict[str, Any]:
-    """The imported agent called `name`, read from `agents/{id}` (owned by the agents module).
-
-    Raises:
-        NotFound: No agent of that name among those the running agent imported.
-    """
-    refs = [clients.firestore().collection(AGENTS).document(i) for i in grant.agents]
-    for snapshot in clients.firestore().get_all(refs) if refs else []:
-        record = snapshot.to_dict()
-        if record and record.get("ownerId") == grant.user_id and record.get("name") == name:
-            return record
-    raise NotFound(f"Gofannon agent '{name}' not found or not imported for this run.")
-
-
 def call_agent(principal: Principal, body: AgentCallBody) -> AgentCallResult:
     """Run another of the user's agents for agent code (`gofannon_client.call`).
 
@@ -322,7 +310,7 @@ def call_agent(principal: Principal, body: AgentCallBody) -> AgentCallResult:
         raise Forbidden(f"Agent call cycle: {' -> '.join([*grant.chain, body.agent_name])}")
     if grant.depth + 1 > get_settings().agent_call_max_depth:
         raise Forbidden(f"Agent calls nest deeper than {get_settings().agent_call_max_depth}")
-    agent = _callable_agent(grant, body.agent_name)
+    agent = agents.callable_agent(grant.user_id, list(grant.agents), body.agent_name)
     nested = RunCodeBody(
         code=agent.get("code") or "",
         input_dict=body.input_dict,
@@ -333,6 +321,43 @@ def call_agent(principal: Principal, body: AgentCallBody) -> AgentCallResult:
     for event in _Run(grant.user_id, nested, [*grant.chain, body.agent_name]).events():
         done = event.get("done", done)
     return AgentCallResult(result=done.get("result"), error=done.get("error"))
+
+
+def run_deployed(principal: Principal, friendly_name: str, input_dict: dict[str, Any]) -> Any:
+    """Run a deployed agent for its caller (`POST /rest/{friendly_name}`).
+
+    Raises:
+        Forbidden: The caller has no user yet.
+        NotFound: No deployment of that name the caller may call.
+        BadGateway: The agent failed (its error's last line is the detail).
+        Unavailable: The sandbox could not be reached.
+    """
+    if not principal.user_id:
+        raise Forbidden("Create your user first")
+    agent = agents.deployed_agent(principal.user_id, lambda: principal.is_admin, friendly_name)
+    return run_deployment(principal.user_id, agent, input_dict)
+
+
+def run_deployment(user_id: str, agent: agents.DeployedAgent, input_dict: dict[str, Any]) -> Any:
+    """Run a resolved deployment as `user_id` and return its result.
+
+    Raises:
+        BadGateway: The agent failed (its error's last line is the detail).
+        Unavailable: The sandbox could not be reached.
+    """
+    body = RunCodeBody(
+        code=agent.code,
+        input_dict=input_dict,
+        tools=agent.tools,
+        gofannon_agents=agent.gofannon_agents,
+    )
+    done: dict[str, Any] = {}
+    for event in _Run(user_id, body, [agent.friendly_name]).events():
+        done = event.get("done", done)
+    if done.get("error"):
+        lines = [line for line in str(done["error"]).splitlines() if line.strip()]
+        raise BadGateway(f"The agent failed: {lines[-1].strip() if lines else 'no error text'}")
+    return done.get("result")
 
 
 def complete_for_run(principal: Principal, request: gateway.LlmRequest) -> RunLlmResult:

@@ -164,6 +164,7 @@ class Route:
     status_code: int
     max_body_bytes: int | None
     responses: dict[int, str]
+    cors: bool = False
     pattern: re.Pattern[str] = field(init=False)
     path_params: dict[str, type] = field(init=False)
 
@@ -223,6 +224,7 @@ class Router:
         max_body_bytes: int | None = None,
         responses: dict[int, str] | None = None,
         tags: Iterable[str] | None = None,
+        cors: bool = False,
     ) -> Callable[[Handler], Handler]:
         """Register a handler.
 
@@ -246,6 +248,9 @@ class Router:
             max_body_bytes: Largest accepted body (defaults to the global JSON limit).
             responses: Extra documented error statuses and their descriptions.
             tags: OpenAPI tags (defaults to the router's name).
+            cors: Answer cross-origin calls from any origin (`Access-Control-Allow-Origin: *`,
+                preflights included) without credentials: for bearer-token APIs that
+                sandboxed pages (`Origin: null`) call.
 
         Returns:
             A decorator that registers and returns the handler unchanged.
@@ -268,6 +273,7 @@ class Router:
                     status_code=status_code,
                     max_body_bytes=max_body_bytes,
                     responses=responses or {},
+                    cors=cors,
                 )
             )
             return handler
@@ -331,9 +337,13 @@ class Router:
         request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         started = time.perf_counter()
         with request_log_context(request_id, _trace(request)):
+            cors = self._cors_methods(request.path)
             try:
-                route, raw_params = self.match(request.method, request.path)
-                response = _invoke(route, raw_params, request, request_id)
+                if cors and request.method == "OPTIONS":
+                    response = _preflight(cors)
+                else:
+                    route, raw_params = self.match(request.method, request.path)
+                    response = _invoke(route, raw_params, request, request_id)
             except MethodNotAllowed as exc:
                 response = _json({"detail": "Method Not Allowed"}, 405)
                 response.headers["Allow"] = ", ".join(exc.allowed)
@@ -345,6 +355,8 @@ class Router:
                 logger.exception("unhandled error")
                 response = _json({"detail": "Internal Server Error"}, 500)
             response.headers["X-Request-Id"] = request_id
+            if cors:
+                response.headers["Access-Control-Allow-Origin"] = "*"
             logger.info(
                 "%s %s %s",
                 request.method,
@@ -361,6 +373,18 @@ class Router:
                 },
             )
             return response
+
+    def _cors_methods(self, path: str) -> list[str]:
+        """The methods of the cross-origin routes serving `path` (empty: not a CORS path)."""
+        return [r.method for r in self.routes if r.cors and r.pattern.match(path)]
+
+
+def _preflight(methods: list[str]) -> flask.Response:
+    response = flask.Response(status=204)
+    response.headers["Access-Control-Allow-Methods"] = ", ".join([*methods, "OPTIONS"])
+    response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+    response.headers["Access-Control-Max-Age"] = "600"
+    return response
 
 
 class MethodNotAllowed(Exception):

@@ -1,0 +1,609 @@
+"""Saved agents and their deployments: the owner of `agents` and `deployments`.
+
+`agents/{agentId}` holds the agent as gofannon 81e4595's web UI sends it,
+with camelCase field names (`name`, `description`, `code`, `docstring`,
+`friendlyName`, `tools`, `swaggerSpecs`, `inputSchema`, `outputSchema`,
+`invokableModels`, `gofannonAgents`, `composerThoughts`,
+`composerModelConfig`, `dataStoreConfig`) plus `ownerId`, `rev`,
+`createdAt` and `updatedAt`. The API shows it with `_id` and `_rev`. Only
+the owner (or an admin) sees an agent; anyone else gets 404. A `PUT`
+merges the fields it sends; one that names a stale `_rev` is refused (409).
+
+`deployments/{friendlyName}` holds `agentId`, `ownerId`, `public` and
+`createdAt`: one name, one agent (the name is claimed with a create, so two
+agents never hold it). Who may call a deployment (`POST /rest/{name}`, or
+as provider `gofannon` in a chat): its owner and admins, and everyone
+signed in when it is `public`. The caller runs it as themself: model calls
+are charged to the caller and its data store is the caller's.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, StringConstraints
+from pydantic.alias_generators import to_camel
+
+from shared.agents.sandbox.host import MAX_CODE_CHARS
+from shared.platform import clients
+from shared.platform.auth import Principal, can_access_owned
+from shared.platform.errors import BadRequest, Conflict, Forbidden, NotFound
+from shared.platform.models import Model
+from shared.platform.transactions import Plan, write_if_unchanged
+from shared.platform.values import DocId, StorableMap
+
+AGENTS = "agents"
+DEPLOYMENTS = "deployments"
+NOT_DEPLOYED = "No deployed agent found with that name."
+CHAIN_MAX_DEPTH = 8
+
+_FRIENDLY_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$"
+FriendlyName = Annotated[str, StringConstraints(pattern=_FRIENDLY_NAME)]
+ToolUrl = Annotated[str, StringConstraints(pattern=r"^https?://\S{1,2000}$")]
+ToolName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+_CAMEL = ConfigDict(
+    alias_generator=to_camel, populate_by_name=True, extra="forbid", protected_namespaces=()
+)
+
+
+class SwaggerSpec(Model):
+    """An OpenAPI/Swagger document the agent may call."""
+
+    model_config = _CAMEL
+
+    name: str = Field(min_length=1, max_length=200)
+    content: str = Field(max_length=500_000)
+
+
+class ModelChoice(Model):
+    """A provider, model and parameters (the composer's, or one the agent may call)."""
+
+    model_config = _CAMEL
+
+    provider: str = Field(min_length=1, max_length=64)
+    model: str = Field(min_length=1, max_length=128)
+    parameters: StorableMap = Field(default_factory=dict)
+    built_in_tool: str | None = Field(default=None, max_length=64)
+
+
+class DataStoreNamespace(Model):
+    """A data-store namespace the agent declares it uses (advisory)."""
+
+    model_config = _CAMEL
+
+    namespace: str = Field(min_length=1, max_length=200)
+    access: Literal["read", "write", "both"] = "both"
+    description: str | None = Field(default=None, max_length=2_000)
+
+
+class _AgentFields(Model):
+    model_config = _CAMEL
+
+    docstring: str | None = Field(default=None, max_length=20_000)
+    friendly_name: FriendlyName | Literal[""] | None = None
+    tools: dict[ToolUrl, list[ToolName]] | None = Field(default=None, max_length=20)
+    swagger_specs: list[SwaggerSpec] | None = Field(default=None, max_length=20)
+    input_schema: StorableMap | None = None
+    output_schema: StorableMap | None = None
+    invokable_models: list[ModelChoice] | None = Field(default=None, max_length=20)
+    gofannon_agents: list[DocId] | None = Field(default=None, max_length=50)
+    composer_thoughts: str | StorableMap | None = Field(default=None)
+    composer_model_config: ModelChoice | None = None
+    data_store_config: list[DataStoreNamespace] | None = Field(default=None, max_length=50)
+
+
+class CreateAgentRequest(_AgentFields):
+    """The body of `POST /agents`."""
+
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=20_000)
+    code: str = Field(max_length=MAX_CODE_CHARS)
+
+
+class UpdateAgentRequest(_AgentFields):
+    """The body of `PUT /agents/{id}`: the fields to change, and optionally the `_rev` replaced."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=20_000)
+    code: str | None = Field(default=None, max_length=MAX_CODE_CHARS)
+    rev: str | None = Field(default=None, alias="_rev", max_length=64)
+
+
+class Agent(Model):
+    """A saved agent, as gofannon 81e4595 shapes it."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, protected_namespaces=()
+    )
+
+    id: str = Field(alias="_id")
+    rev: str = Field(alias="_rev")
+    name: str
+    description: str = ""
+    code: str = ""
+    docstring: str | None = None
+    friendly_name: str | None = None
+    tools: dict[str, list[str]] = Field(default_factory=dict)
+    swagger_specs: list[SwaggerSpec] = Field(default_factory=list)
+    input_schema: dict[str, Any] | None = None
+    output_schema: dict[str, Any] | None = None
+    invokable_models: list[ModelChoice] | None = None
+    gofannon_agents: list[str] = Field(default_factory=list)
+    composer_thoughts: Any = None
+    composer_model_config: ModelChoice | None = None
+    data_store_config: list[DataStoreNamespace] = Field(default_factory=list)
+    created_at: datetime
+    updated_at: datetime
+
+
+class ListQuery(Model):
+    """`GET /agents?all=true`: every user's agents (admins only)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    all_users: bool = Field(default=False, alias="all")
+
+
+class DeployQuery(Model):
+    """`POST /agents/{id}/deploy?public=true`: callable by everyone signed in."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    public: bool = False
+
+
+class Deployed(Model):
+    """The answer to a deployment."""
+
+    message: str
+    endpoint: str
+
+
+class DeploymentStatus(Model):
+    """Whether an agent is deployed, and under which name."""
+
+    is_deployed: bool
+    friendly_name: str | None = None
+    public: bool | None = None
+
+
+class DeployedApi(Model):
+    """One deployment the caller may call, as gofannon's `DeployedApi`."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    friendly_name: str
+    agent_id: str
+    description: str
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any]
+
+
+class Chain(Model):
+    """The agents (and MCP servers) an agent reaches, as gofannon's chain view reads them."""
+
+    root: str
+    nodes: dict[str, dict[str, Any]]
+    edges: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class DeployedAgent:
+    """A deployment resolved for a caller: what the runner needs."""
+
+    friendly_name: str
+    agent_id: str
+    code: str
+    tools: dict[str, list[str]]
+    gofannon_agents: list[str]
+    output_schema: dict[str, Any] | None
+
+
+def _require_user(principal: Principal) -> str:
+    if not principal.user_id:
+        raise Forbidden("Create your user first")
+    return principal.user_id
+
+
+def _agents() -> Any:
+    return clients.firestore().collection(AGENTS)
+
+
+def _deployments() -> Any:
+    return clients.firestore().collection(DEPLOYMENTS)
+
+
+def _next_rev(rev: str | None) -> str:
+    generation = int(rev.split("-", 1)[0]) + 1 if rev else 1
+    return f"{generation}-{uuid.uuid4().hex}"
+
+
+def _to_agent(agent_id: str, record: dict[str, Any]) -> Agent:
+    fields = {key: value for key, value in record.items() if key in _STORED and value is not None}
+    return Agent.model_validate(
+        {
+            **fields,
+            "_id": agent_id,
+            "_rev": record["rev"],
+            "createdAt": record["createdAt"],
+            "updatedAt": record["updatedAt"],
+        }
+    )
+
+
+_STORED = frozenset(field.alias or name for name, field in CreateAgentRequest.model_fields.items())
+
+
+def create(principal: Principal, body: CreateAgentRequest) -> Agent:
+    """Save a new agent owned by the caller.
+
+    Raises:
+        Forbidden: The caller has no user yet.
+    """
+    owner = _require_user(principal)
+    agent_id = str(uuid.uuid4())
+    now = datetime.now(UTC)
+    record = {
+        **body.model_dump(by_alias=True, mode="json", exclude_none=True),
+        "ownerId": owner,
+        "rev": _next_rev(None),
+        "createdAt": now,
+        "updatedAt": now,
+    }
+    _agents().document(agent_id).create(record)
+    return _to_agent(agent_id, record)
+
+
+def list_agents(principal: Principal, query: ListQuery) -> list[Agent]:
+    """The caller's agents (every user's, for an admin asking for all), newest first.
+
+    Raises:
+        Forbidden: `all` asked for by someone who is not an admin.
+    """
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    owner = _require_user(principal)
+    if query.all_users and not principal.is_admin:
+        raise Forbidden("Only admins may list every user's agents")
+    collection = _agents()
+    if not query.all_users:
+        collection = collection.where(filter=FieldFilter("ownerId", "==", owner))
+    found = [
+        _to_agent(snapshot.id, record)
+        for snapshot in collection.stream()
+        if (record := snapshot.to_dict() or {}).get("rev")
+    ]
+    return sorted(found, key=lambda agent: agent.created_at, reverse=True)
+
+
+def _owned(principal: Principal, agent_id: str) -> dict[str, Any]:
+    record: dict[str, Any] | None = _agents().document(agent_id).get().to_dict()
+    if record is None or not can_access_owned(principal, record.get("ownerId")):
+        raise NotFound("Agent not found")
+    return record
+
+
+def get(principal: Principal, agent_id: str) -> Agent:
+    """One agent (owner or admin).
+
+    Raises:
+        NotFound: No such agent, or someone else's.
+    """
+    return _to_agent(agent_id, _owned(principal, agent_id))
+
+
+def update(principal: Principal, agent_id: str, body: UpdateAgentRequest) -> Agent:
+    """Merge the sent fields into an agent, keeping its owner and creation time.
+
+    Raises:
+        NotFound: No such agent, or someone else's.
+        Conflict: `_rev` was given and the agent has changed since.
+    """
+    sent = body.model_dump(by_alias=True, mode="json", exclude_unset=True, exclude={"rev"})
+
+    def decide(record: dict[str, Any] | None) -> Plan[Agent]:
+        if record is None or not can_access_owned(principal, record.get("ownerId")):
+            raise NotFound("Agent not found")
+        if body.rev is not None and body.rev != record["rev"]:
+            raise Conflict("The agent was changed meanwhile; reload it and retry")
+        changes = {**sent, "rev": _next_rev(record["rev"]), "updatedAt": datetime.now(UTC)}
+        return Plan(_to_agent(agent_id, {**record, **changes}), update=changes)
+
+    return write_if_unchanged(_agents().document(agent_id), decide)
+
+
+def delete(principal: Principal, agent_id: str) -> None:
+    """Delete an agent and every deployment of it (owner or admin).
+
+    Raises:
+        NotFound: No such agent, or someone else's.
+    """
+    _owned(principal, agent_id)
+    batch = clients.firestore().batch()
+    for snapshot in _deployments_of(agent_id):
+        batch.delete(snapshot.reference)
+    batch.delete(_agents().document(agent_id))
+    batch.commit()
+
+
+def chain(principal: Principal, agent_id: str) -> Chain:
+    """The agents an agent calls, transitively, and the MCP servers they use.
+
+    Agents that are missing or someone else's appear as `missing` nodes; a
+    call back into the current path is an edge marked `cyclic`; agents past
+    `CHAIN_MAX_DEPTH` are `truncated` leaves.
+
+    Raises:
+        NotFound: No such agent, or someone else's.
+    """
+    _owned(principal, agent_id)
+    nodes: dict[str, dict[str, Any]] = {}
+    edges: list[dict[str, Any]] = []
+
+    def load(node_id: str) -> dict[str, Any] | None:
+        record = _agents().document(node_id).get().to_dict()
+        return record if record and can_access_owned(principal, record.get("ownerId")) else None
+
+    def visit(node_id: str, depth: int, path: frozenset[str]) -> bool:
+        if node_id in path:
+            return False
+        record = load(node_id)
+        if node_id not in nodes:
+            nodes[node_id] = {
+                "id": node_id,
+                "type": "agent",
+                "name": (record or {}).get("name", "(missing)"),
+                "description": (record or {}).get("description", ""),
+                "input_schema": (record or {}).get("inputSchema") or {},
+                "output_schema": (record or {}).get("outputSchema") or {},
+                "missing": record is None,
+                "truncated": depth > CHAIN_MAX_DEPTH,
+            }
+        if record is None or depth > CHAIN_MAX_DEPTH:
+            return True
+        for url, tool_names in (record.get("tools") or {}).items():
+            server = f"mcp:{url}"
+            names = list(tool_names or [])
+            nodes.setdefault(
+                server,
+                {"id": server, "type": "mcp_server", "url": url, "tool_count": len(names)}
+                | {"tools": names},
+            )
+            edges.append({"from": node_id, "to": server, "type": "uses_tools", "tools": names})
+        for called in record.get("gofannonAgents") or []:
+            acyclic = visit(called, depth + 1, path | {node_id})
+            edges.append({"from": node_id, "to": called, "type": "calls", "cyclic": not acyclic})
+        return True
+
+    visit(agent_id, 0, frozenset())
+    return Chain(root=agent_id, nodes=nodes, edges=edges)
+
+
+def _deployments_of(agent_id: str) -> list[Any]:
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    query = _deployments().where(filter=FieldFilter("agentId", "==", agent_id))
+    return list(query.stream())
+
+
+def deploy(principal: Principal, agent_id: str, query: DeployQuery) -> Deployed:
+    """Publish an agent at `/rest/{friendlyName}` (a new name replaces its older one).
+
+    Raises:
+        NotFound: No such agent, or someone else's.
+        BadRequest: The agent has no friendly name.
+        Conflict: Another agent holds the name.
+    """
+    existing = _deployments_of(agent_id)
+
+    def decide(record: dict[str, Any] | None) -> Plan[Deployed]:
+        if record is None or not can_access_owned(principal, record.get("ownerId")):
+            raise NotFound("Agent not found")
+        name = record.get("friendlyName")
+        if not name:
+            raise BadRequest("Agent must have a friendly_name to be deployed.")
+        ref = _deployments().document(name)
+        held = ref.get().to_dict()
+        endpoint = f"/rest/{name}"
+        if held is not None and held.get("agentId") != agent_id:
+            raise Conflict(
+                f"A deployment with the name '{name}' already exists for a different agent."
+            )
+        stale = [snapshot.reference for snapshot in existing if snapshot.id != name]
+        if held is not None:
+            result = Deployed(message="Agent is already deployed", endpoint=endpoint)
+            changed = (
+                [(ref, {"public": query.public})] if held.get("public") != query.public else []
+            )
+            return Plan(result, also_set=changed, deletes=stale)
+        deployment = {
+            "agentId": agent_id,
+            "ownerId": record["ownerId"],
+            "public": query.public,
+            "createdAt": datetime.now(UTC),
+        }
+        return Plan(
+            Deployed(message="Agent deployed successfully", endpoint=endpoint),
+            update={"rev": record["rev"]},
+            creates=[(ref, deployment)],
+            deletes=stale,
+        )
+
+    return write_if_unchanged(_agents().document(agent_id), decide)
+
+
+def undeploy(principal: Principal, agent_id: str) -> None:
+    """Remove every deployment of an agent (nothing to do is not an error).
+
+    Raises:
+        NotFound: No such agent, or someone else's.
+    """
+    _owned(principal, agent_id)
+    batch = clients.firestore().batch()
+    for snapshot in _deployments_of(agent_id):
+        batch.delete(snapshot.reference)
+    batch.commit()
+
+
+def deployment(principal: Principal, agent_id: str) -> DeploymentStatus:
+    """Whether an agent is deployed, and under which name.
+
+    Raises:
+        NotFound: No such agent, or someone else's.
+    """
+    _owned(principal, agent_id)
+    found = _deployments_of(agent_id)
+    if not found:
+        return DeploymentStatus(is_deployed=False)
+    held = found[0].to_dict() or {}
+    return DeploymentStatus(
+        is_deployed=True, friendly_name=found[0].id, public=bool(held.get("public"))
+    )
+
+
+def _visible_deployments(user_id: str, admin: bool) -> list[tuple[str, dict[str, Any]]]:
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    if admin:
+        streams = [_deployments().stream()]
+    else:
+        streams = [
+            _deployments().where(filter=FieldFilter("ownerId", "==", user_id)).stream(),
+            _deployments().where(filter=FieldFilter("public", "==", True)).stream(),
+        ]
+    seen: dict[str, dict[str, Any]] = {}
+    for stream in streams:
+        for snapshot in stream:
+            seen[snapshot.id] = snapshot.to_dict() or {}
+    return sorted(seen.items())
+
+
+def _with_agents(
+    deployments: list[tuple[str, dict[str, Any]]],
+) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    refs = [_agents().document(record["agentId"]) for _, record in deployments]
+    loaded: dict[str, dict[str, Any]] = {
+        snapshot.id: snapshot.to_dict() or {}
+        for snapshot in (clients.firestore().get_all(refs) if refs else [])
+        if snapshot.exists
+    }
+    return [
+        (name, record, loaded[record["agentId"]])
+        for name, record in deployments
+        if record["agentId"] in loaded
+    ]
+
+
+def list_deployments(principal: Principal) -> list[DeployedApi]:
+    """The deployments the caller may call: their own and public ones (every one, for admins)."""
+    user_id = _require_user(principal)
+    found = _with_agents(_visible_deployments(user_id, principal.is_admin))
+    return [
+        DeployedApi(
+            friendly_name=name,
+            agent_id=record["agentId"],
+            description=agent.get("description") or "",
+            input_schema=agent.get("inputSchema") or {},
+            output_schema=agent.get("outputSchema") or {},
+        )
+        for name, record, agent in found
+    ]
+
+
+class GofannonModel(Model):
+    """A deployed agent offered as a chat model."""
+
+    id: str
+    description: str
+    parameters: dict[str, dict[str, Any]]
+
+
+class GofannonProvider(Model):
+    """Provider `gofannon` in `GET /providers`: deployed agents keyed by friendly name."""
+
+    displayName: str = "Gofannon agents"  # noqa: N815 - API field name
+    models: dict[str, GofannonModel]
+
+
+def gofannon_provider(principal: Principal) -> GofannonProvider | None:
+    """The deployments the caller may chat with, as a provider (None when there are none)."""
+    if not principal.user_id:
+        return None
+    found = _with_agents(_visible_deployments(principal.user_id, principal.is_admin))
+    models = {
+        name: GofannonModel(
+            id=record["agentId"],
+            description=agent.get("description") or "",
+            parameters={
+                key: {"type": kind, "description": key, "default": ""}
+                for key, kind in (agent.get("inputSchema") or {}).items()
+            },
+        )
+        for name, record, agent in found
+    }
+    return GofannonProvider(models=models) if models else None
+
+
+def deployed_agent(user_id: str, is_admin: Callable[[], bool], friendly_name: str) -> DeployedAgent:
+    """The deployment `friendly_name` if this caller may call it (see the module's rule).
+
+    Args:
+        user_id: The caller.
+        is_admin: Whether the caller is an admin (asked only for others' private deployments).
+        friendly_name: The deployment's name.
+
+    Raises:
+        NotFound: No such deployment, or one the caller may not call.
+    """
+    valid = re.fullmatch(_FRIENDLY_NAME, friendly_name) is not None
+    record = _deployments().document(friendly_name).get().to_dict() if valid else None
+    allowed = record is not None and (
+        record.get("ownerId") == user_id or record.get("public") is True or is_admin()
+    )
+    agent = _agents().document(record["agentId"]).get().to_dict() if record and allowed else None
+    if agent is None:
+        raise NotFound(NOT_DEPLOYED)
+    return DeployedAgent(
+        friendly_name=friendly_name,
+        agent_id=record["agentId"] if record else "",
+        code=agent.get("code") or "",
+        tools=agent.get("tools") or {},
+        gofannon_agents=agent.get("gofannonAgents") or [],
+        output_schema=agent.get("outputSchema"),
+    )
+
+
+def callable_agent(user_id: str, agent_ids: list[str], name: str) -> dict[str, Any]:
+    """The agent called `name` among `agent_ids` that `user_id` owns (for `gofannon_client`).
+
+    Raises:
+        NotFound: No agent of that name among them.
+    """
+    refs = [_agents().document(agent_id) for agent_id in agent_ids]
+    for snapshot in clients.firestore().get_all(refs) if refs else []:
+        record = snapshot.to_dict()
+        if record and record.get("ownerId") == user_id and record.get("name") == name:
+            return record
+    raise NotFound(f"Gofannon agent '{name}' not found or not imported for this run.")
+
+
+def documented(user_id: str, agent_ids: list[str]) -> list[dict[str, Any]]:
+    """The name, description and docstring of those of `agent_ids` that `user_id` owns."""
+    refs = [_agents().document(agent_id) for agent_id in agent_ids]
+    found = []
+    for snapshot in clients.firestore().get_all(refs) if refs else []:
+        record = snapshot.to_dict()
+        if record and record.get("ownerId") == user_id:
+            found.append(
+                {
+                    "name": record.get("name", ""),
+                    "description": record.get("description", ""),
+                    "docstring": record.get("docstring") or "",
+                }
+            )
+    return found
