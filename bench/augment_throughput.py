@@ -79,7 +79,10 @@ def deliver_concurrently(concurrency: int) -> None:
     settings = get_settings()
     client = clients.tasks()
     parent = client.queue_path(settings.project_id, settings.tasks_location, QUEUE)
-    listed = list(client.list_tasks(parent=parent, response_view=2))  # FULL: bodies included
+    from google.cloud import tasks_v2
+
+    request = tasks_v2.ListTasksRequest(parent=parent, response_view=tasks_v2.Task.View.FULL)
+    listed = list(client.list_tasks(request=request))
 
     def deliver(task: object) -> None:
         http = task.http_request  # type: ignore[attr-defined]
@@ -141,13 +144,14 @@ def main() -> None:
         concurrent = time.perf_counter() - started
         assert run["status"] == "completed", run
 
+        rows = [
+            (f"{args.contacts} model calls in a row", sequential),
+            ("through the Tasks emulator, 1 at a time", through_emulator),
+            (f"{args.concurrency} concurrent dispatches", concurrent),
+        ]
         print(f"{args.contacts} contacts, model {args.model_latency * 1000:.0f} ms per call")
-        print(f"  {args.contacts} model calls in a row:         {sequential:6.2f} s")
-        print(f"  through the Tasks emulator (1 at a time): {through_emulator:6.2f} s")
-        print(
-            f"  {args.concurrency} concurrent dispatches:          {concurrent:6.2f} s"
-            f"  ({sequential / concurrent:.1f}x faster than in a row)"
-        )
+        for label, seconds in rows:
+            print(f"  {label:<42} {seconds:6.2f} s  ({sequential / seconds:.1f}x in a row)")
         server.shutdown()
 
 
