@@ -292,3 +292,34 @@ def test_close_loop_settles_an_archetype_match(stack, unique):
     assert closed.status_code == 200, closed.text
     assert closed.json()["eloChange"] == {user.user_id: 16, archetype["userId"]: -16}
     assert closed.json()["status"] == "closed"
+
+
+def test_without_a_provider_lookups_are_recorded_not_configured(stack, unique, monkeypatch):
+    monkeypatch.delenv("PDL_API_KEY")
+    clients.reset()
+    try:
+        user, _ = augmented_user(stack, unique, 2)
+        augment(stack, user)
+        run = wait_run(stack, user)
+    finally:
+        monkeypatch.undo()
+        clients.reset()
+
+    assert (run["status"], run["done"], run["enrichment"]) == ("completed", 3, "not_configured")
+    archetypes = archetypes_of(user.user_id)
+    assert len(archetypes) == 2
+    assert [a["metadata"]["linkedin_info"] for a in archetypes] == [None, None]
+    assert stack.pdl.requests == []
+
+
+def test_model_answers_off_the_schema_count_as_failed_after_retries(stack, unique):
+    user, _ = augmented_user(stack, unique, 2)
+    stack.llm.reply = json.dumps({**ARCHETYPE, "probability": 1.5})
+
+    augment(stack, user)
+    run = wait_run(stack, user)
+
+    assert (run["status"], run["done"], run["failed"]) == ("completed_with_errors", 1, 2)
+    assert archetypes_of(user.user_id) == []
+    assert matches_of(user.user_id) == []
+    assert len(stack.llm.calls("gemini")) == 2 * 3  # ARCHETYPE_TASK_ATTEMPTS in the tests
