@@ -139,6 +139,7 @@ def request_augmentation(principal: Principal, user_id: str) -> User:
     """
     require_self_or_admin(principal, user_id)
     run_id = uuid.uuid4().hex
+    contacts: list[Contact] = []
 
     def start(current: dict[str, Any]) -> dict[str, Any]:
         run = (current.get("metadata") or {}).get("augmentation") or {}
@@ -146,12 +147,12 @@ def request_augmentation(principal: Principal, user_id: str) -> User:
         fresh = requested is not None and requested > datetime.now(UTC) - _STALE_RUN
         if run.get("status") == "queued" and fresh:
             raise Conflict("An augmentation of this user is already running")
-        network = (current.get("metadata") or {}).get("network") or []
+        contacts[:] = _contacts((current.get("metadata") or {}).get("network") or [])
         return {
             "metadata.augmentation": {
                 "runId": run_id,
                 "status": "queued",
-                "total": len(network) + 1,
+                "total": len(contacts) + 1,
                 "done": 0,
                 "failed": 0,
                 "requested_at": datetime.now(UTC),
@@ -162,10 +163,9 @@ def request_augmentation(principal: Principal, user_id: str) -> User:
         }
 
     record = user_store.update_profile(user_id, start)
-    network = record["metadata"].get("network") or []
     payloads = [AugmentTask(userId=user_id, runId=run_id, index=0)] + [
-        AugmentTask(userId=user_id, runId=run_id, index=i + 1, contact=Contact(**entry))
-        for i, entry in enumerate(network)
+        AugmentTask(userId=user_id, runId=run_id, index=i + 1, contact=contact)
+        for i, contact in enumerate(contacts)
     ]
     try:
         with ThreadPoolExecutor(_ENQUEUE_THREADS) as pool:
@@ -176,6 +176,17 @@ def request_augmentation(principal: Principal, user_id: str) -> User:
         )
         raise
     return to_user(record)
+
+
+def _contacts(network: list[Any]) -> list[Contact]:
+    """The network entries a task can carry (entries stored in an older shape are skipped)."""
+    contacts = []
+    for entry in network:
+        try:
+            contacts.append(Contact.model_validate(entry))
+        except ValidationError:
+            logger.warning("network entry skipped: not a valid contact")
+    return contacts
 
 
 def _enqueue(payload: AugmentTask) -> None:
@@ -267,7 +278,7 @@ def _make_archetype(payload: AugmentTask, contact: Contact) -> None:
         _record(payload, "done", {"archetypeId": aid, "reused": True})
         return
     outcome, match = _lookup(PersonQuery(email=contact.email, name=contact.name))
-    draft = _draft(contact, match)
+    draft, cost = _draft(contact, match)
     now = datetime.now(UTC)
     archetype: dict[str, Any] = {
         "userId": aid,
@@ -293,7 +304,9 @@ def _make_archetype(payload: AugmentTask, contact: Contact) -> None:
         "sender": None,
         "roles": [],
     }
-    result = _result_data(payload, "done", {"archetypeId": aid, "enrichment": outcome})
+    result = _result_data(
+        payload, "done", {"archetypeId": aid, "enrichment": outcome, "modelCost": cost}
+    )
     try:
         user_store.create_profile(
             aid,
@@ -310,8 +323,12 @@ def _make_archetype(payload: AugmentTask, contact: Contact) -> None:
         _record(payload, "done", {"archetypeId": aid, "reused": True})
 
 
-def _draft(contact: Contact, match: PersonMatch | None) -> ArchetypeDraft:
-    """Ask the model for the archetype (the contact's email is never sent)."""
+def _draft(contact: Contact, match: PersonMatch | None) -> tuple[ArchetypeDraft, float]:
+    """Ask the model for the archetype (the contact's email is never sent).
+
+    Returns:
+        The archetype and what the call cost the platform, in USD.
+    """
     settings = get_settings()
     facts = {"name": contact.name, "hoursSpentTogether": contact.timeSpent}
     if match is not None:
@@ -328,7 +345,7 @@ def _draft(contact: Contact, match: PersonMatch | None) -> ArchetypeDraft:
     )
     answer = gateway.complete(request)
     try:
-        return ArchetypeDraft.model_validate_json(answer.content)
+        return ArchetypeDraft.model_validate_json(answer.content), answer.cost
     except ValidationError as exc:
         raise Unavailable("The model's archetype did not match the schema") from exc
 

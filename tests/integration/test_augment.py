@@ -6,6 +6,7 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 from google.cloud.firestore_v1.base_query import FieldFilter
 
@@ -14,6 +15,8 @@ from shared.platform import clients
 from shared.platform.tasks import SIGNATURE_HEADER, sign
 from tests.integration.helpers import SignedUp, sign_up, web_sign_up
 
+# The fake model reports 1200 input and 300 output tokens for every call.
+GEMINI_FLASH_COST = (1200 * 0.30 + 300 * 2.50) / 1_000_000
 ARCHETYPE = {
     "name": {"first": "Ada", "last": "Archetype"},
     "bio": "Ada builds products. She likes long walks.",
@@ -142,6 +145,16 @@ def test_augment_creates_one_archetype_and_match_per_contact(stack, unique):
     assert len(info["content"]["skills"]) == 20
     assert len(info["content"]["experience"]) == 5
     assert len(info["content"]["summary"]) == 1000
+    results = [
+        doc.to_dict()
+        for doc in clients.firestore()
+        .collection("augmentation_results")
+        .where(filter=FieldFilter("runId", "==", run["runId"]))
+        .stream()
+    ]
+    assert len(results) == 26
+    costs = [r["modelCost"] for r in results if "modelCost" in r]
+    assert costs == [pytest.approx(GEMINI_FLASH_COST)] * 25
 
 
 def test_contact_emails_stay_private(stack, unique):
