@@ -24,6 +24,8 @@ import requests
 from tests.fakes.face_models import write_models
 from tests.fakes.llm import API_KEY as LLM_API_KEY
 from tests.fakes.llm import FakeLlm
+from tests.fakes.pdl import API_KEY as PDL_API_KEY
+from tests.fakes.pdl import FakePdl
 from tests.fakes.server import serving
 from tests.fakes.twilio import FakeTwilio
 
@@ -51,6 +53,7 @@ class LiveStack:
     env: dict[str, str]
     twilio: FakeTwilio
     llm: FakeLlm
+    pdl: FakePdl
 
     def url(self, path: str) -> str:
         return self.gateway_url + path
@@ -69,6 +72,7 @@ def live_stack() -> Iterator[LiveStack]:
     saved = dict(os.environ)
     twilio = FakeTwilio()
     llm = FakeLlm()
+    pdl = FakePdl()
     deepface_home = Path(tempfile.mkdtemp(prefix="deepface-"))
     write_models(deepface_home)
     with (
@@ -77,6 +81,7 @@ def live_stack() -> Iterator[LiveStack]:
         ) as stack,
         serving(twilio.app()) as twilio_url,
         serving(llm.app()) as llm_url,
+        serving(pdl.app()) as pdl_url,
     ):
         env = {
             **stack.env(gateway_url),
@@ -103,6 +108,10 @@ def live_stack() -> Iterator[LiveStack]:
             "OLLAMA_BASE_URL": f"{llm_url}/v1",
             "PLAN_CAPS": json.dumps({"free": 1.0, "pro": 50.0}),
             "DEEPFACE_HOME": str(deepface_home),
+            "PDL_API_KEY": PDL_API_KEY,
+            "PDL_BASE_URL": pdl_url,
+            # The Tasks emulator delivers a failing task 4 times: give up on the third.
+            "ARCHETYPE_TASK_ATTEMPTS": "3",
         }
         os.environ.update(env)
         from shared.platform import clients
@@ -120,7 +129,7 @@ def live_stack() -> Iterator[LiveStack]:
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
-            yield LiveStack(gateway_url=gateway_url, env=env, twilio=twilio, llm=llm)
+            yield LiveStack(gateway_url=gateway_url, env=env, twilio=twilio, llm=llm, pdl=pdl)
         finally:
             server.shutdown()
             os.environ.clear()
@@ -153,6 +162,7 @@ def stack(live_stack: LiveStack) -> LiveStack:
     ).raise_for_status()
     live_stack.twilio.failing = False
     live_stack.llm.reset()
+    live_stack.pdl.reset()
     return live_stack
 
 

@@ -6,7 +6,7 @@ from pydantic import ConfigDict, EmailStr, Field
 
 from shared.platform.http import RequestContext, Router, http_function
 from shared.platform.models import Model
-from shared.social import matches
+from shared.social import augment, matches
 from shared.social import users as profiles
 
 router = Router("users")
@@ -101,6 +101,18 @@ def create_user(ctx: RequestContext, body: profiles.CreateUserRequest) -> profil
 def get_user_by_phone(ctx: RequestContext, phone_number: str) -> profiles.User:
     """Retrieve a user by their phone number (self or admin)."""
     return profiles.get_user_by_phone(ctx.user, phone_number)
+
+
+@router.post(
+    "/users/{user_id:id}/augment",
+    auth="user",
+    summary="Augment User",
+    response=profiles.User,
+    responses={**_PRIVATE, 409: "Conflict", 503: "Service Unavailable"},
+)
+def augment_user(ctx: RequestContext, user_id: str) -> profiles.User:
+    """Queue LinkedIn augmentation: the user's own data, and archetype users from their network."""
+    return augment.request_augmentation(ctx.user, user_id)
 
 
 @router.get(

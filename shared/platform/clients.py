@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from google.cloud import tasks_v2
     from google.cloud.storage import Client as StorageClient
 
+    from shared.platform.person_data import PersonData
     from shared.platform.sms import SmsSender
 
 _FIREBASE_APP_NAME = "series"
@@ -97,6 +98,17 @@ def sms() -> SmsSender:
     if settings.sms_provider == "twilio":
         return TwilioSender(settings, http_session())
     return ConsoleSender(settings)
+
+
+@cache
+def person_data() -> PersonData | None:
+    """Return the person-data provider (People Data Labs), or None when `PDL_API_KEY` is unset."""
+    settings = get_settings()
+    if settings.pdl_api_key is None:
+        return None
+    from shared.platform.person_data import PeopleDataLabs
+
+    return PeopleDataLabs(settings, http_session())
 
 
 @cache
@@ -178,6 +190,7 @@ def reset() -> None:
         firebase_app,
         http_session,
         sms,
+        person_data,
         genai,
         openai,
         anthropic,

@@ -31,6 +31,7 @@ DEFAULT_QUEUE_WORKERS = {
 _LOCAL_TASK_SECRET = "local-task-signing-secret"  # noqa: S105 - refused in production below
 _LOCAL_CODE_SECRET = "local-phone-code-secret"  # noqa: S105 - refused in production below
 _LOCAL_SERVICE_SECRET = "local-service-signing-secret"  # noqa: S105 - refused in production below
+_LOCAL_ARCHETYPE_SECRET = "local-archetype-id-secret"  # noqa: S105 - refused in production below
 
 
 class Settings(BaseModel):
@@ -253,6 +254,27 @@ class Settings(BaseModel):
         description="Non-public origins agent code may reach besides the platform (JSON list).",
     )
 
+    pdl_api_key: SecretStr | None = Field(
+        default=None,
+        alias="PDL_API_KEY",
+        description="People Data Labs key; unset, augmentation records lookups as not configured.",
+    )
+    pdl_base_url: str = Field(default="https://api.peopledatalabs.com", alias="PDL_BASE_URL")
+    pdl_min_likelihood: int = Field(default=6, alias="PDL_MIN_LIKELIHOOD", ge=1, le=10)
+    pdl_timeout_seconds: float = Field(default=20, alias="PDL_TIMEOUT_SECONDS", gt=0)
+    archetype_llm_provider: str = Field(default="gemini", alias="ARCHETYPE_LLM_PROVIDER")
+    archetype_llm_model: str = Field(default="gemini-2.5-flash", alias="ARCHETYPE_LLM_MODEL")
+    archetype_task_attempts: int = Field(
+        default=5,
+        alias="ARCHETYPE_TASK_ATTEMPTS",
+        ge=1,
+        le=100,
+        description="Deliveries of one augmentation task before it is counted as failed.",
+    )
+    archetype_id_secret: SecretStr = Field(
+        default=SecretStr(_LOCAL_ARCHETYPE_SECRET), alias="ARCHETYPE_ID_SECRET"
+    )
+
     @field_validator(
         "face_attributes",
         "task_queues",
@@ -295,6 +317,12 @@ class Settings(BaseModel):
         """The key of service calls and run tokens (the local default is refused in production)."""
         return self._secret(
             self.service_signing_secret, _LOCAL_SERVICE_SECRET, "SERVICE_SIGNING_SECRET"
+        )
+
+    def archetype_secret(self) -> bytes:
+        """The key of archetype user ids (the local default is refused in production)."""
+        return self._secret(
+            self.archetype_id_secret, _LOCAL_ARCHETYPE_SECRET, "ARCHETYPE_ID_SECRET"
         )
 
     def _secret(self, value: SecretStr, local_default: str, name: str) -> bytes:

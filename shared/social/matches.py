@@ -128,6 +128,31 @@ def referral_match(referrer_id: str, user_id: str) -> tuple[DocumentReference, d
     }
 
 
+def archetype_match(
+    user_id: str, archetype_id: str, probability: float
+) -> tuple[DocumentReference, dict[str, Any]]:
+    """Return the `create` of the match between a user and an archetype made from their network.
+
+    Args:
+        user_id: The augmented user (the archetype's `referredBy`).
+        archetype_id: The archetype user.
+        probability: The model's estimate that the introduction works, 0 to 1.
+
+    Returns:
+        The match document and its content, for the archetype's commit.
+    """
+    now = datetime.now(UTC)
+    return _match_ref(user_id, archetype_id), {
+        "matchId": match_id(user_id, archetype_id),
+        "users": sorted((user_id, archetype_id)),
+        "source": "archetype",
+        "referrer": {"userId": user_id},
+        "probability": probability,
+        "status": "open",
+        "createdAt": now,
+    }
+
+
 def elo_delta(source_elo: float, target_elo: float, score: float, k_factor: float) -> int:
     """Return the source's Elo change (the target's is its negation).
 

@@ -16,6 +16,7 @@ creating the profile writes over it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -128,6 +129,7 @@ def create_profile(
     record: dict[str, Any],
     also: list[tuple[DocumentReference, dict[str, Any]]],
     extra_creates: list[tuple[DocumentReference, dict[str, Any]]],
+    extra_updates: list[tuple[DocumentReference, dict[str, Any]]] | None = None,
 ) -> None:
     """Write a new profile with its phone and email claims, atomically.
 
@@ -136,6 +138,7 @@ def create_profile(
         record: The whole profile.
         also: Documents of other owners to merge in the same commit.
         extra_creates: Documents of other owners to create in the same commit.
+        extra_updates: Existing documents to update in the same commit (increments).
 
     Raises:
         Conflict: The profile exists, or its phone or email is taken.
@@ -150,6 +153,7 @@ def create_profile(
             update=record,
             also_set=also,
             creates=claims(user_id, wanted) + extra_creates,
+            updates=list(extra_updates or []),
         )
 
     write_if_unchanged(user_ref(user_id), decide)
@@ -205,6 +209,47 @@ def elo_updates(deltas: dict[str, int]) -> list[tuple[DocumentReference, dict[st
         for user_id, delta in deltas.items()
         if delta
     ]
+
+
+def augmentation_increment(user_id: str, counter: str) -> tuple[DocumentReference, dict[str, Any]]:
+    """Return the `updates` entry that adds one to `metadata.augmentation.{counter}` (atomic).
+
+    An increment carries no precondition, so concurrent tasks never contend;
+    the caller makes it count once by committing it with a uniqueness claim.
+    """
+    from google.cloud import firestore
+
+    return user_ref(user_id), {f"metadata.augmentation.{counter}": firestore.Increment(1)}
+
+
+def update_augmentation(
+    user_id: str, run_id: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]
+) -> dict[str, Any] | None:
+    """Change fields of a user's `metadata.augmentation` if it is still the run `run_id`.
+
+    Args:
+        user_id: The augmented user.
+        run_id: The run the caller works for.
+        change: Maps the current augmentation to the fields to set (None: nothing).
+
+    Returns:
+        The augmentation as written (or as found when nothing changed); None
+        when the profile is gone or another run replaced this one.
+    """
+
+    def decide(current: dict[str, Any] | None) -> Plan[dict[str, Any] | None]:
+        run = ((current or {}).get("metadata") or {}).get("augmentation") or {}
+        if not is_profile(current) or run.get("runId") != run_id:
+            return Plan(None)
+        changes = change(dict(run))
+        if not changes:
+            return Plan(run)
+        return Plan(
+            {**run, **changes},
+            update={f"metadata.augmentation.{key}": value for key, value in changes.items()},
+        )
+
+    return write_if_unchanged(user_ref(user_id), decide)
 
 
 def set_picture(user_id: str, url: str | None) -> None:

@@ -10,6 +10,8 @@ Who may change what:
   `metadata.archetype`, `metadata.referredBy`, `metadata.linkedin_info` and
   `metadata.picture_data` are written only by admins or the system (sending
   back the stored value is fine; a different value is refused with 403);
+  `metadata.augmentation` (augmentation progress) only by the system: an
+  update carrying it is accepted and the field left as it is;
 - a phone may only be the caller's verified phone, and an email only the
   caller's verified email (the Firebase token's `email_verified`); admins
   may set any;
@@ -26,7 +28,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, EmailStr, Field, ValidationInfo, field_validator
 
@@ -96,6 +98,25 @@ class LinkedinInfo(Model):
     content: StorableMap | None = None
 
 
+class Augmentation(Model):
+    """Progress of the latest LinkedIn augmentation (`POST /users/{id}/augment`).
+
+    Written only by the system: updates that carry it are ignored. `total`
+    counts tasks (the user's own enrichment plus one per contact); `done`
+    and `failed` count the finished ones.
+    """
+
+    runId: str  # noqa: N815 - API field name
+    status: Literal["queued", "completed", "completed_with_errors", "stopped", "failed"]
+    total: int
+    done: int = 0
+    failed: int = 0
+    requested_at: datetime
+    finished_at: datetime | None = None
+    enrichment: str | None = None  # the user's own lookup: matched, no_match, not_configured...
+    error: str | None = None  # why the run stopped or failed
+
+
 class Metadata(Model):
     """Profile metadata."""
 
@@ -107,6 +128,7 @@ class Metadata(Model):
     linkedin_info: LinkedinInfo | None = None
     network: list[WarmConnect] = Field(default_factory=list)
     picture_data: PictureData | None = None
+    augmentation: Augmentation | None = None
 
 
 class User(Model):
@@ -184,7 +206,9 @@ class UpdateMetadata(_NoNulls):
     """Metadata fields an update may carry (timestamps are the server's)."""
 
     model_config = _Strict
-    nullable: ClassVar[frozenset[str]] = frozenset({"referredBy", "linkedin_info", "picture_data"})
+    nullable: ClassVar[frozenset[str]] = frozenset(
+        {"referredBy", "linkedin_info", "picture_data", "augmentation"}
+    )
 
     created_ts: datetime | None = None
     last_updated_ts: datetime | None = None
@@ -194,6 +218,7 @@ class UpdateMetadata(_NoNulls):
     linkedin_info: LinkedinInfo | None = None
     network: list[WarmConnect] | None = Field(default=None, max_length=500)
     picture_data: PictureData | None = None
+    augmentation: StorableMap | None = None  # accepted back from clients, never written
 
 
 class UpdateUserRequest(_ProfileFields):
@@ -445,6 +470,7 @@ def update_user(principal: Principal, user_id: str, body: UpdateUserRequest) -> 
     metadata = sent.pop("metadata", None) or {}
     metadata.pop("created_ts", None)
     metadata.pop("last_updated_ts", None)
+    metadata.pop("augmentation", None)
     changes: dict[str, Any] = dict(sent)
     changes.update({f"metadata.{key}": value for key, value in metadata.items()})
     if changes.get("phone") is not None:

@@ -1,0 +1,12 @@
+"""The `archetype_worker` function: LinkedIn augmentation tasks from `archetype-generation`."""
+
+from __future__ import annotations
+
+from shared.platform.tasks import TaskContext, task_worker
+from shared.social import augment
+
+
+@task_worker(augment.AugmentTask)
+def archetype_worker(payload: augment.AugmentTask, context: TaskContext) -> None:
+    """Enrich the user or make one contact's archetype (idempotent under task retries)."""
+    augment.run_task(payload, context)
