@@ -31,7 +31,7 @@ from pydantic.alias_generators import to_camel
 
 from shared.agents.sandbox.host import MAX_CODE_CHARS
 from shared.platform import clients
-from shared.platform.auth import Principal, can_access_owned
+from shared.platform.auth import Principal, can_access_owned, owned_record
 from shared.platform.errors import BadRequest, Conflict, Forbidden, NotFound
 from shared.platform.models import Model
 from shared.platform.transactions import Plan, write_if_unchanged
@@ -282,10 +282,7 @@ def list_agents(principal: Principal, query: ListQuery) -> list[Agent]:
 
 
 def _owned(principal: Principal, agent_id: str) -> dict[str, Any]:
-    record: dict[str, Any] | None = _agents().document(agent_id).get().to_dict()
-    if record is None or not can_access_owned(principal, record.get("ownerId")):
-        raise NotFound("Agent not found")
-    return record
+    return owned_record(principal, _agents().document(agent_id).get().to_dict(), "Agent")
 
 
 def get(principal: Principal, agent_id: str) -> Agent:
@@ -307,8 +304,7 @@ def update(principal: Principal, agent_id: str, body: UpdateAgentRequest) -> Age
     sent = body.model_dump(by_alias=True, mode="json", exclude_unset=True, exclude={"rev"})
 
     def decide(record: dict[str, Any] | None) -> Plan[Agent]:
-        if record is None or not can_access_owned(principal, record.get("ownerId")):
-            raise NotFound("Agent not found")
+        record = owned_record(principal, record, "Agent")
         if body.rev is not None and body.rev != record["rev"]:
             raise Conflict("The agent was changed meanwhile; reload it and retry")
         changes = {**sent, "rev": _next_rev(record["rev"]), "updatedAt": datetime.now(UTC)}
@@ -402,8 +398,7 @@ def deploy(principal: Principal, agent_id: str, query: DeployQuery) -> Deployed:
     existing = _deployments_of(agent_id)
 
     def decide(record: dict[str, Any] | None) -> Plan[Deployed]:
-        if record is None or not can_access_owned(principal, record.get("ownerId")):
-            raise NotFound("Agent not found")
+        record = owned_record(principal, record, "Agent")
         name = record.get("friendlyName")
         if not name:
             raise BadRequest("Agent must have a friendly_name to be deployed.")

@@ -30,7 +30,7 @@ from pydantic import ConfigDict, Field
 from shared.agents import accounts, agents, runs
 from shared.llm import gateway
 from shared.platform import clients, tasks
-from shared.platform.auth import Principal, can_access_owned
+from shared.platform.auth import Principal, can_access_owned, owned_record
 from shared.platform.errors import (
     DomainError,
     Forbidden,
@@ -155,8 +155,7 @@ def get_ticket(principal: Principal, ticket_id: str) -> ChatResponse:
         NotFound: No such ticket, or someone else's.
     """
     record = clients.firestore().collection(TICKETS).document(ticket_id).get().to_dict()
-    if record is None or not can_access_owned(principal, record.get("ownerId")):
-        raise NotFound("Ticket not found")
+    record = owned_record(principal, record, "Ticket")
     return ChatResponse(
         ticket_id=ticket_id,
         status=record["status"],
@@ -303,8 +302,7 @@ def save_session(principal: Principal, session_id: str, body: ProviderConfigBody
 def _owned_session(principal: Principal, session_id: str) -> tuple[Any, dict[str, Any]]:
     ref = clients.firestore().collection(SESSIONS).document(session_id)
     record = ref.get().to_dict()
-    if record is None or not can_access_owned(principal, record.get("ownerId")):
-        raise NotFound("Session not found")
+    record = owned_record(principal, record, "Session")
     return ref, record
 
 

@@ -30,12 +30,11 @@ from pydantic import ConfigDict, Field
 from shared.agents import metering
 from shared.llm import gateway
 from shared.platform import clients
-from shared.platform.auth import Principal, can_access_owned
+from shared.platform.auth import Principal, owned_record
 from shared.platform.errors import (
     BadGateway,
     Conflict,
     Forbidden,
-    NotFound,
 )
 from shared.platform.models import Model
 from shared.platform.transactions import Plan, write_if_unchanged
@@ -199,9 +198,7 @@ def list_demos(principal: Principal) -> list[DemoApp]:
 
 def _owned(principal: Principal, demo_id: str) -> dict[str, Any]:
     record = clients.firestore().collection(DEMOS).document(demo_id).get().to_dict()
-    if record is None or not can_access_owned(principal, record.get("ownerId")):
-        raise NotFound("Demo app not found")
-    return record
+    return owned_record(principal, record, "Demo app")
 
 
 def get(principal: Principal, demo_id: str) -> DemoApp:
@@ -223,8 +220,7 @@ def update(principal: Principal, demo_id: str, body: UpdateDemoAppRequest) -> De
     ref = clients.firestore().collection(DEMOS).document(demo_id)
 
     def decide(record: dict[str, Any] | None) -> Plan[DemoApp]:
-        if record is None or not can_access_owned(principal, record.get("ownerId")):
-            raise NotFound("Demo app not found")
+        record = owned_record(principal, record, "Demo app")
         if body.rev is not None and body.rev != record["rev"]:
             raise Conflict("The demo app was changed meanwhile; reload it and retry")
         changes = {**_stored(body), "rev": _next_rev(record["rev"]), "updatedAt": datetime.now(UTC)}

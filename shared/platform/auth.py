@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 from shared.platform import clients
 from shared.platform.config import get_settings
-from shared.platform.errors import Forbidden, Unauthorized, Unavailable
+from shared.platform.errors import Forbidden, NotFound, Unauthorized, Unavailable
 
 AUTH_TOKENS = "auth_tokens"
 USERS = "users"
@@ -326,6 +326,25 @@ def require_self_or_admin(principal: Principal, user_id: str) -> None:
     """
     if principal.user_id != user_id and not principal.is_admin:
         raise Forbidden("Not allowed to access this user")
+
+
+def owned_record(principal: Principal, record: dict[str, Any] | None, what: str) -> dict[str, Any]:
+    """Return an owned document's data to its owner or an admin.
+
+    Args:
+        principal: The caller.
+        record: The document's data (None when it does not exist).
+        what: The document's kind, for the message ("Agent", "Ticket", ...).
+
+    Returns:
+        The data.
+
+    Raises:
+        NotFound: No such document, or someone else's (existence does not leak).
+    """
+    if record is None or not can_access_owned(principal, record.get("ownerId")):
+        raise NotFound(f"{what} not found")
+    return record
 
 
 def can_access_owned(principal: Principal, owner_id: str | None) -> bool:
