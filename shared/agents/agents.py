@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
@@ -36,6 +36,9 @@ from shared.platform.errors import BadRequest, Conflict, Forbidden, NotFound
 from shared.platform.models import Model
 from shared.platform.transactions import Plan, write_if_unchanged
 from shared.platform.values import DocId, StorableMap
+
+if TYPE_CHECKING:
+    from google.cloud.firestore import WriteBatch
 
 AGENTS = "agents"
 DEPLOYMENTS = "deployments"
@@ -320,9 +323,7 @@ def delete(principal: Principal, agent_id: str) -> None:
         NotFound: No such agent, or someone else's.
     """
     _owned(principal, agent_id)
-    batch = clients.firestore().batch()
-    for snapshot in _deployments_of(agent_id):
-        batch.delete(snapshot.reference)
+    batch = _undeploy_batch(agent_id)
     batch.delete(_agents().document(agent_id))
     batch.commit()
 
@@ -439,10 +440,15 @@ def undeploy(principal: Principal, agent_id: str) -> None:
         NotFound: No such agent, or someone else's.
     """
     _owned(principal, agent_id)
+    _undeploy_batch(agent_id).commit()
+
+
+def _undeploy_batch(agent_id: str) -> WriteBatch:
+    """A batch that deletes every deployment of an agent (commit it, or add to it)."""
     batch = clients.firestore().batch()
     for snapshot in _deployments_of(agent_id):
         batch.delete(snapshot.reference)
-    batch.commit()
+    return batch
 
 
 def deployment(principal: Principal, agent_id: str) -> DeploymentStatus:

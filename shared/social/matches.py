@@ -116,16 +116,7 @@ def referral_match(referrer_id: str, user_id: str) -> tuple[DocumentReference, d
     Returns:
         The match document and its content, for the new user's commit.
     """
-    now = datetime.now(UTC)
-    return _match_ref(referrer_id, user_id), {
-        "matchId": match_id(referrer_id, user_id),
-        "users": sorted((referrer_id, user_id)),
-        "source": "referral",
-        "referrer": {"userId": referrer_id},
-        "probability": None,
-        "status": "open",
-        "createdAt": now,
-    }
+    return _new_match(referrer_id, user_id, "referral", None)
 
 
 def archetype_match(
@@ -141,15 +132,21 @@ def archetype_match(
     Returns:
         The match document and its content, for the archetype's commit.
     """
-    now = datetime.now(UTC)
-    return _match_ref(user_id, archetype_id), {
-        "matchId": match_id(user_id, archetype_id),
-        "users": sorted((user_id, archetype_id)),
-        "source": "archetype",
-        "referrer": {"userId": user_id},
+    return _new_match(user_id, archetype_id, "archetype", probability)
+
+
+def _new_match(
+    referrer_id: str, other_id: str, source: str, probability: float | None
+) -> tuple[DocumentReference, dict[str, Any]]:
+    """An open match between the referrer and another user, recording the referrer."""
+    return _match_ref(referrer_id, other_id), {
+        "matchId": match_id(referrer_id, other_id),
+        "users": sorted((referrer_id, other_id)),
+        "source": source,
+        "referrer": {"userId": referrer_id},
         "probability": probability,
         "status": "open",
-        "createdAt": now,
+        "createdAt": datetime.now(UTC),
     }
 
 
