@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from google.cloud import tasks_v2
     from google.cloud.storage import Client as StorageClient
 
+    from shared.platform.loopmessage import LoopMessageClient
     from shared.platform.sms import SmsSender
 
 _FIREBASE_APP_NAME = "series"
@@ -97,6 +98,18 @@ def sms() -> SmsSender:
     if settings.sms_provider == "twilio":
         return TwilioSender(settings, http_session())
     return ConsoleSender(settings)
+
+
+@cache
+def loopmessage() -> LoopMessageClient:
+    """Return the LoopMessage client for the API generation `LOOPMESSAGE_API` selects.
+
+    Raises:
+        RuntimeError: The LoopMessage keys are not configured.
+    """
+    from shared.platform.loopmessage import LoopMessageClient
+
+    return LoopMessageClient(get_settings(), http_session())
 
 
 @cache
@@ -178,6 +191,7 @@ def reset() -> None:
         firebase_app,
         http_session,
         sms,
+        loopmessage,
         genai,
         openai,
         anthropic,
