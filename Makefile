@@ -70,7 +70,7 @@ openapi: $(VENV)
 	$(PY) -m devstack openapi
 
 ## make bench: cold starts against bare functions, chat ticket overhead, face analysis latency,
-## run-code overhead against in-process execution
+## run-code overhead against in-process execution, iMessage webhook acks and reply overhead
 bench: setup
 	PYTHONPATH=. $(PY) bench/cold_start.py --function providers --path /providers
 	PYTHONPATH=. $(PY) bench/cold_start.py --function storage --path /storage/profile-image/x/y \
@@ -79,3 +79,4 @@ bench: setup
 	PYTHONPATH=. $(PY) bench/face_analysis.py --runs 20
 	PYTHONPATH=. $(PY) bench/mcp_latency.py --runs 50
 	PYTHONPATH=. $(PY) bench/run_code_overhead.py --runs 200
+	PYTHONPATH=. $(PY) bench/imessage_webhook.py --replies 30 --requests 400 --concurrency 4
