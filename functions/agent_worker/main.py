@@ -6,7 +6,7 @@ from shared.platform.tasks import TaskContext, task_worker
 from shared.social import imessage
 
 
-@task_worker(imessage.ReplyTask)
-def agent_worker(payload: imessage.ReplyTask, context: TaskContext) -> None:
-    """Answer one conversation generation (idempotent under task retries)."""
-    imessage.reply(payload)
+@task_worker(imessage.AgentTask)
+def agent_worker(payload: imessage.AgentTask, context: TaskContext) -> None:
+    """Answer one conversation generation, or notify a referrer (idempotent under retries)."""
+    imessage.run(payload)

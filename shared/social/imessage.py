@@ -37,6 +37,10 @@ are applied. Texters we do not know are registered as users
 guarded fetcher (only from `LOOPMESSAGE_ATTACHMENT_HOSTS`), cleaned and
 stored as the user's photos (the profile picture when they have none), and
 described to the model.
+
+The same worker sends close-loop's referrer notifications
+(`notifications/{matchId}-referrer`, owned by `shared.social.matches`),
+claimed and finished there with the same at-most-once states.
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ from shared.platform.errors import DomainError, InvalidInput, NotFound, Unavaila
 from shared.platform.models import Model
 from shared.platform.transactions import Plan, write_if_unchanged
 from shared.platform.values import DOC_ID_PATTERN
-from shared.social import photos, pictures, user_store, users
+from shared.social import matches, photos, pictures, user_store, users
 
 if TYPE_CHECKING:
     from google.cloud.firestore import DocumentReference
@@ -204,6 +208,21 @@ class ReplyTask(Model):
 
     contact: str = Field(min_length=1, max_length=320)
     generation: int = Field(ge=1)
+
+
+class AgentTask(Model):
+    """An `agent-replies` task: a reply (`contact`, `generation`) or a referrer notification."""
+
+    contact: str | None = Field(default=None, min_length=1, max_length=320)
+    generation: int | None = Field(default=None, ge=1)
+    notificationId: str | None = Field(default=None, pattern=f"^{DOC_ID_PATTERN}$")  # noqa: N815
+
+    @model_validator(mode="after")
+    def _one_job(self) -> AgentTask:
+        is_reply = self.contact is not None and self.generation is not None
+        if is_reply == (self.notificationId is not None):
+            raise ValueError("a task is a reply (contact, generation) or a notification")
+        return self
 
 
 class ProfileUpdates(Model):
@@ -377,6 +396,56 @@ def _status(delivery: LoopWebhook) -> WebhookAck:
         {"delivery": {"status": status, "errorCode": delivery.error_code, "at": now}}, merge=True
     )
     return WebhookAck(status="updated")
+
+
+def run(task: AgentTask) -> None:
+    """Run one `agent-replies` task (the worker).
+
+    Raises:
+        NotFound: No such conversation (the task is dropped).
+        Unavailable: The model or LoopMessage failed transiently (retried).
+    """
+    if task.notificationId is not None:
+        notify_referrer(task.notificationId)
+    elif task.contact is not None and task.generation is not None:
+        reply(ReplyTask(contact=task.contact, generation=task.generation))
+
+
+_NOTICES = {
+    "accepted": "Good news: the introduction you made was accepted. Thank you for connecting them!",
+    "declined": "An update on the introduction you made: it did not work out this time."
+    " Thank you for thinking of them!",
+}
+_NOTICE = "An update on the introduction you made: it has been closed. Thank you!"
+
+
+def notify_referrer(notification_id: str) -> None:
+    """Send a close-loop notification to the referrer, at most once.
+
+    Raises:
+        Unavailable: LoopMessage failed transiently; the notification is left `retry`.
+    """
+    from shared.platform.loopmessage import Refused
+
+    notice = matches.claim_notification(notification_id)
+    if notice is None:
+        return
+    text = _NOTICES.get(str(notice.get("outcome")), _NOTICE)
+    try:
+        sent = clients.loopmessage().send(
+            str(notice["to"]), text, passthrough=f"notification-{notification_id}"
+        )
+    except Unavailable:
+        matches.finish_notification(notification_id, "retry")
+        raise
+    except Refused as exc:
+        matches.finish_notification(notification_id, "failed", error_code=exc.code)
+        return
+    except RuntimeError:
+        logger.error("LoopMessage is not configured; notification left pending")
+        matches.finish_notification(notification_id, "pending")
+        return
+    matches.finish_notification(notification_id, "sent", message_id=sent.message_id)
 
 
 def reply(task: ReplyTask) -> None:

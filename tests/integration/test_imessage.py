@@ -20,8 +20,9 @@ from shared.platform import clients, tasks
 from shared.platform.config import get_settings
 from tests.fakes.loopmessage import FakeLoopMessage
 from tests.fakes.server import serving
-from tests.integration.helpers import random_number
+from tests.integration.helpers import introduced, random_number
 from tests.integration.test_photos import jpeg
+from tests.integration.test_users import close_loop
 
 SECRET = "loop-webhook-secret"
 REPLY = {"reply": "Lovely to meet you!", "profile_updates": {}}
@@ -424,3 +425,61 @@ def test_malformed_deliveries_are_422(stack, fake, payload):
     response = post(stack, payload)
 
     assert response.status_code == 422
+
+
+def test_close_loop_notifies_the_referrer_once_over_imessage(stack, fake):
+    alice, bob = introduced(stack)
+
+    answers = [close_loop(stack, bob, alice.user_id, bob.user_id) for _ in range(3)]
+
+    assert [a.status_code for a in answers] == [200] * 3
+    sent = wait_sent(fake, alice.phone)
+    settle()
+    assert len(fake.sent_to(alice.phone)) == 1
+    assert "accepted" in sent[0]["text"]
+    assert fake.sent_to(bob.phone) == []
+    notice_id = f"{answers[0].json()['matchId']}-referrer"
+    notice = clients.firestore().collection("notifications").document(notice_id).get().to_dict()
+    assert notice["status"] == "sent"
+    assert notice["messageId"] == sent[0]["message_id"]
+
+
+@pytest.mark.parametrize(
+    ("api", "status", "code", "retried"),
+    [
+        ("legacy", 400, 1010, True),
+        ("legacy", 400, 330, True),  # legacy: sending too frequently
+        ("current", 400, 330, False),  # current: account suspended due to debt
+        ("current", 400, 1000, True),
+        ("current", 402, 550, False),
+        ("legacy", 400, 270, False),
+        ("current", 500, 100, True),
+        ("current", 429, 100, True),
+    ],
+)
+def test_loopmessage_error_codes_map_to_retry_or_not(api, status, code, retried):
+    from requests import Session
+
+    from shared.platform.config import Settings
+    from shared.platform.errors import Unavailable
+    from shared.platform.loopmessage import LoopMessageClient, Refused
+
+    fake = FakeLoopMessage(api=api)
+    with serving(fake.app()) as url:
+        settings = Settings.model_validate(
+            {
+                "LOOPMESSAGE_API": api,
+                "LOOPMESSAGE_BASE_URL": url,
+                "LOOPMESSAGE_AUTH_KEY": fake.auth_key,
+                "LOOPMESSAGE_SECRET_KEY": fake.secret_key,
+                "LOOPMESSAGE_SENDER": fake.sender,
+            }
+        )
+        client = LoopMessageClient(settings, Session())
+        fake.fail_next(status, code)
+
+        with pytest.raises(Unavailable if retried else Refused):
+            client.send("+12015550123", "hi")
+        sent = client.send("+12015550123", "hi")
+
+    assert sent.message_id == fake.sent[0]["message_id"]
