@@ -261,7 +261,9 @@ def _safe_id(value: str) -> str:
 def _contact(delivery: LoopWebhook) -> str:
     contact = (delivery.who or "").strip()
     if not contact or "/" in contact or contact.startswith("__"):
-        raise InvalidInput("recipient or contact is required", loc=("body", "recipient"))
+        raise InvalidInput(
+            "recipient or contact must be a phone number or email", loc=("body", "recipient")
+        )
     return contact.lower() if "@" in contact else contact
 
 
@@ -311,6 +313,7 @@ def _inbound(delivery: LoopWebhook, bump: bool) -> WebhookAck:
             "generation": generation,
             "lastInboundId": message_id,
             "lastInboundAt": now,
+            "lastChannel": delivery.channel or delivery.delivery_type,
             "updatedAt": now,
         }
         if current is None:
@@ -626,7 +629,10 @@ def _claim(
             "text": answer.reply,
             "generation": task.generation,
             "status": "pending",
-            "replyTo": current.get("lastInboundId"),
+            # SMS has no threaded replies (LoopMessage refuses reply_to_id there).
+            "replyTo": None
+            if current.get("lastChannel") == "sms"
+            else current.get("lastInboundId"),
             "answers": [snapshot.id for snapshot in answered],
             "llm": {
                 "model": result.model,

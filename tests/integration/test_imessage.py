@@ -20,7 +20,7 @@ from shared.platform import clients, tasks
 from shared.platform.config import get_settings
 from tests.fakes.loopmessage import FakeLoopMessage
 from tests.fakes.server import serving
-from tests.integration.helpers import introduced, random_number
+from tests.integration.helpers import introduced, random_number, sign_up
 from tests.integration.test_photos import jpeg
 from tests.integration.test_users import close_loop
 
@@ -51,11 +51,13 @@ def loop(live_stack) -> Iterator[tuple[FakeLoopMessage, str]]:
             "IMESSAGE_DEBOUNCE_SECONDS": str(DEBOUNCE),
         }
         _reconfigure(values)
+        live_stack.env.update(values)  # what functions started from their deploy env get
         try:
             yield fake, url
         finally:
             for name in values:
                 os.environ.pop(name, None)
+                live_stack.env.pop(name, None)
             _reconfigure({})
 
 
@@ -151,6 +153,14 @@ def test_direct_message_gets_one_reply(stack, fake):
     assert stored["llm"]["payer"] == "platform"
 
 
+def test_an_sms_text_is_answered_without_a_threaded_reply(stack, fake):
+    number = random_number()
+
+    post(stack, legacy(number, delivery_type="sms"))
+
+    assert "reply_to_id" not in wait_sent(fake, number)[0]
+
+
 def test_unknown_number_is_registered_with_its_arrival(stack, fake):
     number = random_number()
 
@@ -162,6 +172,46 @@ def test_unknown_number_is_registered_with_its_arrival(stack, fake):
     assert user["arrival"]["channel"] == "imessage"
     assert conversation(number)["userId"] == user["userId"]
     assert not clients.firestore().collection("accounts").document(user["userId"]).get().exists
+
+
+def test_a_known_user_is_answered_as_themself(stack, fake):
+    ada = sign_up(stack, name={"first": "Ada"}, location="Paris")
+
+    post(stack, legacy(ada.phone, "hi it's me"))
+    wait_sent(fake, ada.phone)
+
+    assert conversation(ada.phone)["userId"] == ada.user_id
+    assert user_of(ada.phone)["userId"] == ada.user_id
+    assert '\\"first_name\\": \\"Ada\\"' in json.dumps(stack.llm.calls("gemini")[-1])
+
+
+def test_an_email_texter_is_registered_by_email(stack, fake):
+    email = f"Someone.{uuid.uuid4().hex[:8]}@Example.com"
+
+    post(stack, legacy(email, "hello from my Apple ID"))
+    wait_sent(fake, email.lower())
+
+    holder = clients.firestore().collection("user_emails").document(email.lower()).get()
+    user = clients.firestore().collection("users").document(holder.get("userId")).get()
+    assert user.get("email") == email.lower()
+    assert user.get("phone") is None
+
+
+def test_agent_webhook_deploy_env_queues_the_reply(stack, fake):
+    from tests.integration.test_deploy_env import standalone
+
+    number = random_number()
+
+    with standalone(stack, "agent_webhook") as webhook:
+        response = requests.post(
+            webhook + "/agent/webhook",
+            json=legacy(number),
+            headers={"Authorization": SECRET},
+            timeout=30,
+        )
+
+    assert response.status_code == 200, response.text
+    wait_sent(fake, number)
 
 
 def test_group_message_gets_no_reply(stack, fake):
