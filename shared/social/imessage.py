@@ -89,6 +89,7 @@ _DELIVERY = {
 SYSTEM = Principal(kind="firebase", subject="system:imessage", user_id=None, admin_claim=True)
 PROFILE_FIELDS = ("first_name", "last_name", "bio", "age", "location")
 MAX_ATTACHMENTS = 5
+NOTIFICATION_PREFIX = "notification-"
 MAX_UNANSWERED = 50
 
 SYSTEM_PROMPT = (
@@ -375,6 +376,15 @@ def _inbound_record(delivery: LoopWebhook, message_id: str, now: datetime) -> di
 
 def _status(delivery: LoopWebhook) -> WebhookAck:
     contact = _contact(delivery)
+    passthrough = delivery.passthrough or ""
+    if passthrough.startswith(NOTIFICATION_PREFIX) and delivery.kind in _DELIVERY:
+        notice = passthrough.removeprefix(NOTIFICATION_PREFIX)
+        updated = bool(re.fullmatch(DOC_ID_PATTERN, notice)) and (
+            matches.record_notification_delivery(
+                notice, _delivery_status(delivery), delivery.error_code
+            )
+        )
+        return WebhookAck(status="updated" if updated else "ignored")
     messages = conversation_ref(contact).collection(MESSAGES)
     ref = None
     if delivery.passthrough and delivery.passthrough.startswith("out-"):
@@ -392,13 +402,16 @@ def _status(delivery: LoopWebhook) -> WebhookAck:
     if delivery.kind == "message_reaction":
         ref.set({"reaction": delivery.reaction, "reactionAt": now}, merge=True)
         return WebhookAck(status="updated")
-    status = _DELIVERY[delivery.kind]
-    if status == "sent" and delivery.success is False:
-        status = "not_delivered"
+    status = _delivery_status(delivery)
     ref.set(
         {"delivery": {"status": status, "errorCode": delivery.error_code, "at": now}}, merge=True
     )
     return WebhookAck(status="updated")
+
+
+def _delivery_status(delivery: LoopWebhook) -> str:
+    status = _DELIVERY[delivery.kind]
+    return "not_delivered" if status == "sent" and delivery.success is False else status
 
 
 def run(task: AgentTask) -> None:
@@ -436,7 +449,7 @@ def notify_referrer(notification_id: str) -> None:
     text = _NOTICES.get(str(notice.get("outcome")), _NOTICE)
     try:
         sent = clients.loopmessage().send(
-            str(notice["to"]), text, passthrough=f"notification-{notification_id}"
+            str(notice["to"]), text, passthrough=NOTIFICATION_PREFIX + notification_id
         )
     except Unavailable:
         matches.finish_notification(notification_id, "retry")

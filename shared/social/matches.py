@@ -307,3 +307,17 @@ def _referrer_phone(
 
 def _notification_ref(mid: str) -> DocumentReference:
     return clients.firestore().collection(NOTIFICATIONS).document(f"{mid}-referrer")
+
+
+def record_notification_delivery(notification_id: str, status: str, error_code: int | None) -> bool:
+    """Record what LoopMessage reported about a sent notification (sent, delivered, failed...).
+
+    Returns:
+        Whether such a notification exists.
+    """
+    ref = clients.firestore().collection(NOTIFICATIONS).document(notification_id)
+    if not ref.get().exists:
+        return False
+    delivery = {"status": status, "errorCode": error_code, "at": datetime.now(UTC)}
+    ref.set({"delivery": delivery}, merge=True)
+    return True

@@ -493,6 +493,21 @@ def test_close_loop_notifies_the_referrer_once_over_imessage(stack, fake):
     assert notice["status"] == "sent"
     assert notice["messageId"] == sent[0]["message_id"]
 
+    delivered = post(
+        stack,
+        {
+            "event": "message_delivered",
+            "contact": alice.phone,
+            "message_id": sent[0]["message_id"],
+            "webhook_id": str(uuid.uuid4()),
+            "passthrough": sent[0]["passthrough"],
+        },
+    )
+
+    assert delivered.json() == {"status": "updated"}
+    notice = clients.firestore().collection("notifications").document(notice_id).get().to_dict()
+    assert notice["delivery"]["status"] == "delivered"
+
 
 @pytest.mark.parametrize(
     ("api", "status", "code", "retried"),
