@@ -74,7 +74,7 @@ openapi: $(VENV)
 	$(PY) -m devstack openapi
 
 ## make bench: cold starts and warm latency against bare functions, chat ticket overhead, face analysis latency,
-## run-code overhead against in-process execution, augmentation wall time against sequential calls
+## run-code overhead, augmentation wall time, iMessage webhook acks and reply overhead
 bench: setup
 	PYTHONPATH=. $(PY) bench/platform_overhead.py --runs 7 --requests 400
 	PYTHONPATH=. $(PY) bench/ticket_overhead.py --tickets 200
@@ -83,3 +83,4 @@ bench: setup
 	PYTHONPATH=. $(PY) bench/run_code_overhead.py --runs 200
 	PYTHONPATH=. $(PY) bench/rest_latency.py --runs 100
 	PYTHONPATH=. $(PY) bench/augment_throughput.py --contacts 50 --model-latency 0.3
+	PYTHONPATH=. $(PY) bench/imessage_webhook.py --replies 30 --requests 400 --concurrency 4

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from google.cloud import tasks_v2
     from google.cloud.storage import Client as StorageClient
 
+    from shared.platform.loopmessage import LoopMessageClient
     from shared.platform.person_data import PersonData
     from shared.platform.sms import SmsSender
 
@@ -112,6 +113,18 @@ def person_data() -> PersonData | None:
 
 
 @cache
+def loopmessage() -> LoopMessageClient:
+    """Return the LoopMessage client for the API generation `LOOPMESSAGE_API` selects.
+
+    Raises:
+        RuntimeError: The LoopMessage keys are not configured.
+    """
+    from shared.platform.loopmessage import LoopMessageClient
+
+    return LoopMessageClient(get_settings(), http_session())
+
+
+@cache
 def genai(vertex: bool) -> genai_module.Client:
     """Return the google-genai client: Gemini API (API key) or Gemini on Vertex AI (ADC)."""
     from google import genai as genai_module
@@ -191,6 +204,7 @@ def reset() -> None:
         http_session,
         sms,
         person_data,
+        loopmessage,
         genai,
         openai,
         anthropic,

@@ -274,6 +274,48 @@ class Settings(BaseModel):
     archetype_id_secret: SecretStr = Field(
         default=SecretStr(_LOCAL_ARCHETYPE_SECRET), alias="ARCHETYPE_ID_SECRET"
     )
+    loopmessage_api: Literal["legacy", "current"] = Field(
+        default="legacy",
+        alias="LOOPMESSAGE_API",
+        description="legacy: server.loopmessage.com with Authorization and Loop-Secret-Key; "
+        "current: a.loopmessage.com with an API key only.",
+    )
+    loopmessage_base_url: str | None = Field(
+        default=None,
+        alias="LOOPMESSAGE_BASE_URL",
+        description="Overrides the API origin LOOPMESSAGE_API implies (tests, proxies).",
+    )
+    loopmessage_auth_key: SecretStr | None = Field(default=None, alias="LOOPMESSAGE_AUTH_KEY")
+    loopmessage_secret_key: SecretStr | None = Field(default=None, alias="LOOPMESSAGE_SECRET_KEY")
+    loopmessage_sender: str | None = Field(
+        default=None,
+        alias="LOOPMESSAGE_SENDER",
+        description="The dedicated sender name (legacy) or sender id (current).",
+    )
+    loopmessage_webhook_secret: SecretStr | None = Field(
+        default=None,
+        alias="LOOPMESSAGE_WEBHOOK_SECRET",
+        description="The Authorization value set for webhooks in LoopMessage's dashboard; "
+        "unset refuses every delivery.",
+    )
+    loopmessage_attachment_hosts: list[str] = Field(
+        default_factory=lambda: ["*.loopmessage.com"],
+        alias="LOOPMESSAGE_ATTACHMENT_HOSTS",
+        description="Host names (`*.` for subdomains) attachment URLs may come from (JSON).",
+    )
+    imessage_provider: str = Field(default="gemini", alias="IMESSAGE_PROVIDER")
+    imessage_model: str = Field(default="gemini-2.5-flash", alias="IMESSAGE_MODEL")
+    imessage_history_messages: int = Field(
+        default=20, alias="IMESSAGE_HISTORY_MESSAGES", gt=0, le=200
+    )
+    imessage_debounce_seconds: float = Field(
+        default=2.0,
+        alias="IMESSAGE_DEBOUNCE_SECONDS",
+        ge=0,
+        le=60,
+        description="How long a reply waits for more texts of a burst before answering.",
+    )
+    imessage_typing_seconds: int = Field(default=8, alias="IMESSAGE_TYPING_SECONDS", ge=0, le=60)
 
     @field_validator(
         "face_attributes",
@@ -282,6 +324,7 @@ class Settings(BaseModel):
         "plan_caps",
         "fetch_allowed_addresses",
         "sandbox_egress_allowlist",
+        "loopmessage_attachment_hosts",
         mode="before",
     )
     @classmethod

@@ -12,6 +12,7 @@ validation 422 `{"detail": [{"loc": [...], "msg": ..., "type": ...}]}`.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import re
@@ -48,7 +49,7 @@ from shared.platform.values import DOC_ID_PATTERN, UnstorableValue, check_json
 
 logger = logging.getLogger(__name__)
 
-AuthMode = Literal["none", "optional", "user", "admin", "run"]
+AuthMode = Literal["none", "optional", "user", "admin", "run", "webhook"]
 Handler = Callable[..., Any]
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(str|int|path|id))?\}")
@@ -236,8 +237,10 @@ class Router:
             method: HTTP method.
             path: Template such as `/users/{user_id:id}` or `/files/{name:path}`; `id`
                 matches document ids, `int` integers, `path` several segments.
-            auth: `none`, `optional`, `user` (any valid token), `admin`, or `run`
-                (a user token or a sandboxed agent's run token).
+            auth: `none`, `optional`, `user` (any valid token), `admin`, `run`
+                (a user token or a sandboxed agent's run token), or `webhook` (the
+                `Authorization` header equals `LOOPMESSAGE_WEBHOOK_SECRET`, checked in
+                constant time before the body is read).
             summary: The operation's one-line description.
             query: Model validating the query string.
             body: Model validating the JSON body.
@@ -481,12 +484,23 @@ def _invoke(
 
 def _principal(mode: AuthMode, request: flask.Request) -> auth.Principal | None:
     header = request.headers.get("Authorization")
+    if mode == "webhook":
+        _check_webhook_secret(header)
+        return None
     if mode == "none" or (mode == "optional" and not header):
         return None
     principal = auth.authenticate(header, allow_run=mode == "run")
     if mode == "admin":
         auth.require_admin(principal)
     return principal
+
+
+def _check_webhook_secret(header: str | None) -> None:
+    """Allow only the configured webhook secret (no secret configured allows nobody)."""
+    secret = get_settings().loopmessage_webhook_secret
+    expected = secret.get_secret_value().encode() if secret else b""
+    if not expected or not hmac.compare_digest((header or "").encode(), expected):
+        raise Unauthorized("Invalid webhook authorization")
 
 
 def _path_params(route: Route, raw: dict[str, str]) -> dict[str, Any]:

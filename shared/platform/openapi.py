@@ -68,7 +68,13 @@ def build_openapi(routers: Iterable[Router], *, title: str, version: str) -> dic
                     "type": "http",
                     "scheme": "bearer",
                     "description": "A Firebase ID token or a phone session token.",
-                }
+                },
+                "webhook": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Authorization",
+                    "description": "The secret the sending service was configured with.",
+                },
             },
         },
     }
@@ -140,6 +146,8 @@ def _operation(route: Route, schemas: dict[tuple[str, str], dict[str, Any]]) -> 
     operation["responses"] = responses
     if route.auth == "optional":
         operation["security"] = [{}, {"bearer": []}]
+    elif route.auth == "webhook":
+        operation["security"] = [{"webhook": []}]
     elif route.auth != "none":
         operation["security"] = [{"bearer": []}]
     return operation

@@ -23,20 +23,22 @@ the stored result, a different outcome for a closed match is a 409. When the
 match records a referrer with a phone, an iMessage notification to that
 referrer (and nobody else) is recorded in `notifications/{matchId}-referrer`
 with status `pending`; `ref_phone`/`ref_email`, when given, must name that
-referrer.
+referrer. The notification is then queued on `agent-replies`, whose worker
+sends it over iMessage (`claim_notification`, `finish_notification`).
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import ConfigDict, EmailStr, Field, field_validator, model_validator
 
-from shared.platform import clients
+from shared.platform import clients, tasks
 from shared.platform.auth import Principal
 from shared.platform.config import get_settings
-from shared.platform.errors import Conflict, Forbidden, InvalidInput, NotFound
+from shared.platform.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
 from shared.platform.models import Model
 from shared.platform.transactions import Plan, write_if_unchanged
 from shared.platform.values import DocId
@@ -47,8 +49,12 @@ from shared.social.user_store import DEFAULT_ELO
 if TYPE_CHECKING:
     from google.cloud.firestore import DocumentReference
 
+logger = logging.getLogger(__name__)
+
 MATCHES = "matches"
 NOTIFICATIONS = "notifications"
+NOTIFY_QUEUE = "agent-replies"
+NotificationStatus = Literal["pending", "sent", "retry", "failed"]
 Outcome = Literal["accepted", "declined", "no_response", "cancelled"]
 _SCORES: dict[str, float] = {"accepted": 1.0, "declined": 0.0}
 
@@ -251,7 +257,60 @@ def close_loop(
         )
 
     stored = write_if_unchanged(ref, close)
+    if stored.get("notification") == "pending":
+        _queue_notification(str(stored["matchId"]))
     return CloseLoopResult.model_validate(stored)
+
+
+def _queue_notification(mid: str) -> None:
+    """Queue the referrer's notification for sending (a failure leaves it pending)."""
+    try:
+        tasks.enqueue(
+            NOTIFY_QUEUE, {"notificationId": f"{mid}-referrer"}, dedup_name=f"notify-{mid}"
+        )
+    except Unavailable:
+        logger.warning("referrer notification not queued; it stays pending")
+
+
+def claim_notification(notification_id: str) -> dict[str, Any] | None:
+    """Take a referrer notification for sending: `pending` or `retry` becomes `sending`.
+
+    Args:
+        notification_id: `{matchId}-referrer`.
+
+    Returns:
+        The notification, or None when it is not waiting to be sent (absent,
+        sent, failed, or being sent by a worker that may have died: never twice).
+    """
+    ref = clients.firestore().collection(NOTIFICATIONS).document(notification_id)
+
+    def claim(current: dict[str, Any] | None) -> Plan[dict[str, Any] | None]:
+        if current is None or current.get("status") not in ("pending", "retry"):
+            return Plan(None)
+        changes = {"status": "sending", "attemptAt": datetime.now(UTC)}
+        return Plan({**current, **changes}, update=changes)
+
+    return write_if_unchanged(ref, claim)
+
+
+def finish_notification(
+    notification_id: str,
+    status: NotificationStatus,
+    *,
+    message_id: str | None = None,
+    error_code: int | None = None,
+) -> None:
+    """Record how sending a claimed notification ended (`pending` hands it back unsent)."""
+    ref = clients.firestore().collection(NOTIFICATIONS).document(notification_id)
+    ref.set(
+        {
+            "status": status,
+            "messageId": message_id,
+            "errorCode": error_code,
+            "updatedAt": datetime.now(UTC),
+        },
+        merge=True,
+    )
 
 
 def _referrer_phone(
@@ -270,3 +329,17 @@ def _referrer_phone(
 
 def _notification_ref(mid: str) -> DocumentReference:
     return clients.firestore().collection(NOTIFICATIONS).document(f"{mid}-referrer")
+
+
+def record_notification_delivery(notification_id: str, status: str, error_code: int | None) -> bool:
+    """Record what LoopMessage reported about a sent notification (sent, delivered, failed...).
+
+    Returns:
+        Whether such a notification exists.
+    """
+    ref = clients.firestore().collection(NOTIFICATIONS).document(notification_id)
+    if not ref.get().exists:
+        return False
+    delivery = {"status": status, "errorCode": error_code, "at": datetime.now(UTC)}
+    ref.set({"delivery": delivery}, merge=True)
+    return True

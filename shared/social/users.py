@@ -513,3 +513,68 @@ def _same(sent: Any, stored: Any) -> bool:
         keys = set(sent) | set(stored)
         return all(_same(sent.get(key), stored.get(key)) for key in keys)
     return bool(sent == stored)
+
+
+_CONTACT_USERS = uuid.UUID("6f1c2a7e-3b8d-4f5a-9c0e-2d4b6a8c1e3f")
+
+
+def register_contact(contact: str, channel: str) -> str:
+    """Return the user holding a phone number or email, registering a bare profile if none does.
+
+    Someone who texts us without being a user gets a profile holding only
+    that phone (or email) and `arrival: {channel, at}`, which records how they
+    came; no agent-platform account is created. The new id derives from the
+    contact, so a repeated registration finds the same user.
+
+    Args:
+        contact: An E.164 phone number or an email address.
+        channel: How they arrived (for example `imessage`).
+
+    Returns:
+        The user id.
+
+    Raises:
+        InvalidInput: Neither a valid phone number nor a usable email.
+        Conflict: The contact kept changing hands (retry).
+    """
+    field = "email" if "@" in contact else "phone"
+    if field == "email":
+        value = contact.strip().lower()
+        if "/" in value or len(value) > 320:
+            raise InvalidInput("Unusable email address", ("body", "contact"))
+    else:
+        value = normalize_phone(contact, ("body", "contact"))
+    user_id = str(uuid.uuid5(_CONTACT_USERS, f"{field}:{value}"))
+    for _attempt in range(3):
+        holder = user_store.holder(field, value)
+        if holder is not None:
+            return holder
+        now = datetime.now(UTC)
+        record: dict[str, Any] = {
+            "userId": user_id,
+            "phone": value if field == "phone" else None,
+            "email": value if field == "email" else None,
+            "name": Name().model_dump(),
+            "bio": None,
+            "age": None,
+            "location": None,
+            "profilePic": None,
+            "color": None,
+            "elo": DEFAULT_ELO,
+            "metadata": {
+                **CreateMetadata().model_dump(mode="python"),
+                "created_ts": now,
+                "last_updated_ts": now,
+                "notes": Notes().model_dump(),
+                "linkedin_info": None,
+            },
+            "sender": None,
+            "roles": [],
+            "arrival": {"channel": channel, "at": now},
+        }
+        try:
+            user_store.create_profile(user_id, record, also=[], extra_creates=[])
+        except Conflict:
+            continue
+        return user_id
+    raise Conflict("The contact is being registered; retry")

@@ -1,0 +1,119 @@
+"""A LoopMessage server speaking both API generations, plus an attachment host.
+
+- legacy: `POST /api/v1/message/send/` with `Authorization` (authorization key)
+  and `Loop-Secret-Key`, body `{recipient, text, sender_name, ...}`, answered
+  `{message_id, success: true, recipient, text}`;
+- current: the same path with only `Authorization` (API key), body
+  `{contact, text, sender, ...}`, answered `{message_id, contact, text}`, and
+  `POST /api/v1/message/show-typing/` `{message_id, typing, read}`.
+
+Refusals use LoopMessage's shape: a 4xx with `{"success": false, "code": N,
+"message": ...}` (400 for parameter errors, 401 for bad keys, 402 for no
+credits). Tests queue failures with `fail_next`. Attachments are served from
+`GET /attachments/<name>` like LoopMessage's file host.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import flask
+
+
+@dataclass
+class FakeLoopMessage:
+    """The fake's state: credentials, what was sent, queued failures and files."""
+
+    api: str = "legacy"
+    auth_key: str = "loop-auth-key"
+    secret_key: str = "loop-secret-key"
+    sender: str = "series.concierge"
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    typing: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[tuple[int, int]] = field(default_factory=list)
+    files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def reset(self, api: str = "legacy") -> None:
+        with self._lock:
+            self.api = api
+            self.sent.clear()
+            self.typing.clear()
+            self.failures.clear()
+
+    def fail_next(self, status: int, code: int) -> None:
+        """Refuse the next send with this HTTP status and LoopMessage code."""
+        with self._lock:
+            self.failures.append((status, code))
+
+    def sent_to(self, contact: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [m for m in self.sent if contact in (m.get("recipient"), m.get("contact"))]
+
+    def app(self) -> flask.Flask:
+        app = flask.Flask("fake-loopmessage")
+
+        def refuse(status: int, code: int, message: str) -> flask.Response:
+            response = flask.jsonify(success=False, code=code, message=message)
+            response.status_code = status
+            return response
+
+        def authenticated() -> flask.Response | None:
+            headers = flask.request.headers
+            if not headers.get("Authorization"):
+                return refuse(401, 110, "Missing credentials in request")
+            if headers["Authorization"] != self.auth_key:
+                return refuse(401, 125 if self.api == "legacy" else 130, "Invalid key")
+            if self.api == "legacy" and headers.get("Loop-Secret-Key") != self.secret_key:
+                return refuse(401, 130, "Secret key is invalid or does not exist")
+            return None
+
+        @app.post("/api/v1/message/send/")
+        def send() -> flask.Response:
+            refused = authenticated()
+            if refused is not None:
+                return refused
+            body = flask.request.get_json(force=True)
+            target = "recipient" if self.api == "legacy" else "contact"
+            if not body.get("text"):
+                return refuse(400, 140, 'No "text" parameter in request')
+            if not body.get(target):
+                return refuse(400, 150, f'No "{target}" parameter in request')
+            if self.api == "legacy" and not body.get("sender_name"):
+                return refuse(400, 210, "Sender name not specified in request parameters")
+            with self._lock:
+                failure = self.failures.pop(0) if self.failures else None
+            if failure is not None:
+                return refuse(failure[0], failure[1], "refused by the test")
+            message_id = str(uuid.uuid4()).upper()
+            with self._lock:
+                self.sent.append({**body, "message_id": message_id, "api": self.api})
+            answer: dict[str, Any] = {"message_id": message_id, target: body[target]}
+            answer["text"] = body["text"]
+            if self.api == "legacy":
+                answer["success"] = True
+            return flask.jsonify(answer)
+
+        @app.post("/api/v1/message/show-typing/")
+        def show_typing() -> flask.Response:
+            refused = authenticated()
+            if refused is not None:
+                return refused
+            body = flask.request.get_json(force=True)
+            if not body.get("message_id") and not body.get("contact"):
+                return refuse(400, 120, "One or more required parameters are missing")
+            with self._lock:
+                self.typing.append(body)
+            return flask.jsonify(success=True)
+
+        @app.get("/attachments/<name>")
+        def attachment(name: str) -> flask.Response:
+            if name not in self.files:
+                return flask.Response(status=404)
+            data, content_type = self.files[name]
+            return flask.Response(data, mimetype=content_type)
+
+        return app
