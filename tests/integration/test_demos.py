@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html as html_escape
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -15,7 +14,6 @@ import requests
 
 from devstack.tokens import mint_token
 from shared.platform import clients
-from shared.platform.config import get_settings
 from tests.fakes.server import serving
 
 # The fake reports 1200 input and 300 output tokens for every call.
@@ -310,50 +308,26 @@ def test_page_renders_in_chromium_with_only_its_own_scripts(stack, alice, tmp_pa
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-class FakeRest:
-    """A stand-in for the deployed-agent API (`POST /rest/{name}`), speaking CORS.
+class Viewer:
+    """How a web app shows a demo: the page (fetched with the viewer's token) in a sandboxed
+    srcdoc iframe, then the viewer's token handed over by postMessage."""
 
-    The real one lands with the agents function; this one records what a demo
-    page sends so the page's side of the convention can be checked in a browser.
-    """
-
-    def __init__(self) -> None:
-        self.calls: list[dict] = []
-        self.page = ""
+    def __init__(self, page: str, token: str) -> None:
+        self.page = page
+        self.token = token
 
     def app(self) -> flask.Flask:
-        app = flask.Flask("fake-rest")
-
-        @app.route("/rest/<name>", methods=["OPTIONS", "POST"])
-        def rest(name: str) -> flask.Response:
-            response = flask.Response(status=204)
-            if flask.request.method == "POST":
-                body = flask.request.get_json()
-                self.calls.append(
-                    {
-                        "name": name,
-                        "authorization": flask.request.headers.get("Authorization"),
-                        "origin": flask.request.headers.get("Origin"),
-                        "body": body,
-                    }
-                )
-                response = flask.jsonify(outputText=f"Sunny in {body['city']}")
-            response.headers["Access-Control-Allow-Origin"] = "*"
-            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
-            response.headers["Access-Control-Allow-Methods"] = "POST"
-            return response
+        app = flask.Flask("viewer")
 
         @app.get("/viewer")
         def viewer() -> str:
-            # How a web app shows a demo: the page (fetched with the viewer's token) in a
-            # sandboxed srcdoc iframe, then the token handed over by postMessage.
             return f"""<!doctype html><html><body style="margin:0">
 <iframe id="demo" sandbox="allow-scripts allow-forms" style="width:780px;height:560px;border:0"
   srcdoc="{html_escape.escape(self.page)}"></iframe>
 <script>
 const frame = document.getElementById("demo");
 frame.addEventListener("load", () =>
-  frame.contentWindow.postMessage({{type: "series:token", token: "viewer-token"}}, "*"));
+  frame.contentWindow.postMessage({{type: "series:token", token: {json.dumps(self.token)}}}, "*"));
 </script></body></html>"""
 
         return app
@@ -369,36 +343,43 @@ CALLING_CODE = {
     "});\n"
     'document.getElementById("out").textContent = (await response.json()).outputText;\n',
 }
+WEATHER_AGENT = (
+    "async def run(input_dict, tools):\n"
+    "    data_store.set('asked', {'city': input_dict['city']})\n"
+    "    return {'outputText': 'Sunny in ' + input_dict['city']}\n"
+)
 
 
 @needs_chromium
-def test_page_calls_deployed_apis_with_the_viewers_token(stack, alice, tmp_path):
+def test_page_calls_the_deployed_agent_with_the_viewers_token(stack, alice, tmp_path):
     headers, _ = alice
-    fake = FakeRest()
-    with serving(fake.app()) as rest_origin:
-        os.environ["PUBLIC_API_URL"] = rest_origin
-        get_settings.cache_clear()
-        try:
-            demo = create(stack, headers, generatedCode=CALLING_CODE)
-            fake.page = page_of(stack, headers, demo["_id"]).text
-        finally:
-            os.environ.pop("PUBLIC_API_URL")
-            get_settings.cache_clear()
-        screenshot = tmp_path / "viewer.png"
+    agent = requests.post(
+        stack.url("/agents"),
+        json={
+            "name": "weather",
+            "description": "Weather",
+            "code": WEATHER_AGENT,
+            "friendlyName": "weather_agent",
+        },
+        headers=headers,
+        timeout=10,
+    ).json()
+    deployed = requests.post(
+        stack.url(f"/agents/{agent['_id']}/deploy"), headers=headers, timeout=10
+    )
+    assert deployed.status_code == 201, deployed.text
+    demo = create(stack, headers, generatedCode=CALLING_CODE)
+    viewer = Viewer(page_of(stack, headers, demo["_id"]).text, headers["Authorization"][7:])
+    screenshot = tmp_path / "viewer.png"
 
+    with serving(viewer.app()) as origin:
         chromium(
-            tmp_path,
-            "--virtual-time-budget=5000",
-            f"--screenshot={screenshot}",
-            f"{rest_origin}/viewer",
+            tmp_path, "--virtual-time-budget=8000", f"--screenshot={screenshot}", f"{origin}/viewer"
         )
 
-    assert fake.calls == [
-        {
-            "name": "weather_agent",
-            "authorization": "Bearer viewer-token",
-            "origin": "null",
-            "body": {"city": "Oslo"},
-        }
-    ]
+    record = requests.get(
+        stack.url("/data-store/namespaces/default/records/asked"), headers=headers, timeout=10
+    )
+    assert record.status_code == 200, record.text
+    assert record.json()["value"] == {"city": "Oslo"}
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
