@@ -56,9 +56,8 @@ from shared.platform.models import Model
 from shared.platform.person_data import OutOfCredits, PersonMatch, PersonQuery
 from shared.platform.tasks import TaskContext
 from shared.platform.transactions import Plan, write_if_unchanged
-from shared.social import matches, user_store
-from shared.social.user_store import DEFAULT_ELO
-from shared.social.users import Name, Notes, User, to_user
+from shared.social import matches, user_store, users
+from shared.social.users import Name, User, to_user
 
 if TYPE_CHECKING:
     from google.cloud.firestore import DocumentReference
@@ -279,31 +278,17 @@ def _make_archetype(payload: AugmentTask, contact: Contact) -> None:
         return
     outcome, match = _lookup(PersonQuery(email=contact.email, name=contact.name))
     draft, cost = _draft(contact, match)
-    now = datetime.now(UTC)
-    archetype: dict[str, Any] = {
-        "userId": aid,
-        "phone": None,
-        "email": None,
-        "name": draft.name.model_dump(),
-        "bio": draft.bio,
-        "age": None,
-        "location": (match.content.get("location_name") if match else None),
-        "profilePic": None,
-        "color": None,
-        "elo": DEFAULT_ELO,
-        "metadata": {
-            "created_ts": now,
-            "last_updated_ts": now,
-            "notes": Notes().model_dump(),
+    archetype = users.new_profile_record(
+        aid,
+        name=draft.name.model_dump(),
+        bio=draft.bio,
+        location=match.content.get("location_name") if match else None,
+        metadata={
             "archetype": True,
             "referredBy": payload.userId,
             "linkedin_info": _linkedin_info(match),
-            "network": [],
-            "picture_data": None,
         },
-        "sender": None,
-        "roles": [],
-    }
+    )
     result = _result_data(
         payload, "done", {"archetypeId": aid, "enrichment": outcome, "modelCost": cost}
     )

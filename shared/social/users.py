@@ -257,6 +257,41 @@ def has_complete_profile(record: dict[str, Any]) -> bool:
     return all(required) and bool(record.get("profilePic"))
 
 
+def new_profile_record(user_id: str, **fields: Any) -> dict[str, Any]:
+    """A new profile document with the seed's defaults.
+
+    Args:
+        user_id: The new user.
+        **fields: Top-level fields to set; `metadata` is merged into the default metadata.
+
+    Returns:
+        The whole document, timestamps set to now.
+    """
+    now = datetime.now(UTC)
+    metadata = {
+        **CreateMetadata().model_dump(mode="python"),
+        "notes": Notes().model_dump(),
+        "linkedin_info": None,
+        **fields.pop("metadata", {}),
+        "created_ts": now,
+        "last_updated_ts": now,
+    }
+    defaults: dict[str, Any] = {
+        "phone": None,
+        "email": None,
+        "name": Name().model_dump(),
+        "bio": None,
+        "age": None,
+        "location": None,
+        "profilePic": None,
+        "color": None,
+        "elo": DEFAULT_ELO,
+        "sender": None,
+        "roles": [],
+    }
+    return {"userId": user_id, **defaults, **fields, "metadata": metadata}
+
+
 def _check_email(principal: Principal, email: str | None) -> None:
     if email is None or principal.is_admin:
         return
@@ -313,28 +348,18 @@ def create_user(principal: Principal, body: CreateUserRequest) -> User:
             raise InvalidInput("referredBy must be another existing user", ("body", "metadata"))
         referral = [matches.referral_match(referrer, user_id)]
     picture = _new_picture(principal, user_id, body.profilePic)
-    now = datetime.now(UTC)
-    record: dict[str, Any] = {
-        "userId": user_id,
-        "phone": phone,
-        "email": email,
-        "name": (body.name or Name()).model_dump(),
-        "bio": body.bio,
-        "age": body.age,
-        "location": body.location,
-        "profilePic": picture.target.proxy_url if picture else None,
-        "color": body.color,
-        "elo": DEFAULT_ELO,
-        "metadata": {
-            **body.metadata.model_dump(mode="python"),
-            "created_ts": now,
-            "last_updated_ts": now,
-            "notes": Notes().model_dump(),
-            "linkedin_info": None,
-        },
-        "sender": None,
-        "roles": [],
-    }
+    record = new_profile_record(
+        user_id,
+        phone=phone,
+        email=email,
+        name=(body.name or Name()).model_dump(),
+        bio=body.bio,
+        age=body.age,
+        location=body.location,
+        profilePic=picture.target.proxy_url if picture else None,
+        color=body.color,
+        metadata=body.metadata.model_dump(mode="python"),
+    )
     if own_uid:
         record["firebaseUid"] = principal.subject
     token = (
@@ -549,29 +574,12 @@ def register_contact(contact: str, channel: str) -> str:
         holder = user_store.holder(field, value)
         if holder is not None:
             return holder
-        now = datetime.now(UTC)
-        record: dict[str, Any] = {
-            "userId": user_id,
-            "phone": value if field == "phone" else None,
-            "email": value if field == "email" else None,
-            "name": Name().model_dump(),
-            "bio": None,
-            "age": None,
-            "location": None,
-            "profilePic": None,
-            "color": None,
-            "elo": DEFAULT_ELO,
-            "metadata": {
-                **CreateMetadata().model_dump(mode="python"),
-                "created_ts": now,
-                "last_updated_ts": now,
-                "notes": Notes().model_dump(),
-                "linkedin_info": None,
-            },
-            "sender": None,
-            "roles": [],
-            "arrival": {"channel": channel, "at": now},
-        }
+        record = new_profile_record(
+            user_id,
+            phone=value if field == "phone" else None,
+            email=value if field == "email" else None,
+            arrival={"channel": channel, "at": datetime.now(UTC)},
+        )
         try:
             user_store.create_profile(user_id, record, also=[], extra_creates=[])
         except Conflict:
