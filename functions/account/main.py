@@ -62,6 +62,7 @@ def put_spend_remaining(ctx: RequestContext, body: accounts.SpendRemainingBody) 
     summary="Add Usage",
     body=accounts.UsageBody,
     response=accounts.Account,
+    responses={402: "Payment Required"},
 )
 def post_usage(ctx: RequestContext, body: accounts.UsageBody) -> accounts.Account:
     """Append a usage entry and lower the remaining spend."""

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
@@ -33,7 +33,7 @@ from shared.agents.sandbox.host import MAX_CODE_CHARS
 from shared.platform import clients
 from shared.platform.auth import Principal, can_access_owned, owned_record
 from shared.platform.errors import BadRequest, Conflict, Forbidden, NotFound
-from shared.platform.models import Model
+from shared.platform.models import Model, NoNulls
 from shared.platform.transactions import Plan, write_if_unchanged
 from shared.platform.values import DocId, StorableMap
 
@@ -108,8 +108,24 @@ class CreateAgentRequest(_AgentFields):
     code: str = Field(max_length=MAX_CODE_CHARS)
 
 
-class UpdateAgentRequest(_AgentFields):
-    """The body of `PUT /agents/{id}`: the fields to change, and optionally the `_rev` replaced."""
+class UpdateAgentRequest(_AgentFields, NoNulls):
+    """The body of `PUT /agents/{id}`: the fields to change, and optionally the `_rev` replaced.
+
+    Null clears only what an Agent may hold as null; elsewhere it is refused.
+    """
+
+    nullable: ClassVar[frozenset[str]] = frozenset(
+        {
+            "docstring",
+            "friendly_name",
+            "input_schema",
+            "output_schema",
+            "invokable_models",
+            "composer_thoughts",
+            "composer_model_config",
+            "rev",
+        }
+    )
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=20_000)

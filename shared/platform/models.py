@@ -8,10 +8,29 @@ does not touch (and would import `email_validator` for any `EmailStr`).
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 
 class Model(BaseModel):
     """A pydantic model whose validator is built when first used."""
 
     model_config = ConfigDict(defer_build=True)
+
+
+class NoNulls(Model):
+    """A request model that refuses an explicit null for every field not in `nullable`.
+
+    A partial update may leave a field out; a null would store a value the
+    stored document's model cannot read back (a 500 on every later read).
+    """
+
+    nullable: ClassVar[frozenset[str]] = frozenset()
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None and info.field_name not in cls.nullable:
+            raise ValueError("may not be null")
+        return value

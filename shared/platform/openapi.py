@@ -52,6 +52,12 @@ def build_openapi(routers: Iterable[Router], *, title: str, version: str) -> dic
             )
     schemas, definitions = TypeAdapter.json_schemas(inputs, by_alias=True, ref_template=_REF)
     by_key = {key: schema for (key, _mode), schema in schemas.items()}
+    defs = definitions.get("$defs", {})
+    for key, schema in by_key.items():
+        if key[1] == "form" and "$ref" in schema:
+            # Inlined, so the file fields can join its properties (a closed object
+            # under `allOf` would forbid them).
+            by_key[key] = dict(defs[schema["$ref"].rsplit("/", 1)[-1]])
 
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
@@ -87,6 +93,9 @@ def _error_statuses(route: Route) -> dict[int, str]:
         errors.setdefault(401, _STATUS_TEXT[401])
     if route.auth == "admin":
         errors.setdefault(403, _STATUS_TEXT[403])
+    if route.path_params:
+        # A path parameter outside its converter's pattern matches no route.
+        errors.setdefault(404, _STATUS_TEXT[404])
     if route.body or route.form:
         errors.setdefault(413, _STATUS_TEXT[413])
         errors.setdefault(415, _STATUS_TEXT[415])
@@ -120,10 +129,12 @@ def _operation(route: Route, schemas: dict[tuple[str, str], dict[str, Any]]) -> 
             "content": {"application/json": {"schema": schemas[(route.operation_id, "body")]}},
         }
     if route.form is not None:
+        fields = schemas[(route.operation_id, "form")]
+        files = {name: {"type": "string", "format": "binary"} for name in route.files}
         form_schema: dict[str, Any] = {
-            "allOf": [schemas[(route.operation_id, "form")]],
-            "properties": {name: {"type": "string", "format": "binary"} for name in route.files},
-            "required": list(route.files),
+            **fields,
+            "properties": {**fields.get("properties", {}), **files},
+            "required": [*fields.get("required", []), *route.files],
         }
         media = "multipart/form-data" if route.files else "application/x-www-form-urlencoded"
         operation["requestBody"] = {"required": True, "content": {media: {"schema": form_schema}}}

@@ -80,6 +80,8 @@ def load_many(user_ids: list[str]) -> dict[str, dict[str, Any]]:
 def holder(field: str, value: str) -> str | None:
     """Return the user holding a unique `phone` (E.164) or `email` (normalised), if any."""
     collection, _ = _INDEXES[field]
+    if "/" in value:
+        return None  # never a stored claim: such values are refused before they are stored
     record = clients.firestore().collection(collection).document(value).get().to_dict()
     return (record or {}).get("userId")
 

@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import ConfigDict, EmailStr, Field, ValidationInfo, field_validator
+from pydantic import ConfigDict, EmailStr, Field, field_validator
 
 from shared.platform.auth import Principal, require_self_or_admin
 from shared.platform.errors import Conflict, Forbidden, InvalidInput, NotFound
-from shared.platform.models import Model
+from shared.platform.models import Model, NoNulls
 from shared.platform.values import DocId, StorableMap
 from shared.social import matches, photos, user_store
 from shared.social.phone_auth import bind_token_write, normalize_phone
@@ -46,20 +46,7 @@ SYSTEM_METADATA = ("notes", "archetype", "referredBy", "linkedin_info", "picture
 _Strict = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-class _NoNulls(Model):
-    """Refuses an explicit null for every field not listed in `nullable`."""
-
-    nullable: ClassVar[frozenset[str]] = frozenset()
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _not_null(cls, value: Any, info: ValidationInfo) -> Any:
-        if value is None and info.field_name not in cls.nullable:
-            raise ValueError("may not be null")
-        return value
-
-
-class Name(_NoNulls):
+class Name(NoNulls):
     """A person's name."""
 
     model_config = _Strict
@@ -68,7 +55,7 @@ class Name(_NoNulls):
     last: str = Field(default="User", max_length=100)
 
 
-class WarmConnect(_NoNulls):
+class WarmConnect(NoNulls):
     """Someone in the user's network."""
 
     model_config = _Strict
@@ -78,7 +65,7 @@ class WarmConnect(_NoNulls):
     timeSpent: float = Field(ge=0, le=1e9)  # noqa: N815 - the seed's field name
 
 
-class Notes(_NoNulls):
+class Notes(NoNulls):
     """Scores and moderation notes kept by admins and the system."""
 
     model_config = _Strict
@@ -160,7 +147,7 @@ class PublicUser(Model):
     color: str | None = None
 
 
-class _ProfileFields(_NoNulls):
+class _ProfileFields(NoNulls):
     model_config = _Strict
     nullable: ClassVar[frozenset[str]] = frozenset(
         {"phone", "email", "bio", "age", "location", "profilePic", "color", "sender"}
@@ -184,7 +171,7 @@ class _ProfileFields(_NoNulls):
         return value.strip().lower() if value is not None else None
 
 
-class CreateMetadata(_NoNulls):
+class CreateMetadata(NoNulls):
     """Metadata a new user may come with."""
 
     model_config = _Strict
@@ -202,7 +189,7 @@ class CreateUserRequest(_ProfileFields):
     metadata: CreateMetadata = Field(default_factory=CreateMetadata)
 
 
-class UpdateMetadata(_NoNulls):
+class UpdateMetadata(NoNulls):
     """Metadata fields an update may carry (timestamps are the server's)."""
 
     model_config = _Strict

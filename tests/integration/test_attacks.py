@@ -535,3 +535,38 @@ def test_gateway_errors_are_json(stack):
 
     assert response.status_code == 405
     assert response.json() == {"detail": "Method Not Allowed"}
+
+
+# Found by the fuzzing suite.
+
+
+def test_check_email_with_a_slash_is_simply_not_registered(stack):
+    alice = sign_up(stack)
+
+    response = requests.get(
+        stack.url("/users/check-email"),
+        params={"email": "/d&u49sp|l@aarfnds0.net"},
+        headers=alice.headers,
+        timeout=10,
+    )
+
+    assert response.status_code == 200
+    assert response.json()["exists"] is False
+
+
+@pytest.mark.parametrize("field", ["name", "description", "code", "tools", "swaggerSpecs"])
+def test_agent_update_refuses_null_where_an_agent_has_none(stack, unique, field):
+    user = mint_token(f"agent-{unique}@example.com")
+    headers = bearer(user.id_token)
+    agent = requests.post(
+        stack.url("/agents"),
+        json={"name": "a", "code": "async def run(input_dict, tools):\n    return {}\n"},
+        headers=headers,
+        timeout=10,
+    ).json()
+    path = stack.url(f"/agents/{agent['_id']}")
+
+    response = requests.put(path, json={field: None}, headers=headers, timeout=10)
+
+    assert response.status_code == 422
+    assert requests.get(path, headers=headers, timeout=10).status_code == 200
