@@ -1,0 +1,94 @@
+"""The gofannon web UI's calls, replayed through the gateway.
+
+Each case sends a body as the UI source builds it (The-AI-Alliance/gofannon
+at 81e4595, `webapp/packages/webui/src/`) and checks the fields the UI reads.
+The file each case comes from is named in a comment above it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+
+from devstack.tokens import mint_token
+
+
+@pytest.fixture
+def ui_user(stack, unique):
+    user = mint_token(f"ui-{unique}@example.com")
+    return {
+        "Authorization": f"Bearer {user.id_token}",
+        "Content-Type": "application/json",
+    }, user.uid
+
+
+def poll(stack, headers, ticket_id, timeout=30.0):
+    """`chatService.pollForResult`: poll until completed or failed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        data = requests.get(stack.url(f"/chat/{ticket_id}"), headers=headers, timeout=10).json()
+        if data["status"] in ("completed", "failed"):
+            return data
+        time.sleep(0.1)
+    raise AssertionError("Request timeout")
+
+
+def ui_default_parameters(schema, provider):
+    """`ChatPage.jsx`: every parameter with a default, top_p skipped for anthropic."""
+    return {
+        key: spec["default"]
+        for key, spec in schema.items()
+        if spec.get("default") is not None and not (key == "top_p" and provider == "anthropic")
+    }
+
+
+# services/chatService.js sendMessage + pollForResult, pages/ChatPage.jsx
+def test_chat_as_the_ui_sends_it(stack, ui_user):
+    headers, _ = ui_user
+    providers = requests.get(stack.url("/providers"), headers=headers, timeout=10).json()
+    schema = providers["gemini"]["models"]["gemini-2.5-flash"]["parameters"]
+    body = {
+        "messages": [{"role": "user", "content": "Tell me a joke"}],
+        "provider": "gemini",
+        "model": "gemini-2.5-flash",
+        "parameters": ui_default_parameters(schema, "gemini"),
+        "stream": False,
+        "builtInTools": ["google_search"],
+    }
+
+    created = requests.post(stack.url("/chat"), json=body, headers=headers, timeout=10)
+
+    assert created.status_code == 200
+    data = poll(stack, headers, created.json()["ticket_id"])
+    assert data["status"] == "completed"
+    assert data["result"]["content"] == "echo: Tell me a joke"
+    assert "thoughts" in data["result"]
+
+
+# services/chatService.js: a failed send shows `errorData.detail` as the message
+def test_chat_errors_read_as_text(stack, ui_user):
+    headers, _ = ui_user
+    streamed = {
+        "messages": [{"role": "user", "content": "Hi"}],
+        "provider": "gemini",
+        "model": "gemini-2.5-flash",
+        "parameters": {},
+        "stream": True,
+    }
+
+    refused = requests.post(stack.url("/chat"), json=streamed, headers=headers, timeout=10)
+    unknown = requests.post(
+        stack.url("/chat"),
+        json={**streamed, "stream": False, "model": "nope"},
+        headers=headers,
+        timeout=10,
+    )
+    anonymous = requests.post(stack.url("/chat"), json=streamed, timeout=10)
+
+    assert refused.status_code == 422
+    assert refused.json()["detail"][0]["loc"] == ["body", "stream"]
+    assert unknown.status_code == 422
+    assert anonymous.status_code == 401
+    assert isinstance(anonymous.json()["detail"], str)
