@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from devstack.tokens import mint_token
+from shared.agents import accounts
 
 
 @pytest.fixture
@@ -92,3 +93,52 @@ def test_chat_errors_read_as_text(stack, ui_user):
     assert unknown.status_code == 422
     assert anonymous.status_code == 401
     assert isinstance(anonymous.json()["detail"], str)
+
+
+# services/userService.js getProfile + addUsage, components/profile/UsageInfoTab.jsx
+def test_profile_has_what_the_usage_tab_reads(stack, ui_user):
+    headers, uid = ui_user
+    chat = {
+        "messages": [{"role": "user", "content": "Hi"}],
+        "provider": "gemini",
+        "model": "gemini-2.5-flash",
+        "parameters": {},
+        "stream": False,
+    }
+    fresh = requests.get(stack.url("/users/me"), headers=headers, timeout=10).json()
+    added = requests.post(
+        stack.url("/users/me/usage"),
+        json={"responseCost": 0.25, "metadata": None},
+        headers=headers,
+        timeout=10,
+    )
+    ticket = requests.post(stack.url("/chat"), json=chat, headers=headers, timeout=10).json()
+    poll(stack, headers, ticket["ticket_id"])
+
+    profile = requests.get(stack.url("/users/me"), headers=headers, timeout=10).json()
+
+    assert fresh["_id"] == uid and fresh["usageInfo"]["usage"] == []
+    assert fresh["apiKeys"]["openaiApiKey"] is None
+    assert added.status_code == 200
+    assert added.json()["usageInfo"]["usage"][0]["responseCost"] == 0.25
+    assert profile["_id"] == uid
+    assert profile["createdAt"] <= profile["updatedAt"]
+    assert isinstance(profile["usageInfo"]["monthlyAllowance"], float)
+    assert isinstance(profile["usageInfo"]["spendRemaining"], float)
+    usage = profile["usageInfo"]["usage"]
+    assert [entry["metadata"]["source"] for entry in usage] == ["chat", "client"]
+    assert usage[0]["timestamp"] > usage[1]["timestamp"]
+    assert usage[0]["responseCost"] > 0
+    assert usage[0]["metadata"]["model"] == "gemini-2.5-flash"
+
+
+def test_profile_usage_is_bounded(stack, ui_user):
+    headers, _ = ui_user
+    for _ in range(accounts.RECENT_USAGE + 2):
+        requests.post(
+            stack.url("/users/me/usage"), json={"responseCost": 0.0}, headers=headers, timeout=10
+        )
+
+    profile = requests.get(stack.url("/users/me"), headers=headers, timeout=10).json()
+
+    assert len(profile["usageInfo"]["usage"]) == accounts.RECENT_USAGE
