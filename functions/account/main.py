@@ -87,10 +87,13 @@ def post_reset_allowance(ctx: RequestContext) -> accounts.Account:
     auth="admin",
     summary="List Users",
     query=accounts.AdminUsersQuery,
-    response=accounts.AccountPage,
+    response=list[accounts.AdminAccount],
 )
-def list_users(ctx: RequestContext, query: accounts.AdminUsersQuery) -> accounts.AccountPage:
-    """All accounts, a page at a time (admin)."""
+def list_users(ctx: RequestContext, query: accounts.AdminUsersQuery) -> list[accounts.AdminAccount]:
+    """All accounts, a page at a time (admin; the reset date in epoch milliseconds).
+
+    Page on with `cursor` = the last `_id` while a page holds `limit` users.
+    """
     return accounts.admin_list(query)
 
 
@@ -99,14 +102,17 @@ def list_users(ctx: RequestContext, query: accounts.AdminUsersQuery) -> accounts
     auth="admin",
     summary="Update User Usage",
     body=accounts.AdminUsageUpdate,
-    response=accounts.Account,
+    response=accounts.AdminAccount,
     responses={404: "Not Found"},
 )
 def update_user_usage(
     ctx: RequestContext, user_id: str, body: accounts.AdminUsageUpdate
-) -> accounts.Account:
-    """Set any of a user's monthlyAllowance, allowanceResetDate, spendRemaining (admin)."""
-    return accounts.with_recent_usage(accounts.admin_update(user_id, body))
+) -> accounts.AdminAccount:
+    """Set a user's monthlyAllowance, allowanceResetDate, spendRemaining (admin).
+
+    The reset date is in epoch milliseconds; 0 restarts the period from now.
+    """
+    return accounts.admin_update(user_id, body)
 
 
 account = http_function(router)

@@ -23,6 +23,9 @@ Rules:
   (`PLAN_CAPS`); above it only by admins.
 - `spendRemaining` may only be lowered by the user; raising it is for admins.
 - `allowanceResetDate` (epoch seconds) may only be postponed by the user.
+  The admin routes speak epoch milliseconds, as the gofannon admin panel
+  does, both ways; an admin's `0` restarts the period (the next reset is
+  `ALLOWANCE_PERIOD_DAYS` from now) rather than leaving no date.
 - `reset-allowance` before the reset date is admin only. When the reset
   date has passed, the allowance resets itself on the next use:
   `spendRemaining = monthlyAllowance` and the date moves
@@ -161,29 +164,39 @@ class UsageBody(Model):
 
 
 class AdminUsageUpdate(Model):
-    """Any combination of the three usage fields."""
+    """Any combination of the three usage fields (the reset date in epoch milliseconds)."""
 
     model_config = _Money
 
     monthlyAllowance: float | None = Field(default=None, ge=0, le=1_000_000)  # noqa: N815
-    allowanceResetDate: float | None = Field(default=None, gt=0, lt=4_102_444_800)  # noqa: N815
+    allowanceResetDate: float | None = Field(  # noqa: N815
+        default=None,
+        ge=0,
+        lt=4_102_444_800_000,
+        description="Epoch milliseconds (before 2100); 0 restarts the period from now",
+    )
     spendRemaining: float | None = Field(default=None, ge=0, le=1_000_000)  # noqa: N815
 
 
+class AdminUsageInfo(UsageInfo):
+    """Usage as the admin routes show it: the reset date in epoch milliseconds."""
+
+    allowanceResetDate: float = Field(description="Epoch milliseconds")  # noqa: N815
+
+
+class AdminAccount(Account):
+    """An account as the admin routes show it (the gofannon admin panel's units)."""
+
+    usageInfo: AdminUsageInfo  # noqa: N815 - seed field name
+
+
 class AdminUsersQuery(Model):
-    """Paging of the admin user list."""
+    """Paging of the admin user list: pass the last `_id` as `cursor` while pages are full."""
 
     model_config = ConfigDict(extra="forbid")
 
-    limit: int = Field(default=50, ge=1, le=200)
+    limit: int = Field(default=200, ge=1, le=200)
     cursor: str | None = Field(default=None, max_length=128, description="userId to start after")
-
-
-class AccountPage(Model):
-    """One page of accounts."""
-
-    users: list[Account]
-    nextCursor: str | None  # noqa: N815 - API field name
 
 
 def _account_ref(user_id: str) -> DocumentReference:
@@ -429,8 +442,15 @@ def reset_allowance(principal: Principal) -> Account:
     return _change_usage(_require_user_id(principal), change, principal)
 
 
-def admin_update(user_id: str, body: AdminUsageUpdate) -> Account:
-    """Set any of a user's usage fields (admins).
+def admin_view(account: Account) -> AdminAccount:
+    """The account in the admin routes' units (the reset date in epoch milliseconds)."""
+    data = account.model_dump(by_alias=True)
+    data["usageInfo"]["allowanceResetDate"] = account.usageInfo.allowanceResetDate * 1000
+    return AdminAccount.model_validate(data)
+
+
+def admin_update(user_id: str, body: AdminUsageUpdate) -> AdminAccount:
+    """Set any of a user's usage fields (admins); a reset date of 0 restarts the period.
 
     Raises:
         InvalidInput: No field given.
@@ -446,23 +466,25 @@ def admin_update(user_id: str, body: AdminUsageUpdate) -> Account:
         if "spendRemaining" in values:
             usage["spendRemainingMicros"] = to_micros(values["spendRemaining"])
         if "allowanceResetDate" in values:
-            usage["allowanceResetDate"] = values["allowanceResetDate"]
+            millis = values["allowanceResetDate"]
+            now = datetime.now(UTC)
+            usage["allowanceResetDate"] = millis / 1000 if millis else _next_reset(now)
 
-    return _change_usage(user_id, change)
+    return admin_view(with_recent_usage(_change_usage(user_id, change)))
 
 
-def admin_list(query: AdminUsersQuery) -> AccountPage:
-    """List accounts by user id, a page at a time."""
+def admin_list(query: AdminUsersQuery) -> list[AdminAccount]:
+    """List accounts by user id, a page at a time (a page shorter than `limit` is the last)."""
     from google.cloud.firestore_v1.field_path import FieldPath
 
     collection = clients.firestore().collection(ACCOUNTS)
     request = collection.order_by(FieldPath.document_id()).limit(query.limit)
     if query.cursor:
         request = request.start_after({FieldPath.document_id(): collection.document(query.cursor)})
-    snapshots = list(request.stream())
-    accounts = [_to_account(snapshot.id, snapshot.to_dict() or {}) for snapshot in snapshots]
-    next_cursor = snapshots[-1].id if len(snapshots) == query.limit else None
-    return AccountPage(users=accounts, nextCursor=next_cursor)
+    return [
+        admin_view(_to_account(snapshot.id, snapshot.to_dict() or {}))
+        for snapshot in request.stream()
+    ]
 
 
 def reserve(user_id: str, micros: int, also_set: list[tuple[Any, dict[str, Any]]]) -> None:

@@ -8,6 +8,7 @@ The file each case comes from is named in a comment above it.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import pytest
 import requests
@@ -142,3 +143,52 @@ def test_profile_usage_is_bounded(stack, ui_user):
     profile = requests.get(stack.url("/users/me"), headers=headers, timeout=10).json()
 
     assert len(profile["usageInfo"]["usage"]) == accounts.RECENT_USAGE
+
+
+def ui_date_input(timestamp_ms):
+    """`AdminPanel.jsx` formatDateInput then parseDateInput: the day the field shows, in ms."""
+    day = datetime.fromtimestamp(timestamp_ms / 1000, UTC).date()
+    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000
+
+
+# services/userService.js getAllUsers + updateUser, pages/AdminPanel.jsx
+def test_admin_panel_lists_and_saves_users(stack, ui_user, unique):
+    headers, uid = ui_user
+    admin = mint_token(f"ui-admin-{unique}@example.com", admin=True)
+    admin_headers = {"Authorization": f"Bearer {admin.id_token}", "X-Admin-Password": "x"}
+    requests.get(stack.url("/users/me"), headers=headers, timeout=10)
+
+    listed = requests.get(stack.url("/admin/users"), headers=admin_headers, timeout=10)
+    user = next(u for u in listed.json() if u["_id"] == uid)
+    usage = user["usageInfo"]
+    updates = {
+        "monthlyAllowance": float(str(usage["monthlyAllowance"])),
+        "spendRemaining": 3.5,
+        "allowanceResetDate": ui_date_input(usage["allowanceResetDate"]),
+    }
+    saved = requests.put(
+        stack.url(f"/admin/users/{uid}"), json=updates, headers=admin_headers, timeout=10
+    )
+    cleared = requests.put(
+        stack.url(f"/admin/users/{uid}"),
+        json={**updates, "allowanceResetDate": 0},
+        headers=admin_headers,
+        timeout=10,
+    )
+    as_user = requests.get(
+        stack.url("/admin/users"), headers={**headers, "X-Admin-Password": "x"}, timeout=10
+    )
+
+    assert listed.status_code == 200 and isinstance(listed.json(), list)
+    assert user["basicInfo"]["email"] == f"ui-{unique}@example.com"
+    assert usage["allowanceResetDate"] > time.time() * 1000
+    assert saved.status_code == 200
+    assert saved.json()["_id"] == uid
+    assert saved.json()["usageInfo"]["spendRemaining"] == 3.5
+    assert saved.json()["usageInfo"]["allowanceResetDate"] == updates["allowanceResetDate"]
+    me = requests.get(stack.url("/users/me"), headers=headers, timeout=10).json()
+    assert cleared.status_code == 200
+    assert cleared.json()["usageInfo"]["allowanceResetDate"] > time.time() * 1000
+    assert me["usageInfo"]["spendRemaining"] == 3.5
+    assert as_user.status_code == 403
+    assert isinstance(as_user.json()["detail"], str)
