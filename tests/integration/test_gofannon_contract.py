@@ -192,3 +192,36 @@ def test_admin_panel_lists_and_saves_users(stack, ui_user, unique):
     assert me["usageInfo"]["spendRemaining"] == 3.5
     assert as_user.status_code == 403
     assert isinstance(as_user.json()["detail"], str)
+
+
+# components/ModelConfigDialog.jsx, pages/ChatPage.jsx (services/chatService.js getProviders)
+def test_catalog_has_the_shape_the_model_dialog_reads(stack, ui_user):
+    headers, _ = ui_user
+    providers = requests.get(
+        stack.url("/providers"), headers={**headers, "Accept": "application/json"}, timeout=10
+    ).json()
+
+    for provider, config in providers.items():
+        for model, entry in config["models"].items():
+            for tool in entry.get("built_in_tools", []):
+                assert set(tool) >= {"id", "description"}
+            for name, spec in entry["parameters"].items():
+                if provider == "gofannon":
+                    continue
+                assert spec["type"] in ("integer", "float", "choice", "list_choice"), name
+                assert isinstance(spec["mutually_exclusive_with"], list)
+                if spec["type"] in ("choice", "list_choice"):
+                    assert spec["choices"]
+                if spec["type"] in ("integer", "float"):
+                    assert spec["min"] is not None and spec["max"] is not None
+            body = {
+                "messages": [{"role": "user", "content": "Hi"}],
+                "provider": provider,
+                "model": model,
+                "parameters": ui_default_parameters(entry["parameters"], provider),
+                "stream": False,
+            }
+            if entry.get("built_in_tools"):
+                body["builtInTools"] = [entry["built_in_tools"][0]["id"]]
+            sent = requests.post(stack.url("/chat"), json=body, headers=headers, timeout=10)
+            assert sent.status_code == 200, (provider, model, sent.text)
