@@ -15,6 +15,7 @@ import requests
 
 from devstack.tokens import mint_token
 from shared.agents import accounts
+from tests.conftest import UI_ORIGIN
 
 
 @pytest.fixture
@@ -225,3 +226,43 @@ def test_catalog_has_the_shape_the_model_dialog_reads(stack, ui_user):
                 body["builtInTools"] = [entry["built_in_tools"][0]["id"]]
             sent = requests.post(stack.url("/chat"), json=body, headers=headers, timeout=10)
             assert sent.status_code == 200, (provider, model, sent.text)
+
+
+# The UI's dev server (http://localhost:3000) calls every service cross-origin with
+# credentials mode: services/apiClient.js, services/userService.js (X-Admin-Password)
+def test_cors_for_the_configured_origin(stack, ui_user):
+    headers, _ = ui_user
+    origin = {"Origin": UI_ORIGIN}
+    preflight = requests.options(
+        stack.url("/admin/users/someone"),
+        headers={
+            **origin,
+            "Access-Control-Request-Method": "PUT",
+            "Access-Control-Request-Headers": "authorization, content-type, x-admin-password",
+        },
+        timeout=10,
+    )
+    answered = requests.get(stack.url("/users/me"), headers={**headers, **origin}, timeout=10)
+    refused = requests.get(stack.url("/users/me"), headers={**origin}, timeout=10)
+    foreign = requests.get(
+        stack.url("/users/me"), headers={**headers, "Origin": "http://evil.example"}, timeout=10
+    )
+    public = requests.options(
+        stack.url("/rest/echo"),
+        headers={**origin, "Access-Control-Request-Method": "POST"},
+        timeout=10,
+    )
+
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == UI_ORIGIN
+    assert preflight.headers["Access-Control-Allow-Credentials"] == "true"
+    assert "PUT" in preflight.headers["Access-Control-Allow-Methods"]
+    assert "X-Admin-Password" in preflight.headers["Access-Control-Allow-Headers"]
+    assert answered.status_code == 200
+    assert answered.headers["Access-Control-Allow-Origin"] == UI_ORIGIN
+    assert answered.headers["Access-Control-Allow-Credentials"] == "true"
+    assert "Origin" in answered.headers["Vary"]
+    assert refused.status_code == 401
+    assert refused.headers["Access-Control-Allow-Origin"] == UI_ORIGIN
+    assert "Access-Control-Allow-Origin" not in foreign.headers
+    assert public.headers["Access-Control-Allow-Origin"] == UI_ORIGIN
