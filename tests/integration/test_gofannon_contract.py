@@ -7,6 +7,8 @@ The file each case comes from is named in a comment above it.
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from datetime import UTC, datetime
 
@@ -266,3 +268,29 @@ def test_cors_for_the_configured_origin(stack, ui_user):
     assert refused.headers["Access-Control-Allow-Origin"] == UI_ORIGIN
     assert "Access-Control-Allow-Origin" not in foreign.headers
     assert public.headers["Access-Control-Allow-Origin"] == UI_ORIGIN
+
+
+# components/ErrorBoundary.jsx -> services/observabilityService.js logError / log
+def test_client_logs_as_the_error_boundary_sends_them(stack, ui_user, caplog, unique):
+    headers, _ = ui_user
+    caplog.set_level(logging.DEBUG, logger="client")
+    crash = {
+        "eventType": "error",
+        "message": f"crash {unique}",
+        "level": "ERROR",
+        "metadata": {"componentStack": "at Foo\n" * 5000, "stack": "Error\n", "name": "Error"},
+    }
+    # An Error without a message: JSON.stringify drops `message: undefined`.
+    no_message = {"eventType": "error", "level": "ERROR", "metadata": {"name": "TypeError"}}
+    odd_level = {"eventType": "navigation", "message": f"odd {unique}", "level": "verbose"}
+
+    answers = [
+        requests.post(stack.url("/log/client"), json=body, headers=headers, timeout=10)
+        for body in (crash, no_message, {**no_message, "message": ""}, odd_level)
+    ]
+
+    assert len(json.dumps(crash)) > 20_000
+    assert [answer.status_code for answer in answers] == [202, 202, 202, 202]
+    levels = {r.getMessage(): r.levelno for r in caplog.records if r.name == "client"}
+    assert levels[f"crash {unique}"] == logging.ERROR
+    assert levels[f"odd {unique}"] == logging.INFO
