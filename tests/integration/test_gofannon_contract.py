@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -294,3 +295,105 @@ def test_client_logs_as_the_error_boundary_sends_them(stack, ui_user, caplog, un
     levels = {r.getMessage(): r.levelno for r in caplog.records if r.name == "client"}
     assert levels[f"crash {unique}"] == logging.ERROR
     assert levels[f"odd {unique}"] == logging.INFO
+
+
+ECHO = "async def run(input_dict, tools):\n    return {'outputText': input_dict['inputText']}\n"
+
+
+def ui_call(stack, method, path, headers, body=None):
+    return requests.request(method, stack.url(path), json=body, headers=headers, timeout=60)
+
+
+# pages/AgentCreationFlow/DeployScreen.jsx (agentData) -> services/agentService.js saveAgent,
+# deployAgent, getDeployment, getDeployments, undeployAgent, getAgents, getAgent, deleteAgent;
+# read by pages/SavedAgentsPage.jsx, pages/DeployedApisPage.jsx, pages/ViewAgent.jsx
+def test_agent_lifecycle_as_the_ui_drives_it(stack, ui_user, unique):
+    headers, _ = ui_user
+    name = f"ui_echo_{unique[:8]}"
+    agent_data = {
+        "name": name,
+        "description": "Repeats its input",
+        "code": ECHO,
+        "docstring": "Repeats its input.",
+        "friendlyName": name,
+        "tools": {},
+        "swaggerSpecs": [],
+        "inputSchema": {"inputText": "string"},
+        "outputSchema": {"outputText": "string"},
+        "invokableModels": [],
+        "gofannonAgents": [],
+    }
+
+    saved = ui_call(stack, "POST", "/agents", headers, agent_data)
+    agent_id = saved.json()["_id"]
+    deployed = ui_call(stack, "POST", f"/agents/{agent_id}/deploy", headers)
+    deployment = ui_call(stack, "GET", f"/agents/{agent_id}/deployment", headers)
+    listed = ui_call(stack, "GET", "/agents", headers)
+    apis = ui_call(stack, "GET", "/deployments", headers)
+    chain = ui_call(stack, "GET", f"/agents/{agent_id}/chain", headers)
+    updated = ui_call(
+        stack, "PUT", f"/agents/{agent_id}", headers, {**agent_data, "description": "Echoes"}
+    )
+    undeployed = ui_call(stack, "DELETE", f"/agents/{agent_id}/undeploy", headers)
+    deleted = ui_call(stack, "DELETE", f"/agents/{agent_id}", headers)
+
+    assert saved.status_code == 201, saved.text
+    assert deployed.status_code in (200, 201), deployed.text
+    assert deployment.json()["is_deployed"] is True
+    assert deployment.json()["friendly_name"] == name
+    mine = next(a for a in listed.json() if a["_id"] == agent_id)
+    assert {"name", "description"} <= set(mine)
+    api = next(a for a in apis.json() if a["agentId"] == agent_id)
+    assert api["friendlyName"] == name and api["inputSchema"] == {"inputText": "string"}
+    assert "outputSchema" in api and "description" in api
+    assert chain.status_code == 200
+    assert updated.status_code == 200 and updated.json()["description"] == "Echoes"
+    assert undeployed.status_code in (200, 204)
+    assert deleted.status_code in (200, 204)
+
+
+# services/dataStoreService.js; read by pages/DataStoresPage.jsx, pages/DataStoreBrowser.jsx
+def test_data_store_as_the_browser_reads_it(stack, ui_user):
+    headers, _ = ui_user
+    namespace, key = "ui notes", "first/key"
+    record_path = (
+        f"/data-store/namespaces/{quote(namespace, safe='')}/records/{quote(key, safe='')}"
+    )
+
+    put = ui_call(stack, "PUT", record_path, headers, {"value": {"a": 1}, "metadata": None})
+    namespaces = ui_call(stack, "GET", "/data-store/namespaces", headers).json()
+    stats = ui_call(stack, "GET", f"/data-store/namespaces/{quote(namespace, safe='')}", headers)
+    records = ui_call(
+        stack, "GET", f"/data-store/namespaces/{quote(namespace, safe='')}/records", headers
+    )
+    record = ui_call(stack, "GET", record_path, headers)
+    removed = ui_call(stack, "DELETE", record_path, headers)
+    cleared = ui_call(
+        stack, "DELETE", f"/data-store/namespaces/{quote(namespace, safe='')}", headers
+    )
+
+    assert put.status_code == 200, put.text
+    assert {"namespaces", "totalRecordCount", "totalSizeBytes"} <= set(namespaces)
+    ns = next(n for n in namespaces["namespaces"] if n["namespace"] == namespace)
+    assert {"recordCount", "sizeBytes", "updatedAt", "agents"} <= set(ns)
+    assert {"recordCount", "sizeBytes", "updatedAt", "agents"} <= set(stats.json())
+    assert [r["key"] for r in records.json()] == [key]
+    assert record.json()["value"] == {"a": 1}
+    assert {
+        "accessCount",
+        "createdAt",
+        "updatedAt",
+        "createdByAgent",
+        "lastAccessedByAgent",
+    } <= set(record.json())
+    assert removed.status_code in (200, 204)
+    assert cleared.status_code in (200, 204)
+
+
+# services/demoService.js listDemos; read by pages/DemoAppsPage.jsx
+def test_demo_list_as_the_ui_reads_it(stack, ui_user):
+    headers, _ = ui_user
+
+    demos = ui_call(stack, "GET", "/demos", headers)
+
+    assert demos.status_code == 200 and demos.json() == []
