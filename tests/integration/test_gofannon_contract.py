@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from urllib.parse import quote
 
+import flask
 import pytest
 import requests
 
 from devstack.tokens import mint_token
 from shared.agents import accounts
+from shared.platform.config import get_settings
 from tests.conftest import UI_ORIGIN
+from tests.fakes.mcp_server import McpServer, running_mcp_server
+from tests.fakes.server import serving
 
 
 @pytest.fixture
@@ -397,3 +403,40 @@ def test_demo_list_as_the_ui_reads_it(stack, ui_user):
     demos = ui_call(stack, "GET", "/demos", headers)
 
     assert demos.status_code == 200 and demos.json() == []
+
+
+@pytest.fixture
+def tool_servers(stack) -> Iterator[tuple[McpServer, str]]:
+    """An MCP server and a spec server, allowlisted for the gateway's fetches."""
+    app = flask.Flask("specs")
+
+    @app.get("/openapi.json")
+    def openapi() -> flask.Response:
+        return flask.jsonify(openapi="3.0.0", info={"title": "t", "version": "1"}, paths={})
+
+    with running_mcp_server() as mcp, serving(app) as specs_url:
+        ports = [*mcp.ports, int(specs_url.rsplit(":", 1)[1])]
+        os.environ["FETCH_ALLOWED_ADDRESSES"] = json.dumps([f"127.0.0.1:{p}" for p in ports])
+        get_settings.cache_clear()
+        try:
+            yield mcp, specs_url
+        finally:
+            os.environ.pop("FETCH_ALLOWED_ADDRESSES")
+            get_settings.cache_clear()
+
+
+# services/mcpService.js listTools (read by pages/AgentCreationFlow/ToolsSelectionDialog.jsx),
+# services/agentService.js fetchSpecFromUrl (read by pages/ViewAgent.jsx)
+def test_tools_and_specs_as_the_ui_fetches_them(stack, ui_user, tool_servers):
+    headers, _ = ui_user
+    mcp, specs_url = tool_servers
+
+    tools = ui_call(
+        stack, "POST", "/mcp/tools", headers, {"mcp_url": mcp.streamable_url, "auth_token": None}
+    )
+    spec = ui_call(stack, "POST", "/specs/fetch", headers, {"url": f"{specs_url}/openapi.json"})
+
+    assert tools.status_code == 200, tools.text
+    assert all({"name", "description"} <= set(tool) for tool in tools.json()["tools"])
+    assert spec.status_code == 200, spec.text
+    assert spec.json()["name"] and json.loads(spec.json()["content"])["openapi"] == "3.0.0"
