@@ -440,3 +440,28 @@ def test_tools_and_specs_as_the_ui_fetches_them(stack, ui_user, tool_servers):
     assert all({"name", "description"} <= set(tool) for tool in tools.json()["tools"])
     assert spec.status_code == 200, spec.text
     assert spec.json()["name"] and json.loads(spec.json()["content"])["openapi"] == "3.0.0"
+
+
+# pages/AgentCreationFlow/RunsScreen.jsx -> services/agentService.js runCodeInSandbox
+# (llmSettings is left out when no model is invokable; `{result, error}` is read)
+@pytest.mark.parametrize(
+    "llm_settings",
+    [None, {"perModel": {"gemini/gemini-2.5-flash": {"maxTokens": 256, "temperature": 0.2}}}],
+)
+def test_run_code_as_the_runs_screen_sends_it(stack, ui_user, llm_settings):
+    headers, _ = ui_user
+    body = {
+        "code": ECHO,
+        "inputDict": {"inputText": "hi"},
+        "tools": {},
+        "gofannonAgents": [],
+        "outputSchema": {"outputText": "string"},
+        "friendlyName": "sandbox_agent",
+        **({"llmSettings": llm_settings} if llm_settings else {}),
+    }
+
+    response = ui_call(stack, "POST", "/agents/run-code", headers, body)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["result"] == {"outputText": "hi"}
+    assert response.json().get("error") is None
