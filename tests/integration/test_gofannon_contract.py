@@ -442,13 +442,29 @@ def test_tools_and_specs_as_the_ui_fetches_them(stack, ui_user, tool_servers):
     assert spec.json()["name"] and json.loads(spec.json()["content"])["openapi"] == "3.0.0"
 
 
-# pages/AgentCreationFlow/RunsScreen.jsx -> services/agentService.js runCodeInSandbox
-# (llmSettings is left out when no model is invokable; `{result, error}` is read)
+def ui_sse_frames(text):
+    """`agentService.runCodeInSandboxStreaming` parseFrame: `event:` and joined `data:` lines."""
+    frames = []
+    for raw in text.split("\n\n"):
+        event, data = "message", []
+        for line in raw.split("\n"):
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].lstrip())
+        if data:
+            frames.append((event, json.loads("\n".join(data))))
+    return frames
+
+
+# pages/AgentCreationFlow/RunsScreen.jsx -> services/agentService.js runCodeInSandboxStreaming
+# (llmSettings is left out when no model is invokable; the `done` frame's
+# outcome, result, error, schemaWarnings and opsLog are read)
 @pytest.mark.parametrize(
     "llm_settings",
     [None, {"perModel": {"gemini/gemini-2.5-flash": {"maxTokens": 256, "temperature": 0.2}}}],
 )
-def test_run_code_as_the_runs_screen_sends_it(stack, ui_user, llm_settings):
+def test_run_code_as_the_runs_screen_streams_it(stack, ui_user, llm_settings):
     headers, _ = ui_user
     body = {
         "code": ECHO,
@@ -460,8 +476,18 @@ def test_run_code_as_the_runs_screen_sends_it(stack, ui_user, llm_settings):
         **({"llmSettings": llm_settings} if llm_settings else {}),
     }
 
-    response = ui_call(stack, "POST", "/agents/run-code", headers, body)
+    response = requests.post(
+        stack.url("/agents/run-code/stream"),
+        json=body,
+        headers={**headers, "Accept": "text/event-stream"},
+        timeout=60,
+    )
 
     assert response.status_code == 200, response.text
-    assert response.json()["result"] == {"outputText": "hi"}
-    assert response.json().get("error") is None
+    frames = ui_sse_frames(response.text)
+    assert {event for event, _ in frames[:-1]} <= {"trace"}
+    event, done = frames[-1]
+    assert event == "done"
+    assert done["outcome"] == "success" and done["error"] is None
+    assert done["result"] == {"outputText": "hi"}
+    assert {"schemaWarnings", "opsLog"} <= set(done)
