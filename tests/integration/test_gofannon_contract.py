@@ -491,3 +491,35 @@ def test_run_code_as_the_runs_screen_streams_it(stack, ui_user, llm_settings):
     assert done["outcome"] == "success" and done["error"] is None
     assert done["result"] == {"outputText": "hi"}
     assert {"schemaWarnings", "opsLog"} <= set(done)
+
+
+# pages/ViewAgent.jsx (agentConfig) -> services/agentService.js generateCode; the page
+# reads code, docstring and friendlyName
+def test_generate_code_with_the_view_agent_body(stack, ui_user):
+    headers, _ = ui_user
+    stack.llm.reply = json.dumps(
+        {
+            "friendlyName": "echo agent",
+            "docstring": "Repeats its input.",
+            "body": "return {'outputText': input_dict['inputText']}\n",
+        }
+    )
+    agent = {"composerModelConfig": {"provider": "gemini", "model": "gemini-2.5-flash"}}
+    agent_config = {
+        "tools": {},
+        "description": "Repeat the input",
+        "inputSchema": {"inputText": "string"},
+        "outputSchema": {"outputText": "string"},
+        "invokableModels": [],
+        "swaggerSpecs": [],
+        "gofannonAgents": [],
+        "builtInTools": [],
+        "modelConfig": {**agent["composerModelConfig"], "parameters": {}},
+    }
+
+    response = ui_call(stack, "POST", "/agents/generate-code", headers, agent_config)
+
+    assert response.status_code == 200, response.text
+    generated = response.json()
+    assert generated["code"] and generated["docstring"] == "Repeats its input."
+    assert generated["friendlyName"]
