@@ -396,13 +396,54 @@ def test_data_store_as_the_browser_reads_it(stack, ui_user):
     assert cleared.status_code in (200, 204)
 
 
-# services/demoService.js listDemos; read by pages/DemoAppsPage.jsx
-def test_demo_list_as_the_ui_reads_it(stack, ui_user):
+# pages/DemoCreationFlow/CanvasScreen.jsx generateDemoAppCode, SaveDemoScreen.jsx saveDemo /
+# updateDemo (no _rev), pages/DemoAppsPage.jsx getDemos, pages/ViewDemoAppPage.jsx getDemo,
+# deleteDemo (services/demoService.js)
+def test_demo_flow_as_the_ui_drives_it(stack, ui_user):
     headers, _ = ui_user
+    selected_apis = [
+        {
+            "friendlyName": "weather_agent",
+            "agentId": "agent-1",
+            "description": "Tells the weather of a city.",
+            "inputSchema": {"city": "string"},
+            "outputSchema": {"outputText": "string"},
+        }
+    ]
+    model_config = {"provider": "gemini", "model": "gemini-2.5-flash", "parameters": {}}
+    request = {"userPrompt": "A weather page", "selectedApis": selected_apis}
+    stack.llm.reply = json.dumps({"html": "<p>hi</p>", "css": "p {}", "js": "1;"})
+    empty = ui_call(stack, "GET", "/demos", headers)
 
-    demos = ui_call(stack, "GET", "/demos", headers)
+    code = ui_call(
+        stack, "POST", "/demos/generate-code", headers, {**request, "modelConfig": model_config}
+    )
+    demo_data = {
+        "name": "Weather",
+        "description": "A weather page",
+        "selectedApis": selected_apis,
+        "modelConfig": model_config,
+        "userPrompt": "A weather page",
+        "generatedCode": code.json(),
+    }
+    saved = ui_call(stack, "POST", "/demos", headers, demo_data)
+    demo_id = saved.json()["_id"]
+    listed = ui_call(stack, "GET", "/demos", headers)
+    fetched = ui_call(stack, "GET", f"/demos/{demo_id}", headers)
+    updated = ui_call(stack, "PUT", f"/demos/{demo_id}", headers, {**demo_data, "name": "W2"})
+    deleted = ui_call(stack, "DELETE", f"/demos/{demo_id}", headers)
 
-    assert demos.status_code == 200 and demos.json() == []
+    assert empty.status_code == 200 and empty.json() == []
+    assert code.status_code == 200, code.text
+    assert code.json()["html"] == "<p>hi</p>" and "thoughts" in code.json()
+    assert saved.status_code == 201, saved.text
+    app = next(a for a in listed.json() if a["_id"] == demo_id)
+    assert app["name"] == "Weather" and app["selectedApis"] == selected_apis
+    assert app["description"] == "A weather page"
+    assert fetched.json()["generatedCode"]["html"] == "<p>hi</p>"
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["name"] == "W2"
+    assert deleted.status_code in (200, 204)
 
 
 @pytest.fixture
