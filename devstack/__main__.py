@@ -21,6 +21,7 @@ DEV_PROJECT = "demo-series"
 GATEWAY_PORT = 8000
 DEMO_EMAIL = "demo@example.com"
 DEV_TEST_NUMBERS = '{"+12015550100": "123456"}'
+DEV_CORS_ORIGINS = ["http://localhost:3000"]  # the gofannon web UI's dev server
 
 
 def _dev() -> None:
@@ -43,6 +44,7 @@ def _dev() -> None:
         os.environ.update(stack.env(gateway_url))
         os.environ.setdefault("LOCAL_LLM_BASE_URL", local_llm_url)
         os.environ.setdefault("APP_ENV", "local")
+        os.environ.setdefault("CORS_ORIGINS", json.dumps(DEV_CORS_ORIGINS))
         os.environ.setdefault("TEST_PHONE_NUMBERS", DEV_TEST_NUMBERS)
         from shared.platform import clients
 

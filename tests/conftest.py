@@ -32,6 +32,7 @@ from tests.fakes.twilio import FakeTwilio
 TESTS = Path(__file__).parent
 TEST_PROJECT = "demo-series-test"
 PROBE_QUEUE = "platform-probe"
+UI_ORIGIN = "http://localhost:3000"  # a configured CORS origin (the gofannon UI's dev server)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -107,6 +108,7 @@ def live_stack() -> Iterator[LiveStack]:
             "ANTHROPIC_BASE_URL": llm_url,
             "OLLAMA_BASE_URL": f"{llm_url}/v1",
             "PLAN_CAPS": json.dumps({"free": 1.0, "pro": 50.0}),
+            "CORS_ORIGINS": json.dumps([UI_ORIGIN]),
             "DEEPFACE_HOME": str(deepface_home),
             "PDL_API_KEY": PDL_API_KEY,
             "PDL_BASE_URL": pdl_url,

@@ -12,7 +12,7 @@ _ADMIN_ONLY = {403: "Forbidden"}
 @router.get("/users/me", auth="user", summary="Get Current User", response=accounts.Account)
 def get_me(ctx: RequestContext) -> accounts.Account:
     """The caller's profile with basicInfo, billingInfo and usageInfo (created on first call)."""
-    return accounts.get_account(ctx.user)
+    return accounts.with_recent_usage(accounts.get_account(ctx.user))
 
 
 @router.put(
@@ -27,7 +27,9 @@ def put_monthly_allowance(
     ctx: RequestContext, body: accounts.MonthlyAllowanceBody
 ) -> accounts.Account:
     """Set the monthly allowance (above the plan cap: admin only)."""
-    return accounts.set_monthly_allowance(ctx.user, body.monthlyAllowance)
+    return accounts.with_recent_usage(
+        accounts.set_monthly_allowance(ctx.user, body.monthlyAllowance)
+    )
 
 
 @router.put(
@@ -40,7 +42,7 @@ def put_monthly_allowance(
 )
 def put_reset_date(ctx: RequestContext, body: accounts.ResetDateBody) -> accounts.Account:
     """Set the reset date in epoch seconds (earlier than now set: admin only)."""
-    return accounts.set_reset_date(ctx.user, body.allowanceResetDate)
+    return accounts.with_recent_usage(accounts.set_reset_date(ctx.user, body.allowanceResetDate))
 
 
 @router.put(
@@ -53,7 +55,7 @@ def put_reset_date(ctx: RequestContext, body: accounts.ResetDateBody) -> account
 )
 def put_spend_remaining(ctx: RequestContext, body: accounts.SpendRemainingBody) -> accounts.Account:
     """Set the remaining spend (raising it: admin only)."""
-    return accounts.set_spend_remaining(ctx.user, body.spendRemaining)
+    return accounts.with_recent_usage(accounts.set_spend_remaining(ctx.user, body.spendRemaining))
 
 
 @router.post(
@@ -66,7 +68,7 @@ def put_spend_remaining(ctx: RequestContext, body: accounts.SpendRemainingBody) 
 )
 def post_usage(ctx: RequestContext, body: accounts.UsageBody) -> accounts.Account:
     """Append a usage entry and lower the remaining spend."""
-    return accounts.record_usage(ctx.user, body)
+    return accounts.with_recent_usage(accounts.record_usage(ctx.user, body))
 
 
 @router.post(
@@ -78,7 +80,7 @@ def post_usage(ctx: RequestContext, body: accounts.UsageBody) -> accounts.Accoun
 )
 def post_reset_allowance(ctx: RequestContext) -> accounts.Account:
     """Refill the allowance (before the reset date: admin only)."""
-    return accounts.reset_allowance(ctx.user)
+    return accounts.with_recent_usage(accounts.reset_allowance(ctx.user))
 
 
 @router.get(
@@ -86,10 +88,13 @@ def post_reset_allowance(ctx: RequestContext) -> accounts.Account:
     auth="admin",
     summary="List Users",
     query=accounts.AdminUsersQuery,
-    response=accounts.AccountPage,
+    response=list[accounts.AdminAccount],
 )
-def list_users(ctx: RequestContext, query: accounts.AdminUsersQuery) -> accounts.AccountPage:
-    """All accounts, a page at a time (admin)."""
+def list_users(ctx: RequestContext, query: accounts.AdminUsersQuery) -> list[accounts.AdminAccount]:
+    """All accounts, a page at a time (admin; the reset date in epoch milliseconds).
+
+    Page on with `cursor` = the last `_id` while a page holds `limit` users.
+    """
     return accounts.admin_list(query)
 
 
@@ -98,13 +103,16 @@ def list_users(ctx: RequestContext, query: accounts.AdminUsersQuery) -> accounts
     auth="admin",
     summary="Update User Usage",
     body=accounts.AdminUsageUpdate,
-    response=accounts.Account,
+    response=accounts.AdminAccount,
     responses={404: "Not Found"},
 )
 def update_user_usage(
     ctx: RequestContext, user_id: str, body: accounts.AdminUsageUpdate
-) -> accounts.Account:
-    """Set any of a user's monthlyAllowance, allowanceResetDate, spendRemaining (admin)."""
+) -> accounts.AdminAccount:
+    """Set a user's monthlyAllowance, allowanceResetDate, spendRemaining (admin).
+
+    The reset date is in epoch milliseconds; 0 restarts the period from now.
+    """
     return accounts.admin_update(user_id, body)
 
 

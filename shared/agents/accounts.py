@@ -9,6 +9,12 @@ integer micro-dollars (`monthlyAllowanceMicros`, `spendRemainingMicros`,
 equals what was taken from the allowance: a charge never takes more than
 what remains, and the entry records what was taken.
 
+`GET /users/me` (and every answer about one account) also lists the
+`RECENT_USAGE` newest ledger entries in `usageInfo.usage` (read from the
+ledger, never stored in the account document), with the gofannon web UI's
+`_id`, `createdAt`, `updatedAt` and an empty `apiKeys` (keys are not stored
+here). The admin list leaves `usage` empty (`with_recent_usage` fills it).
+
 All balance changes are atomic compare-and-set writes on the account
 (`write_if_unchanged`), so concurrent calls can never overspend.
 
@@ -17,6 +23,9 @@ Rules:
   (`PLAN_CAPS`); above it only by admins.
 - `spendRemaining` may only be lowered by the user; raising it is for admins.
 - `allowanceResetDate` (epoch seconds) may only be postponed by the user.
+  The admin routes speak epoch milliseconds, as the gofannon admin panel
+  does, both ways; an admin's `0` restarts the period (the next reset is
+  `ALLOWANCE_PERIOD_DAYS` from now) rather than leaving no date.
 - `reset-allowance` before the reset date is admin only. When the reset
   date has passed, the allowance resets itself on the next use:
   `spendRemaining = monthlyAllowance` and the date moves
@@ -47,6 +56,7 @@ if TYPE_CHECKING:
 
 ACCOUNTS = "accounts"
 LEDGER = "usage"
+RECENT_USAGE = 100
 MICROS = 1_000_000
 _Money = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -76,18 +86,45 @@ class BillingInfo(Model):
     planCap: float  # noqa: N815 - API field name
 
 
+class UsageEntry(Model):
+    """One ledger entry as the web UI charts it."""
+
+    timestamp: datetime
+    responseCost: float  # noqa: N815 - UI field name
+    metadata: dict[str, Any]
+
+
 class UsageInfo(Model):
-    """The allowance and what is left of it (USD; the date in epoch seconds)."""
+    """The allowance and what is left of it (USD; the date in epoch seconds), and recent usage."""
 
     monthlyAllowance: float  # noqa: N815 - seed field name
     allowanceResetDate: float  # noqa: N815 - seed field name
     spendRemaining: float  # noqa: N815 - seed field name
+    usage: list[UsageEntry] = Field(
+        default_factory=list, description=f"The {RECENT_USAGE} newest ledger entries, newest first"
+    )
+
+
+class ApiKeys(Model):
+    """The web UI's per-provider key slots; keys are never stored on the account, so all null."""
+
+    openaiApiKey: None = None  # noqa: N815 - UI field name
+    anthropicApiKey: None = None  # noqa: N815 - UI field name
+    geminiApiKey: None = None  # noqa: N815 - UI field name
+    perplexityApiKey: None = None  # noqa: N815 - UI field name
+    openrouterApiKey: None = None  # noqa: N815 - UI field name
 
 
 class Account(Model):
     """A user with basicInfo, billingInfo and usageInfo."""
 
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str = Field(alias="_id", description="The user id (the web UI's `_id`)")
     userId: str  # noqa: N815 - seed field name
+    createdAt: datetime  # noqa: N815 - UI field name
+    updatedAt: datetime  # noqa: N815 - UI field name
+    apiKeys: ApiKeys = Field(default_factory=ApiKeys)  # noqa: N815 - UI field name
     basicInfo: BasicInfo  # noqa: N815 - seed field name
     billingInfo: BillingInfo  # noqa: N815 - seed field name
     usageInfo: UsageInfo  # noqa: N815 - seed field name
@@ -127,29 +164,39 @@ class UsageBody(Model):
 
 
 class AdminUsageUpdate(Model):
-    """Any combination of the three usage fields."""
+    """Any combination of the three usage fields (the reset date in epoch milliseconds)."""
 
     model_config = _Money
 
     monthlyAllowance: float | None = Field(default=None, ge=0, le=1_000_000)  # noqa: N815
-    allowanceResetDate: float | None = Field(default=None, gt=0, lt=4_102_444_800)  # noqa: N815
+    allowanceResetDate: float | None = Field(  # noqa: N815
+        default=None,
+        ge=0,
+        lt=4_102_444_800_000,
+        description="Epoch milliseconds (before 2100); 0 restarts the period from now",
+    )
     spendRemaining: float | None = Field(default=None, ge=0, le=1_000_000)  # noqa: N815
 
 
+class AdminUsageInfo(UsageInfo):
+    """Usage as the admin routes show it: the reset date in epoch milliseconds."""
+
+    allowanceResetDate: float = Field(description="Epoch milliseconds")  # noqa: N815
+
+
+class AdminAccount(Account):
+    """An account as the admin routes show it (the gofannon admin panel's units)."""
+
+    usageInfo: AdminUsageInfo  # noqa: N815 - seed field name
+
+
 class AdminUsersQuery(Model):
-    """Paging of the admin user list."""
+    """Paging of the admin user list: pass the last `_id` as `cursor` while pages are full."""
 
     model_config = ConfigDict(extra="forbid")
 
-    limit: int = Field(default=50, ge=1, le=200)
+    limit: int = Field(default=200, ge=1, le=200)
     cursor: str | None = Field(default=None, max_length=128, description="userId to start after")
-
-
-class AccountPage(Model):
-    """One page of accounts."""
-
-    users: list[Account]
-    nextCursor: str | None  # noqa: N815 - API field name
 
 
 def _account_ref(user_id: str) -> DocumentReference:
@@ -170,6 +217,7 @@ def _fresh_account(user_id: str, principal: Principal | None, now: datetime) -> 
     cap = _plan_cap(plan)
     return {
         "userId": user_id,
+        "updatedAt": now,
         "basicInfo": {
             "email": principal.email if principal else None,
             "displayName": None,
@@ -198,15 +246,55 @@ def _current(
     if now.timestamp() >= usage["allowanceResetDate"]:
         usage["spendRemainingMicros"] = usage["monthlyAllowanceMicros"]
         usage["allowanceResetDate"] = _next_reset(now)
-        return {**record, "usageInfo": usage}, {"usageInfo": usage}
+        return {**record, "usageInfo": usage, "updatedAt": now}, {
+            "usageInfo": usage,
+            "updatedAt": now,
+        }
     return record, {}
+
+
+def _recent_usage(user_id: str) -> list[UsageEntry]:
+    """The newest ledger entries of a user, newest first (at most `RECENT_USAGE`)."""
+    from google.cloud import firestore
+
+    query = (
+        _account_ref(user_id)
+        .collection(LEDGER)
+        .order_by("createdAt", direction=firestore.Query.DESCENDING)
+        .limit(RECENT_USAGE)
+    )
+    entries = []
+    for snapshot in query.stream():
+        entry = snapshot.to_dict() or {}
+        metadata = dict(entry.get("metadata") or {})
+        for key in ("source", "provider", "model", "usage", "ticketId"):
+            if key in entry:
+                metadata.setdefault(key, entry[key])
+        entries.append(
+            UsageEntry(
+                timestamp=entry["createdAt"],
+                responseCost=to_dollars(entry.get("costMicros", 0)),
+                metadata=metadata,
+            )
+        )
+    return entries
+
+
+def with_recent_usage(account: Account) -> Account:
+    """The account with its newest ledger entries in `usageInfo.usage` (one bounded query)."""
+    usage_info = account.usageInfo.model_copy(update={"usage": _recent_usage(account.userId)})
+    return account.model_copy(update={"usageInfo": usage_info})
 
 
 def _to_account(user_id: str, record: dict[str, Any]) -> Account:
     plan = record.get("billingInfo", {}).get("plan", get_settings().default_plan)
     usage = record["usageInfo"]
+    created = record["basicInfo"]["createdAt"]
     return Account(
+        id=user_id,
         userId=user_id,
+        createdAt=created,
+        updatedAt=record.get("updatedAt") or created,
         basicInfo=BasicInfo.model_validate(record["basicInfo"]),
         billingInfo=BillingInfo(plan=plan, planCap=to_dollars(_plan_cap(plan))),
         usageInfo=UsageInfo(
@@ -258,8 +346,11 @@ def _change_usage(
         usage = dict(account["usageInfo"])
         before = usage["spendRemainingMicros"]
         change(usage, account)
-        account = {**account, "usageInfo": usage}
-        writes = {key: account[key] for key in ("userId", "basicInfo", "billingInfo", "usageInfo")}
+        account = {**account, "usageInfo": usage, "updatedAt": datetime.now(UTC)}
+        writes = {
+            key: account[key]
+            for key in ("userId", "basicInfo", "billingInfo", "usageInfo", "updatedAt")
+        }
         also = list(also_set or [])
         entry = ledger_entry(before, usage["spendRemainingMicros"]) if ledger_entry else None
         if entry is not None:
@@ -351,8 +442,15 @@ def reset_allowance(principal: Principal) -> Account:
     return _change_usage(_require_user_id(principal), change, principal)
 
 
-def admin_update(user_id: str, body: AdminUsageUpdate) -> Account:
-    """Set any of a user's usage fields (admins).
+def admin_view(account: Account) -> AdminAccount:
+    """The account in the admin routes' units (the reset date in epoch milliseconds)."""
+    data = account.model_dump(by_alias=True)
+    data["usageInfo"]["allowanceResetDate"] = account.usageInfo.allowanceResetDate * 1000
+    return AdminAccount.model_validate(data)
+
+
+def admin_update(user_id: str, body: AdminUsageUpdate) -> AdminAccount:
+    """Set any of a user's usage fields (admins); a reset date of 0 restarts the period.
 
     Raises:
         InvalidInput: No field given.
@@ -368,23 +466,25 @@ def admin_update(user_id: str, body: AdminUsageUpdate) -> Account:
         if "spendRemaining" in values:
             usage["spendRemainingMicros"] = to_micros(values["spendRemaining"])
         if "allowanceResetDate" in values:
-            usage["allowanceResetDate"] = values["allowanceResetDate"]
+            millis = values["allowanceResetDate"]
+            now = datetime.now(UTC)
+            usage["allowanceResetDate"] = millis / 1000 if millis else _next_reset(now)
 
-    return _change_usage(user_id, change)
+    return admin_view(with_recent_usage(_change_usage(user_id, change)))
 
 
-def admin_list(query: AdminUsersQuery) -> AccountPage:
-    """List accounts by user id, a page at a time."""
+def admin_list(query: AdminUsersQuery) -> list[AdminAccount]:
+    """List accounts by user id, a page at a time (a page shorter than `limit` is the last)."""
     from google.cloud.firestore_v1.field_path import FieldPath
 
     collection = clients.firestore().collection(ACCOUNTS)
     request = collection.order_by(FieldPath.document_id()).limit(query.limit)
     if query.cursor:
         request = request.start_after({FieldPath.document_id(): collection.document(query.cursor)})
-    snapshots = list(request.stream())
-    accounts = [_to_account(snapshot.id, snapshot.to_dict() or {}) for snapshot in snapshots]
-    next_cursor = snapshots[-1].id if len(snapshots) == query.limit else None
-    return AccountPage(users=accounts, nextCursor=next_cursor)
+    return [
+        admin_view(_to_account(snapshot.id, snapshot.to_dict() or {}))
+        for snapshot in request.stream()
+    ]
 
 
 def reserve(user_id: str, micros: int, also_set: list[tuple[Any, dict[str, Any]]]) -> None:
@@ -445,6 +545,8 @@ def settle(
             writes.append(
                 (ref.collection(LEDGER).document(entry_id), {**entry, "costMicros": taken})
             )
-        return Plan(taken, update={"usageInfo": usage}, also_set=writes)
+        return Plan(
+            taken, update={"usageInfo": usage, "updatedAt": datetime.now(UTC)}, also_set=writes
+        )
 
     return write_if_unchanged(ref, decide)

@@ -54,7 +54,15 @@ TicketStatus = Literal["pending", "processing", "completed", "failed"]
 
 
 class ChatRequest(gateway.LlmRequest):
-    """A chat: the conversation, provider, model, parameters and built-in tools."""
+    """A chat: the conversation, provider, model, parameters and built-in tools.
+
+    `stream` is accepted as the gofannon web UI sends it (`false`): answers
+    are always tickets, so asking for a stream is refused.
+    """
+
+    stream: Literal[False] = Field(
+        default=False, description="Always false: answers come as tickets to poll"
+    )
 
 
 class TicketCreated(Model):
@@ -132,7 +140,7 @@ def create_ticket(principal: Principal, request: ChatRequest) -> TicketCreated:
             "ticketId": ticket_id,
             "ownerId": principal.user_id,
             "status": "pending",
-            "request": request.model_dump(mode="json"),
+            "request": request.model_dump(mode="json", exclude={"stream"}),
             "callerAdmin": request.provider == GOFANNON and principal.is_admin,
             "result": None,
             "error": None,

@@ -1,9 +1,12 @@
 """The LLM provider catalog (data in `catalog.json`) and parameter validation.
 
-Per model: its parameters (type, default, min, max, choices), pairs of
-parameters that may not be set together, built-in tools with the provider's
-tool configuration, the context window, and prices per million input and
-output tokens. A provider is listed only when it is configured.
+Per model: its parameters (type `integer | float | choice | list_choice`,
+default, min, max, choices, and the parameters each may not be set together
+with), built-in tools (`[{id, description, tool}]`, `tool` being the
+provider's tool configuration), the context window, and prices per million
+input and output tokens: the shape the gofannon web UI reads. A parameter
+that excludes another has no default, so a client sending every default
+sends a valid set. A provider is listed only when it is configured.
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ CATALOG_PATH = Path(__file__).with_name("catalog.json")
 class Parameter(Model):
     """One tunable parameter of a model."""
 
-    type: Literal["int", "float", "string", "bool"]
+    type: Literal["integer", "float", "choice", "list_choice"]
     default: Any = None
     min: float | None = None
     max: float | None = None
     choices: list[str] | None = None
     description: str = ""
+    mutually_exclusive_with: list[str] = Field(default_factory=list)
 
 
 class Price(Model):
@@ -43,6 +47,7 @@ class Price(Model):
 class BuiltInTool(Model):
     """A tool the provider runs itself, and how to ask for it."""
 
+    id: str
     description: str
     tool: dict[str, Any]
 
@@ -54,8 +59,11 @@ class ModelConfig(Model):
     contextWindow: int  # noqa: N815 - API field name
     price: Price
     parameters: dict[str, Parameter]
-    mutuallyExclusive: list[list[str]] = Field(default_factory=list)  # noqa: N815
-    builtInTools: dict[str, BuiltInTool] = Field(default_factory=dict)  # noqa: N815
+    built_in_tools: list[BuiltInTool] = Field(default_factory=list)
+
+    def tool_configs(self) -> dict[str, dict[str, Any]]:
+        """The provider's configuration of each built-in tool, by id."""
+        return {tool.id: tool.tool for tool in self.built_in_tools}
 
 
 class ProviderConfig(Model):
@@ -121,12 +129,13 @@ def validate_parameters(config: ModelConfig, parameters: dict[str, Any]) -> dict
         if spec is None:
             raise InvalidInput(f"Unknown parameter '{name}'", loc=loc)
         _check_value(spec, value, name, loc)
-    for pair in config.mutuallyExclusive:
-        if all(name in parameters for name in pair):
-            raise InvalidInput(
-                f"Parameters {' and '.join(pair)} cannot be set together",
-                loc=("body", "parameters"),
-            )
+    for name in parameters:
+        for other in config.parameters[name].mutually_exclusive_with:
+            if other in parameters:
+                raise InvalidInput(
+                    f"Parameters {name} and {other} cannot be set together",
+                    loc=("body", "parameters"),
+                )
     checked = dict(parameters)
     if "max_tokens" in config.parameters:
         checked.setdefault("max_tokens", config.parameters["max_tokens"].default)
@@ -135,19 +144,19 @@ def validate_parameters(config: ModelConfig, parameters: dict[str, Any]) -> dict
 
 def _check_value(spec: Parameter, value: Any, name: str, loc: tuple[str | int, ...]) -> None:
     kinds: dict[str, tuple[type, ...]] = {
-        "int": (int,),
+        "integer": (int,),
         "float": (int, float),
-        "string": (str,),
-        "bool": (bool,),
+        "choice": (str,),
+        "list_choice": (list,),
     }
-    if (isinstance(value, bool) and spec.type != "bool") or not isinstance(value, kinds[spec.type]):
+    if isinstance(value, bool) or not isinstance(value, kinds[spec.type]):
         raise InvalidInput(f"Parameter '{name}' must be of type {spec.type}", loc=loc)
-    number = float(value) if isinstance(value, int | float) and spec.type != "bool" else None
-    if number is not None and (
-        (spec.min is not None and number < spec.min) or (spec.max is not None and number > spec.max)
+    if isinstance(value, int | float) and (
+        (spec.min is not None and value < spec.min) or (spec.max is not None and value > spec.max)
     ):
         raise InvalidInput(f"Parameter '{name}' must be between {spec.min} and {spec.max}", loc=loc)
-    if spec.choices is not None and value not in spec.choices:
+    picked = value if isinstance(value, list) else [value]
+    if spec.choices is not None and any(item not in spec.choices for item in picked):
         raise InvalidInput(f"Parameter '{name}' must be one of {spec.choices}", loc=loc)
 
 
@@ -158,7 +167,7 @@ def validate_tools(config: ModelConfig, tools: list[str]) -> None:
         InvalidInput: An unknown tool.
     """
     for index, tool in enumerate(tools):
-        if tool not in config.builtInTools:
+        if tool not in config.tool_configs():
             raise InvalidInput(
                 f"Unknown built-in tool '{tool}'", loc=("body", "builtInTools", index)
             )

@@ -174,7 +174,7 @@ def _gemini(
         "temperature": parameters.get("temperature"),
         "top_p": parameters.get("top_p"),
         "max_output_tokens": parameters.get("max_tokens"),
-        "tools": [types.Tool(**config.builtInTools[t].tool) for t in request.builtInTools] or None,
+        "tools": [types.Tool(**config.tool_configs()[t]) for t in request.builtInTools] or None,
         "automatic_function_calling": types.AutomaticFunctionCallingConfig(disable=True),
     }
     if "thinking_budget" in parameters:
@@ -264,7 +264,7 @@ def _anthropic(
     system = _system_text(request)
     if system:
         options["system"] = system
-    tools: list[dict[str, Any]] = [config.builtInTools[t].tool for t in request.builtInTools]
+    tools: list[dict[str, Any]] = [config.tool_configs()[t] for t in request.builtInTools]
     if request.responseSchema is not None:
         tools.append(
             {

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from functools import cache
 from typing import Literal
 
@@ -174,6 +175,15 @@ class Settings(BaseModel):
     default_plan: str = Field(default="free", alias="DEFAULT_PLAN")
     allowance_period_days: int = Field(default=30, alias="ALLOWANCE_PERIOD_DAYS", gt=0)
 
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        alias="CORS_ORIGINS",
+        description=(
+            "Browser origins (scheme://host[:port], JSON list) every route answers"
+            " cross-origin, with credentials, e.g. the gofannon web UI in development."
+        ),
+    )
+
     fetch_allowed_addresses: list[str] = Field(
         default_factory=list,
         alias="FETCH_ALLOWED_ADDRESSES",
@@ -322,6 +332,7 @@ class Settings(BaseModel):
         "task_queues",
         "test_phone_numbers",
         "plan_caps",
+        "cors_origins",
         "fetch_allowed_addresses",
         "sandbox_egress_allowlist",
         "loopmessage_attachment_hosts",
@@ -331,6 +342,14 @@ class Settings(BaseModel):
     def _json_from_environment(cls, value: object) -> object:
         """Lists and maps arrive as JSON text in environment variables."""
         return json.loads(value) if isinstance(value, str) else value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", origin):
+                raise ValueError(f"CORS_ORIGINS entry {origin!r} is not scheme://host[:port]")
+        return origins
 
     @field_validator("fetch_allowed_addresses")
     @classmethod

@@ -253,7 +253,8 @@ class Router:
             tags: OpenAPI tags (defaults to the router's name).
             cors: Answer cross-origin calls from any origin (`Access-Control-Allow-Origin: *`,
                 preflights included) without credentials: for bearer-token APIs that
-                sandboxed pages (`Origin: null`) call.
+                sandboxed pages (`Origin: null`) call. Origins in `CORS_ORIGINS` get
+                credentialed answers (their own origin echoed) on every route.
 
         Returns:
             A decorator that registers and returns the handler unchanged.
@@ -340,10 +341,12 @@ class Router:
         request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         started = time.perf_counter()
         with request_log_context(request_id, _trace(request)):
-            cors = self._cors_methods(request.path)
+            origin = request.headers.get("Origin", "")
+            credentialed = origin in get_settings().cors_origins
+            cors = self._methods(request.path, credentialed)
             try:
                 if cors and request.method == "OPTIONS":
-                    response = _preflight(cors)
+                    response = _preflight(cors, credentialed)
                 else:
                     route, raw_params = self.match(request.method, request.path)
                     response = _invoke(route, raw_params, request, request_id)
@@ -358,7 +361,12 @@ class Router:
                 logger.exception("unhandled error")
                 response = _json({"detail": "Internal Server Error"}, 500)
             response.headers["X-Request-Id"] = request_id
-            if cors:
+            if credentialed:
+                response.headers["Access-Control-Allow-Origin"] = origin
+                response.headers["Access-Control-Allow-Credentials"] = "true"
+                response.headers["Access-Control-Expose-Headers"] = _EXPOSED_HEADERS
+                response.headers.add("Vary", "Origin")
+            elif cors:
                 response.headers["Access-Control-Allow-Origin"] = "*"
             logger.info(
                 "%s %s %s",
@@ -377,15 +385,27 @@ class Router:
             )
             return response
 
-    def _cors_methods(self, path: str) -> list[str]:
-        """The methods of the cross-origin routes serving `path` (empty: not a CORS path)."""
-        return [r.method for r in self.routes if r.cors and r.pattern.match(path)]
+    def _methods(self, path: str, credentialed: bool) -> list[str]:
+        """The methods a cross-origin caller may use on `path` (empty: not answered cross-origin).
+
+        A configured origin (`CORS_ORIGINS`) may call every route; any other
+        origin only the `cors=True` routes.
+        """
+        return [r.method for r in self.routes if (credentialed or r.cors) and r.pattern.match(path)]
 
 
-def _preflight(methods: list[str]) -> flask.Response:
+_EXPOSED_HEADERS = "X-Request-Id, Retry-After, WWW-Authenticate"
+# The gofannon web UI also sends X-Admin-Password on admin calls; allowed so the call
+# goes through, it grants nothing (admin is the token's claim or role).
+_CREDENTIALED_HEADERS = "Authorization, Content-Type, Accept, X-Request-Id, X-Admin-Password"
+
+
+def _preflight(methods: list[str], credentialed: bool) -> flask.Response:
     response = flask.Response(status=204)
     response.headers["Access-Control-Allow-Methods"] = ", ".join([*methods, "OPTIONS"])
-    response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+    response.headers["Access-Control-Allow-Headers"] = (
+        _CREDENTIALED_HEADERS if credentialed else "Authorization, Content-Type"
+    )
     response.headers["Access-Control-Max-Age"] = "600"
     return response
 

@@ -88,7 +88,7 @@ def test_providers_lists_configured_catalog(stack, alice):
     assert set(listing.json()) == set(MODELS)
     assert "claude-haiku-4-5" in models.json()
     assert model.json()["price"] == {"inputPerMillion": 0.4, "outputPerMillion": 1.6}
-    assert model.json()["mutuallyExclusive"] == [["temperature", "top_p"]]
+    assert model.json()["parameters"]["top_p"]["mutually_exclusive_with"] == ["temperature"]
     assert missing_provider.status_code == 404
     assert missing_model.status_code == 404
     assert requests.get(stack.url("/providers"), timeout=10).status_code == 401

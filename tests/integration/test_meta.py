@@ -86,7 +86,7 @@ def test_client_log_is_accepted_and_enriched(stack, unique, caplog):
 
 
 def test_client_log_rejects_oversized_body(stack):
-    event = {"eventType": "x", "message": "m", "metadata": {"blob": "a" * 20_000}}
+    event = {"eventType": "x", "message": "m", "metadata": {"blob": "a" * 200_000}}
 
     response = requests.post(stack.url("/log/client"), json=event, timeout=10)
 
@@ -109,7 +109,7 @@ def test_client_log_rejects_malformed_json(stack):
 def test_client_log_validation_errors_are_fastapi_shaped(stack):
     response = requests.post(
         stack.url("/log/client"),
-        json={"eventType": "", "level": "LOUD", "extra": 1},
+        json={"eventType": "", "level": "L" * 33, "extra": 1},
         timeout=10,
     )
 
@@ -117,8 +117,7 @@ def test_client_log_validation_errors_are_fastapi_shaped(stack):
     problems = {tuple(item["loc"]): item["type"] for item in response.json()["detail"]}
     assert problems == {
         ("body", "eventType"): "string_too_short",
-        ("body", "message"): "missing",
-        ("body", "level"): "literal_error",
+        ("body", "level"): "string_too_long",
         ("body", "extra"): "extra_forbidden",
     }
 

@@ -22,8 +22,14 @@ def test_every_model_is_priced_and_bounded():
             assert config.price.inputPerMillion >= 0
             assert config.contextWindow > 0
             assert "max_tokens" in config.parameters
-            for pair in config.mutuallyExclusive:
-                assert set(pair) <= set(config.parameters)
+            for name, spec in config.parameters.items():
+                for other in spec.mutually_exclusive_with:
+                    assert name in config.parameters[other].mutually_exclusive_with
+                    assert spec.default is None or config.parameters[other].default is None
+                if spec.type in ("choice", "list_choice"):
+                    assert spec.choices
+                if spec.type in ("integer", "float"):
+                    assert spec.min is not None and spec.max is not None
 
 
 def test_valid_parameters_get_max_tokens_default(gpt):
@@ -38,7 +44,7 @@ def test_valid_parameters_get_max_tokens_default(gpt):
     [
         ({"temperature": 2.5}, "between"),
         ({"temperature": True}, "type float"),
-        ({"max_tokens": 1.5}, "type int"),
+        ({"max_tokens": 1.5}, "type integer"),
         ({"reasoning_effort": "extreme"}, "one of"),
         ({"temperature": 0.2, "top_p": 0.5}, "cannot be set together"),
         ({"frequency": 1}, "Unknown parameter"),
@@ -47,6 +53,26 @@ def test_valid_parameters_get_max_tokens_default(gpt):
 def test_invalid_parameters(gpt, parameters, message):
     with pytest.raises(InvalidInput, match=message):
         catalog.validate_parameters(gpt, parameters)
+
+
+def test_list_choice_takes_a_list_of_choices():
+    config = catalog.ModelConfig.model_validate(
+        {
+            "displayName": "m",
+            "contextWindow": 1,
+            "price": {"inputPerMillion": 0, "outputPerMillion": 0},
+            "parameters": {
+                "max_tokens": {"type": "integer", "default": 1, "min": 1, "max": 2},
+                "modalities": {"type": "list_choice", "choices": ["text", "audio"]},
+            },
+        }
+    )
+
+    assert catalog.validate_parameters(config, {"modalities": ["text", "audio"]})
+    with pytest.raises(InvalidInput, match="one of"):
+        catalog.validate_parameters(config, {"modalities": ["video"]})
+    with pytest.raises(InvalidInput, match="type list_choice"):
+        catalog.validate_parameters(config, {"modalities": "text"})
 
 
 def test_cost_uses_prices_per_million(gpt):
