@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from pydantic import ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 
+from shared.agents import revisions
 from shared.agents.sandbox.host import MAX_CODE_CHARS
 from shared.platform import clients
 from shared.platform.auth import Principal, can_access_owned, owned_record
@@ -237,11 +238,6 @@ def _deployments() -> Any:
     return clients.firestore().collection(DEPLOYMENTS)
 
 
-def _next_rev(rev: str | None) -> str:
-    generation = int(rev.split("-", 1)[0]) + 1 if rev else 1
-    return f"{generation}-{uuid.uuid4().hex}"
-
-
 def _to_agent(agent_id: str, record: dict[str, Any]) -> Agent:
     fields = {key: value for key, value in record.items() if key in _STORED and value is not None}
     return Agent.model_validate(
@@ -266,14 +262,9 @@ def create(principal: Principal, body: CreateAgentRequest) -> Agent:
     """
     owner = _require_user(principal)
     agent_id = str(uuid.uuid4())
-    now = datetime.now(UTC)
-    record = {
-        **body.model_dump(by_alias=True, mode="json", exclude_none=True),
-        "ownerId": owner,
-        "rev": _next_rev(None),
-        "createdAt": now,
-        "updatedAt": now,
-    }
+    record = revisions.new_owned(
+        owner, body.model_dump(by_alias=True, mode="json", exclude_none=True)
+    )
     _agents().document(agent_id).create(record)
     return _to_agent(agent_id, record)
 
@@ -324,9 +315,7 @@ def update(principal: Principal, agent_id: str, body: UpdateAgentRequest) -> Age
 
     def decide(record: dict[str, Any] | None) -> Plan[Agent]:
         record = owned_record(principal, record, "Agent")
-        if body.rev is not None and body.rev != record["rev"]:
-            raise Conflict("The agent was changed meanwhile; reload it and retry")
-        changes = {**sent, "rev": _next_rev(record["rev"]), "updatedAt": datetime.now(UTC)}
+        changes = revisions.revise(record, body.rev, sent, "agent")
         return Plan(_to_agent(agent_id, {**record, **changes}), update=changes)
 
     return write_if_unchanged(_agents().document(agent_id), decide)

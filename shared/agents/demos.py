@@ -22,18 +22,17 @@ import json
 import re
 import secrets
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import ConfigDict, Field
 
-from shared.agents import metering
+from shared.agents import metering, revisions
 from shared.llm import gateway
 from shared.platform import clients
 from shared.platform.auth import Principal, owned_record
 from shared.platform.errors import (
     BadGateway,
-    Conflict,
     Forbidden,
 )
 from shared.platform.models import Model
@@ -161,11 +160,6 @@ _DEMO_FIELDS = frozenset(
 )
 
 
-def _next_rev(rev: str | None) -> str:
-    generation = int(rev.split("-", 1)[0]) + 1 if rev else 1
-    return f"{generation}-{uuid.uuid4().hex}"
-
-
 def create(principal: Principal, body: CreateDemoAppRequest) -> DemoApp:
     """Save a new demo owned by the caller.
 
@@ -174,14 +168,7 @@ def create(principal: Principal, body: CreateDemoAppRequest) -> DemoApp:
     """
     owner = _require_user(principal)
     demo_id = str(uuid.uuid4())
-    now = datetime.now(UTC)
-    record = {
-        **_stored(body),
-        "ownerId": owner,
-        "rev": _next_rev(None),
-        "createdAt": now,
-        "updatedAt": now,
-    }
+    record = revisions.new_owned(owner, _stored(body))
     clients.firestore().collection(DEMOS).document(demo_id).create(record)
     return _to_demo(demo_id, record)
 
@@ -221,9 +208,7 @@ def update(principal: Principal, demo_id: str, body: UpdateDemoAppRequest) -> De
 
     def decide(record: dict[str, Any] | None) -> Plan[DemoApp]:
         record = owned_record(principal, record, "Demo app")
-        if body.rev is not None and body.rev != record["rev"]:
-            raise Conflict("The demo app was changed meanwhile; reload it and retry")
-        changes = {**_stored(body), "rev": _next_rev(record["rev"]), "updatedAt": datetime.now(UTC)}
+        changes = revisions.revise(record, body.rev, _stored(body), "demo app")
         return Plan(_to_demo(demo_id, {**record, **changes}), update=changes)
 
     return write_if_unchanged(ref, decide)
