@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
 
 import requests
 
 from deploy.manifest import ROOT
-from devstack.emulators import free_port
 from devstack.functions_index import deployed_functions
+from tests.fakes.server import function_process
 from tests.integration.helpers import SignedUp, phone_token, random_number, sign_up
 from tests.integration.test_photos import jpeg, wait_picture_data
 
@@ -45,37 +42,18 @@ def deploy_env(stack, name: str) -> dict[str, str]:
     return env
 
 
-@contextlib.contextmanager
-def standalone(stack, name: str) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
+def standalone(stack, name: str) -> contextlib.AbstractContextManager[str]:
+    return function_process(
         [
             sys.executable,
             "-m",
             "functions_framework",
             f"--target={name}",
             f"--source={ROOT / 'functions' / name / 'main.py'}",
-            "--host=127.0.0.1",
-            f"--port={port}",
         ],
-        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), **deploy_env(stack, name)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), **deploy_env(stack, name)},
+        timeout=30,
     )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(url + "/", timeout=1)
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline, f"{name} did not start"
-                time.sleep(0.05)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def test_users_deploy_env_queues_the_adopted_photos_analysis(stack):

@@ -19,15 +19,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
 from deploy.manifest import Function, load, stage
-from devstack.emulators import free_port
+from tests.fakes.server import function_process
 
 SECRET = "packaging-test-secret"
 
@@ -61,45 +59,17 @@ def deploy_env(function: Function) -> dict[str, str]:
     return env
 
 
-@contextlib.contextmanager
-def serving(function: Function, folder: Path, venv: Path) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
+def serving(function: Function, folder: Path, venv: Path) -> contextlib.AbstractContextManager[str]:
+    return function_process(
         [
             str(venv / "bin" / "functions-framework"),
             f"--target={function.entry_point}",
             "--source=main.py",
             *(["--signature-type=cloudevent"] if function.event_triggered else []),
-            "--host=127.0.0.1",
-            f"--port={port}",
         ],
+        {"PATH": os.environ["PATH"], "HOME": str(folder), **deploy_env(function)},
         cwd=folder,
-        env={
-            "PATH": os.environ["PATH"],
-            "HOME": str(folder),
-            **deploy_env(function),
-        },
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
     )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(url, timeout=1)
-                break
-            except requests.ConnectionError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    stderr = process.stderr.read().decode() if process.stderr else ""
-                    raise AssertionError(
-                        f"{function.name} did not start:\n{stderr[-3000:]}"
-                    ) from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def signed_task(body: bytes) -> dict[str, str]:
