@@ -38,6 +38,7 @@ Rules:
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -324,9 +325,9 @@ def get_account(principal: Principal) -> Account:
 
 def _change_usage(
     user_id: str,
-    change: Any,
+    change: Callable[[dict[str, Any], dict[str, Any]], None],
     principal: Principal | None = None,
-    ledger_entry: Any = None,
+    ledger_entry: Callable[[int, int], tuple[str, dict[str, Any]]] | None = None,
     also_set: list[tuple[Any, dict[str, Any]]] | None = None,
 ) -> Account:
     """Apply `change(usage_info, record) -> None` (raising to refuse) atomically.

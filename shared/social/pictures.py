@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from shared.platform import clients
 from shared.platform.auth import Principal, require_self_or_admin
 from shared.platform.config import get_settings
 from shared.platform.errors import NotFound
@@ -120,8 +121,6 @@ def analyze_profile_object(
         logger.info("face analysis skipped: not the current picture", extra={"object": key})
         return None
     if blob is None:
-        from shared.platform import clients
-
         blob = clients.storage().bucket(ref.bucket).get_blob(ref.blob)
     stale = blob is None or (generation is not None and blob.generation != generation)
     if stale or not photos.is_cleaned(blob):
