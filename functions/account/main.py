@@ -37,15 +37,16 @@ def delete_me(ctx: RequestContext) -> deletion.DeletionAccepted:
     "/users/me/export",
     auth="user",
     summary="Export Current User Data",
+    query=export.ExportQuery,
     response=export.PersonalDataExport,
     responses={404: "Not Found"},
 )
-def export_me(ctx: RequestContext) -> export.PersonalDataExport:
+def export_me(ctx: RequestContext, query: export.ExportQuery) -> export.PersonalDataExport:
     """Everything stored about the caller as JSON, with signed URLs for their photos.
 
     Each list holds at most `EXPORT_MAX_ITEMS` items; `truncated` names those that hit the cap.
     """
-    return export.export_me(ctx.user)
+    return export.export_me(ctx.user, query)
 
 
 @router.put(

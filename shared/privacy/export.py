@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field
 
 from shared.agents import accounts, agents, chat, data_store, demos
 from shared.platform.auth import Principal
@@ -27,6 +27,16 @@ from shared.platform.models import Model
 from shared.social import augment, imessage, matches, phone_auth, photos, user_store
 
 Item = dict[str, Any]
+
+
+class ExportQuery(Model):
+    """How much of each list to export."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    maxItems: int | None = Field(  # noqa: N815 - API field name
+        default=None, ge=1, le=10_000, description="Items per list (at most EXPORT_MAX_ITEMS)."
+    )
 
 
 class DataStoreExport(Model):
@@ -92,8 +102,12 @@ def portable(value: Any) -> Any:
     return path if isinstance(path, str) else str(value)
 
 
-def export_me(principal: Principal) -> PersonalDataExport:
+def export_me(principal: Principal, query: ExportQuery) -> PersonalDataExport:
     """Export everything stored about the caller.
+
+    Args:
+        principal: The caller.
+        query: At most how many items per list (never above `EXPORT_MAX_ITEMS`).
 
     Raises:
         NotFound: The caller has no user yet (a phone session before `POST /users`).
@@ -101,7 +115,7 @@ def export_me(principal: Principal) -> PersonalDataExport:
     user_id = principal.user_id
     if user_id is None:
         raise NotFound("User not found")
-    limit = get_settings().export_max_items
+    limit = min(query.maxItems or get_settings().export_max_items, get_settings().export_max_items)
     social = user_store.export_user_data(user_id)
     profile = social["profile"] or {}
     phone = profile.get("phone") or principal.phone
