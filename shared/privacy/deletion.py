@@ -16,8 +16,8 @@ The worker (`shared.privacy.worker`) runs its steps in order, each re-runnable
 do), and records each finished step on the deletion record, so a retried or
 duplicated task resumes where the last one stopped. A task runs at most
 `DELETION_STEPS_PER_TASK` steps, then queues the next one. The last step
-deletes the Firebase Auth user, sweeps phone tokens again (one issued while
-the deletion ran) and deletes the record itself.
+sweeps every earlier step once more (a document written meanwhile by a task
+already running), deletes the Firebase Auth user and the record itself.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ can run again (bounded batch deletes, or a re-keying that a second run finds
 nothing left to do), and each finished step is recorded on the deletion
 record, so a retried, duplicated or crashed task resumes where the last one
 stopped. A task runs at most `DELETION_STEPS_PER_TASK` steps, then queues
-the next one.
+the next one. The last step sweeps every earlier step once more (a document
+written meanwhile by a task already running), deletes the Firebase Auth
+user, and then the deletion record goes.
 """
 
 from __future__ import annotations
@@ -95,8 +97,15 @@ def _data_store(user_id: str, record: dict[str, Any]) -> None:
 
 
 def _sign_in(user_id: str, record: dict[str, Any]) -> None:
+    """Sweep every earlier step once more, then delete the Firebase Auth user.
+
+    The sweep catches what a task already running when its step passed wrote
+    meanwhile (a ledger entry, an archetype, a phone token issued mid-way).
+    """
+    for name, step in STEPS:
+        if name != "sign_in":
+            step(user_id, record)
     _delete_firebase_user(user_id)
-    phone_auth.revoke_user_tokens(user_id, record.get("phone"))
 
 
 Step = Callable[[str, dict[str, Any]], None]
