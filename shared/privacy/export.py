@@ -120,7 +120,7 @@ def export_me(principal: Principal, query: ExportQuery) -> PersonalDataExport:
     profile = social["profile"] or {}
     phone = profile.get("phone") or principal.phone
     contacts = sorted({c for c in (phone, profile.get("email"), principal.email) if c})
-    pending_keys = [principal.subject] if principal.kind == "phone" else []
+    pending_keys = phone_auth.session_keys(user_id, phone)
     account = accounts.export_user_data(user_id, limit)
     chats = chat.export_user_data(user_id, limit)
     owned = agents.export_user_data(user_id, limit)

@@ -295,11 +295,19 @@ def logout(token: str) -> LogoutResponse:
 
 
 def _user_tokens(user_id: str, phone: str | None) -> list[Any]:
+    """The queries finding a user's tokens: bound to them, or issued for their phone."""
     tokens = clients.firestore().collection(AUTH_TOKENS)
     queries = [tokens.where("userId", "==", user_id)]
     if phone:
         queries.append(tokens.where("phone", "==", phone))
     return queries
+
+
+def session_keys(user_id: str, phone: str | None) -> list[str]:
+    """Return the stored keys (hashes) of a user's phone session tokens."""
+    return sorted(
+        {snapshot.id for query in _user_tokens(user_id, phone) for snapshot in query.stream()}
+    )
 
 
 def revoke_user_tokens(user_id: str, phone: str | None) -> list[str]:

@@ -59,7 +59,7 @@ def ok(response: requests.Response, status: int = 200) -> dict:
     return response.json()
 
 
-def test_number_token(stack) -> dict:
+def fixed_number_token(stack) -> dict:
     ok(call(stack, "POST", "/auth/send-code", json={"phone": TEST_NUMBER}))
     verify = {"phone": TEST_NUMBER, "code": TEST_NUMBER_CODE}
     return ok(call(stack, "POST", "/auth/verify-code", json=verify))
@@ -69,7 +69,7 @@ def everything(stack, fake, unique: str) -> Victim:
     """Build a phone user with data in every collection and bucket the code defines."""
     referrer = sign_up(stack)
     phone = TEST_NUMBER  # a fixed code and no resend cooldown: two sessions
-    pending_token = test_number_token(stack)["token"]
+    pending_token = fixed_number_token(stack)["token"]
     pending_photo = upload(stack, SignedUp("", phone, pending_token), jpeg())
     pending_url = ok(pending_photo)["image_url"]
     left_pending = ok(upload(stack, SignedUp("", phone, pending_token), jpeg()))["image_url"]
@@ -85,7 +85,7 @@ def everything(stack, fake, unique: str) -> Victim:
         timeout=30,
     )
     user = SignedUp(ok(created, 201)["userId"], phone, pending_token)
-    second_session = test_number_token(stack)["token"]
+    second_session = fixed_number_token(stack)["token"]
     assert second_session != pending_token
     photo = ok(upload(stack, user, jpeg()))["image_url"]
     ok(call(stack, "POST", f"/users/{user.user_id}/augment", user.headers))
@@ -241,7 +241,7 @@ def test_deleting_a_user_leaves_nothing_of_theirs_anywhere(stack, fake, unique):
     agents = ok(call(stack, "GET", "/agents", victim.referrer.headers))
     assert len(agents) == 1
     # Signing in again with the phone makes a new, empty session: the old user is gone.
-    fresh = test_number_token(stack)
+    fresh = fixed_number_token(stack)
     assert fresh["user_id"] is None
 
 
