@@ -79,11 +79,20 @@ def start(user_id: str, facts: dict[str, Any]) -> dict[str, Any]:
     return dict(stored or record)
 
 
-def step_done(user_id: str, step: str) -> None:
-    """Record that one deletion step finished (a retried task skips it)."""
+def step_done(user_id: str, step: str) -> bool:
+    """Record that one deletion step finished (a retried task skips it).
+
+    Returns:
+        False when the record is gone: another task finished the deletion meanwhile.
+    """
+    from google.api_core import exceptions as google_exceptions
     from google.cloud import firestore
 
-    _ref(user_id).update({"done": firestore.ArrayUnion([step])})
+    try:
+        _ref(user_id).update({"done": firestore.ArrayUnion([step])})
+    except google_exceptions.NotFound:
+        return False
+    return True
 
 
 def finish(user_id: str) -> None:

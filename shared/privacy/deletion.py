@@ -97,7 +97,9 @@ def request_deletion(user_id: str) -> DeletionAccepted:
     keys = phone_auth.revoke_user_tokens(user_id, phone)
     erasure.start(user_id, {"firebaseEmail": firebase_email, "pendingKeys": keys})
     auth.forget_user(user_id)
-    tasks.enqueue(QUEUE, DeletionTask(userId=user_id), dedup_name=f"delete-{user_id}-0")
+    # No task name: a repeated request must queue a task even after an earlier
+    # chain gave up (Cloud Tasks refuses a used name for a while); duplicates are harmless.
+    tasks.enqueue(QUEUE, DeletionTask(userId=user_id))
     logger.info("account deletion requested")
     return DeletionAccepted(userId=user_id)
 

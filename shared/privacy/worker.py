@@ -146,7 +146,8 @@ def run(user_id: str, steps: int | None = None) -> int:
         if steps is not None and count >= steps:
             return len(remaining) - count
         step(user_id, record)
-        erasure.step_done(user_id, name)
+        if not erasure.step_done(user_id, name):
+            return 0  # a concurrent task (a duplicate or a retry) finished it
         logger.info("account deletion step done", extra={"step": name})
     erasure.finish(user_id)
     logger.info("account deletion finished")
