@@ -125,7 +125,7 @@ def export_me(principal: Principal, query: ExportQuery) -> PersonalDataExport:
     chats = chat.export_user_data(user_id, limit)
     owned = agents.export_user_data(user_id, limit)
     sessions = phone_auth.export_user_data(user_id, phone, limit)
-    matched = matches.export_user_data(user_id, limit)
+    matched = matches.export_user_data(user_id, phone, limit)
     archive: dict[str, Any] = {
         "profile": social["profile"],
         "archetypes": social["archetypes"][:limit],

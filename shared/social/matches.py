@@ -392,10 +392,16 @@ def delete_user_data(user_id: str, tombstone: str, *, purge: bool = False) -> No
         batch.commit()
 
 
-def export_user_data(user_id: str, limit: int) -> dict[str, Any]:
-    """Return the matches a user is a party to and their referrer notifications."""
+def export_user_data(user_id: str, phone: str | None, limit: int) -> dict[str, Any]:
+    """Return the matches a user is a party to and the referrer notifications sent to them.
+
+    Notifications to the other party (their phone) are not the user's data and stay out.
+    """
     db = clients.firestore()
     found = [snapshot.to_dict() or {} for snapshot in _matches_of(user_id).limit(limit).stream()]
     refs = [_notification_ref(str(match.get("matchId"))) for match in found]
-    notifications = [s.to_dict() for s in db.get_all(refs) if s.exists] if refs else []
-    return {"matches": found, "notifications": notifications}
+    notices = [snapshot.to_dict() or {} for snapshot in db.get_all(refs) if snapshot.exists]
+    return {
+        "matches": found,
+        "notifications": [n for n in notices if phone and n.get("to") == phone] if refs else [],
+    }

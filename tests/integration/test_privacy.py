@@ -375,6 +375,7 @@ def test_export_holds_every_kind_of_data(stack, fake, unique):
     assert len(archive["phoneSessions"]) == 2
     assert all("token" not in str(session).lower() for session in archive["phoneSessions"])
     assert archive["conversations"][0]["messages"][0]["text"] == "hello from the victim"
+    assert [notice["to"] for notice in archive["notifications"]] == [user.phone]
     names = {photo["object"] for photo in archive["photos"]}
     assert any(name.startswith(f"profiles/{user.user_id}/") for name in names)
     assert any(name.startswith("pending/") for name in names)
@@ -383,6 +384,7 @@ def test_export_holds_every_kind_of_data(stack, fake, unique):
     other = ok(call(stack, "GET", "/users/me/export", victim.friend.headers))
     assert other["profile"]["userId"] == victim.friend.user_id
     assert other["agents"] == [] and other["conversations"] == []
+    assert len(other["matches"]) == 1 and other["notifications"] == []  # the victim's phone
 
 
 @pytest.mark.parametrize("token_kind", ["firebase", "phone"])
