@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from shared.agents import accounts
 from shared.platform.http import RequestContext, Router, http_function
+from shared.privacy import deletion, export
 
 router = Router("account")
 _ADMIN_ONLY = {403: "Forbidden"}
@@ -13,6 +14,39 @@ _ADMIN_ONLY = {403: "Forbidden"}
 def get_me(ctx: RequestContext) -> accounts.Account:
     """The caller's profile with basicInfo, billingInfo and usageInfo (created on first call)."""
     return accounts.with_recent_usage(accounts.get_account(ctx.user))
+
+
+@router.delete(
+    "/users/me",
+    auth="user",
+    summary="Delete Current User",
+    response=deletion.DeletionAccepted,
+    status_code=202,
+    responses={404: "Not Found", 503: "Service Unavailable"},
+)
+def delete_me(ctx: RequestContext) -> deletion.DeletionAccepted:
+    """Delete the caller's account and every piece of their data.
+
+    Sign-in is refused from this moment; the data goes in the background
+    (`account-deletion` queue). Repeating the call is harmless.
+    """
+    return deletion.delete_me(ctx.user)
+
+
+@router.get(
+    "/users/me/export",
+    auth="user",
+    summary="Export Current User Data",
+    query=export.ExportQuery,
+    response=export.PersonalDataExport,
+    responses={404: "Not Found"},
+)
+def export_me(ctx: RequestContext, query: export.ExportQuery) -> export.PersonalDataExport:
+    """Everything stored about the caller as JSON, with signed URLs for their photos.
+
+    Each list holds at most `EXPORT_MAX_ITEMS` items; `truncated` names those that hit the cap.
+    """
+    return export.export_me(ctx.user, query)
 
 
 @router.put(

@@ -6,6 +6,7 @@ from pydantic import ConfigDict, EmailStr, Field
 
 from shared.platform.http import RequestContext, Router, http_function
 from shared.platform.models import Model
+from shared.privacy import deletion
 from shared.social import augment, matches
 from shared.social import users as profiles
 
@@ -152,6 +153,19 @@ def update_user(
 ) -> profiles.User:
     """Update a user's data (self or admin; system fields admin only)."""
     return profiles.update_user(ctx.user, user_id, body)
+
+
+@router.delete(
+    "/users/{user_id:id}",
+    auth="admin",
+    summary="Delete User By Id",
+    response=deletion.DeletionAccepted,
+    status_code=202,
+    responses={403: "Forbidden", 404: "Not Found", 503: "Service Unavailable"},
+)
+def delete_user(ctx: RequestContext, user_id: str) -> deletion.DeletionAccepted:
+    """Delete a user's account and every piece of their data (admin; see DELETE /users/me)."""
+    return deletion.delete_user(user_id)
 
 
 users = http_function(router)

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ConfigDict, Field
 
-from shared.platform import clients
+from shared.platform import clients, erasure
 from shared.platform.auth import Principal
 from shared.platform.config import get_settings
 from shared.platform.errors import Forbidden, InvalidInput, NotFound, PaymentRequired
@@ -551,3 +551,31 @@ def settle(
         )
 
     return write_if_unchanged(ref, decide)
+
+
+def delete_user_data(user_id: str) -> None:
+    """Delete a user's account and its whole usage ledger, in bounded batches (re-runnable).
+
+    The ledger goes first, so the account document is never gone while
+    entries of it remain.
+    """
+    ref = _account_ref(user_id)
+    erasure.delete_matching(ref.collection(LEDGER))
+    ref.delete()
+
+
+def export_user_data(user_id: str, limit: int) -> dict[str, Any]:
+    """Return a user's account and their newest `limit` ledger entries."""
+    from google.cloud import firestore
+
+    ref = _account_ref(user_id)
+    ledger = ref.collection(LEDGER).order_by("createdAt", direction=firestore.Query.DESCENDING)
+    return {
+        "account": ref.get().to_dict(),
+        "usage": [snapshot.to_dict() or {} for snapshot in ledger.limit(limit).stream()],
+    }
+
+
+def has_account(user_id: str) -> bool:
+    """Tell whether a user has an agent-platform account."""
+    return bool(_account_ref(user_id).get().exists)

@@ -31,7 +31,7 @@ from pydantic.alias_generators import to_camel
 
 from shared.agents import revisions
 from shared.agents.sandbox.host import MAX_CODE_CHARS
-from shared.platform import clients
+from shared.platform import clients, erasure
 from shared.platform.auth import Principal, can_access_owned, owned_record
 from shared.platform.errors import BadRequest, Conflict, Forbidden, NotFound
 from shared.platform.models import Model, NoNulls
@@ -613,3 +613,22 @@ def documented(user_id: str, agent_ids: list[str]) -> list[dict[str, Any]]:
                 }
             )
     return found
+
+
+def delete_user_data(user_id: str) -> None:
+    """Delete a user's deployments, then their agents (re-runnable)."""
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    for collection in (_deployments(), _agents()):
+        erasure.delete_matching(collection.where(filter=FieldFilter("ownerId", "==", user_id)))
+
+
+def export_user_data(user_id: str, limit: int) -> dict[str, Any]:
+    """Return a user's agents and deployments (at most `limit` of each)."""
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    exported = {}
+    for name, collection in (("agents", _agents()), ("deployments", _deployments())):
+        query = collection.where(filter=FieldFilter("ownerId", "==", user_id)).limit(limit)
+        exported[name] = [{"id": s.id, **(s.to_dict() or {})} for s in query.stream()]
+    return exported

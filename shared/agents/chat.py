@@ -29,7 +29,7 @@ from pydantic import ConfigDict, Field
 
 from shared.agents import accounts, agents, runs
 from shared.llm import gateway
-from shared.platform import clients, tasks
+from shared.platform import clients, erasure, tasks
 from shared.platform.auth import Principal, can_access_owned, owned_record
 from shared.platform.errors import (
     DomainError,
@@ -333,3 +333,24 @@ def delete_session(principal: Principal, session_id: str) -> SessionDeleted:
     ref, _ = _owned_session(principal, session_id)
     ref.delete()
     return SessionDeleted()
+
+
+def _owned_by(collection: str, user_id: str) -> Any:
+    return clients.firestore().collection(collection).where("ownerId", "==", user_id)
+
+
+def delete_user_data(user_id: str) -> None:
+    """Delete a user's chat tickets and sessions (re-runnable)."""
+    for collection in (TICKETS, SESSIONS):
+        erasure.delete_matching(_owned_by(collection, user_id))
+
+
+def export_user_data(user_id: str, limit: int) -> dict[str, Any]:
+    """Return a user's chat tickets and sessions (at most `limit` of each)."""
+    return {
+        name: [
+            snapshot.to_dict() or {}
+            for snapshot in _owned_by(collection, user_id).limit(limit).stream()
+        ]
+        for name, collection in (("tickets", TICKETS), ("sessions", SESSIONS))
+    }

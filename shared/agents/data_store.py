@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from shared.platform import clients
+from shared.platform import clients, erasure
 from shared.platform.auth import Principal
 from shared.platform.config import get_settings
 from shared.platform.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
@@ -469,3 +469,21 @@ def run_op(principal: Principal, body: OpBody) -> OpResult:
     if required and getattr(body, required) is None:
         raise InvalidInput(f"'{required}' is required for {body.op}", loc=("body", required))
     return OpResult(value=_OPS[body.op](principal, user_id, body))
+
+
+def _stored_by(collection: str, user_id: str) -> Any:
+    return clients.firestore().collection(collection).where("userId", "==", user_id)
+
+
+def delete_user_data(user_id: str) -> None:
+    """Delete a user's data store records and namespaces (re-runnable)."""
+    for collection in (RECORDS, NAMESPACES):
+        erasure.delete_matching(_stored_by(collection, user_id))
+
+
+def export_user_data(user_id: str, limit: int) -> dict[str, Any]:
+    """Return a user's data store records and namespaces (at most `limit` of each)."""
+    return {
+        name: [s.to_dict() or {} for s in _stored_by(collection, user_id).limit(limit).stream()]
+        for name, collection in (("records", RECORDS), ("namespaces", NAMESPACES))
+    }

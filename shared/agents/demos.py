@@ -29,7 +29,7 @@ from pydantic import ConfigDict, Field
 
 from shared.agents import metering, revisions
 from shared.llm import gateway
-from shared.platform import clients
+from shared.platform import clients, erasure
 from shared.platform.auth import Principal, owned_record
 from shared.platform.errors import (
     BadGateway,
@@ -411,3 +411,19 @@ def _bootstrap(api_origin: str) -> str:
   };
 })();"""
     )
+
+
+def _demos_of(user_id: str) -> Any:
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    return clients.firestore().collection(DEMOS).where(filter=FieldFilter("ownerId", "==", user_id))
+
+
+def delete_user_data(user_id: str) -> None:
+    """Delete a user's demo apps (re-runnable)."""
+    erasure.delete_matching(_demos_of(user_id))
+
+
+def export_user_data(user_id: str, limit: int) -> list[dict[str, Any]]:
+    """Return a user's demo apps (at most `limit`)."""
+    return [{"id": s.id, **(s.to_dict() or {})} for s in _demos_of(user_id).limit(limit).stream()]

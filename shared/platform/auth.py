@@ -22,6 +22,12 @@ elsewhere is refused by every instance within the window; the instance that
 revokes a phone token (logout) forgets it at once. Phone tokens not yet bound
 to a user are never remembered (their user appears when `POST /users` binds
 them).
+
+A user whose deletion was requested (`shared.platform.erasure`) is refused
+whenever a token is resolved; the instance that takes the deletion request
+forgets the user's tokens at once (`forget_user`), other instances within
+`TOKEN_CACHE_SECONDS`. Run tokens are not checked against it: they were
+minted for a signed-in user and expire within `RUN_TOKEN_MINUTES`.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from shared.platform import clients
+from shared.platform import clients, erasure
 from shared.platform.config import get_settings
 from shared.platform.errors import Forbidden, NotFound, Unauthorized, Unavailable
 
@@ -203,6 +209,22 @@ def forget(token: str) -> None:
     _remembered.pop(hash_token(token), None)
 
 
+def forget_user(user_id: str) -> None:
+    """Make this instance check every token of a user again (their account is being deleted).
+
+    Args:
+        user_id: The user.
+    """
+    for key, entry in list(_remembered.items()):
+        if entry.principal.user_id == user_id:
+            _remembered.pop(key, None)
+
+
+def _refuse_deleted(user_id: str | None) -> None:
+    if user_id is not None and erasure.is_erasing(user_id):
+        raise Unauthorized("Account deleted")
+
+
 def authenticate(authorization: str | None, *, allow_run: bool = False) -> Principal:
     """Resolve an `Authorization` header to a principal.
 
@@ -275,6 +297,7 @@ def _firebase_principal(token: str, token_hash: str) -> Principal:
         email_verified=claims.get("email_verified") is True,
         admin_claim=claims.get("admin") is True,
     )
+    _refuse_deleted(uid)
     _remember(token_hash, principal, float(expires))
     return principal
 
@@ -295,6 +318,7 @@ def _phone_principal(token_hash: str) -> Principal:
         # Tokens issued before the user existed find the user by the verified phone.
         owner = clients.firestore().collection(USER_PHONES).document(phone).get().to_dict()
         user_id = (owner or {}).get("userId")
+    _refuse_deleted(user_id)
     principal = Principal(kind="phone", subject=token_hash, user_id=user_id, phone=phone)
     if record.get("userId") is not None:
         _remember(token_hash, principal, expires_at.timestamp())

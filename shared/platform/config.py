@@ -28,6 +28,7 @@ DEFAULT_QUEUE_WORKERS = {
     "archetype-generation": "archetype_worker",
     "image-analysis": "image_worker",
     "agent-replies": "agent_worker",
+    "account-deletion": "deletion_worker",
 }
 _LOCAL_TASK_SECRET = "local-task-signing-secret"  # noqa: S105 - refused in production below
 _LOCAL_CODE_SECRET = "local-phone-code-secret"  # noqa: S105 - refused in production below
@@ -131,6 +132,20 @@ class Settings(BaseModel):
         alias="TOKEN_CACHE_SECONDS",
         ge=0,
         description="How long an instance trusts a token it verified (revocation seen after).",
+    )
+    deletion_steps_per_task: int = Field(
+        default=4,
+        alias="DELETION_STEPS_PER_TASK",
+        gt=0,
+        le=100,
+        description="Account deletion steps one task runs before it queues the rest.",
+    )
+    export_max_items: int = Field(
+        default=1000,
+        alias="EXPORT_MAX_ITEMS",
+        gt=0,
+        le=10000,
+        description="Items per section of a personal data export (newest first where ordered).",
     )
     session_token_ttl_seconds: int = Field(
         default=30 * 24 * 3600, alias="SESSION_TOKEN_TTL_SECONDS", gt=0

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ConfigDict, Field, ValidationError
 
 from shared.llm import gateway
-from shared.platform import clients, tasks
+from shared.platform import clients, erasure, tasks
 from shared.platform.auth import Principal, require_self_or_admin
 from shared.platform.config import get_settings
 from shared.platform.errors import Conflict, DomainError, InvalidInput, Unavailable
@@ -388,3 +388,17 @@ def _finish(payload: AugmentTask) -> None:
         return {"status": status, "finished_at": datetime.now(UTC)}
 
     user_store.update_augmentation(payload.userId, payload.runId, finish)
+
+
+def _results_of(user_id: str) -> Any:
+    return clients.firestore().collection(RESULTS).where("userId", "==", user_id)
+
+
+def delete_user_data(user_id: str) -> None:
+    """Delete the result documents of a user's augmentation runs (re-runnable)."""
+    erasure.delete_matching(_results_of(user_id))
+
+
+def export_user_data(user_id: str, limit: int) -> list[dict[str, Any]]:
+    """Return the result documents of a user's augmentation runs (at most `limit`)."""
+    return [snapshot.to_dict() or {} for snapshot in _results_of(user_id).limit(limit).stream()]

@@ -58,7 +58,7 @@ from urllib.parse import urlsplit
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from shared.llm import gateway
-from shared.platform import clients, fetch, tasks
+from shared.platform import clients, erasure, fetch, tasks
 from shared.platform.auth import Principal
 from shared.platform.config import get_settings
 from shared.platform.errors import DomainError, InvalidInput, NotFound, Unavailable
@@ -717,3 +717,48 @@ def deliver(contact: str, ref: DocumentReference) -> None:
         {"status": "sent", "loopMessageId": sent.message_id, "sentAt": datetime.now(UTC)},
         merge=True,
     )
+
+
+def _conversations_of(user_id: str, contacts: Iterable[str]) -> list[DocumentReference]:
+    """A user's conversations: those recorded as theirs, and those of their phone or email."""
+    db = clients.firestore()
+    query = db.collection(CONVERSATIONS).where("userId", "==", user_id)
+    refs = {snapshot.id: snapshot.reference for snapshot in query.stream()}
+    for contact in contacts:
+        if contact and "/" not in contact:
+            refs.setdefault(contact, conversation_ref(contact))
+    return list(refs.values())
+
+
+def delete_user_data(user_id: str, contacts: list[str]) -> None:
+    """Delete a user's conversations, their messages and webhook records (re-runnable).
+
+    Args:
+        user_id: The user.
+        contacts: Their phone number and email (conversations are keyed by contact).
+    """
+    db = clients.firestore()
+    for ref in _conversations_of(user_id, contacts):
+        erasure.delete_matching(ref.collection(MESSAGES))
+        ref.delete()
+    for contact in contacts:
+        if contact:
+            events = db.collection(WEBHOOK_EVENTS).where("contact", "==", contact)
+            erasure.delete_matching(events)
+
+
+def export_user_data(user_id: str, contacts: list[str], limit: int) -> list[dict[str, Any]]:
+    """Return a user's conversations, each with its latest `limit` messages."""
+    from google.cloud import firestore
+
+    exported = []
+    for ref in _conversations_of(user_id, contacts):
+        record = ref.get().to_dict()
+        if record is None:
+            continue
+        latest = ref.collection(MESSAGES).order_by(
+            "createdAt", direction=firestore.Query.DESCENDING
+        )
+        messages = [s.to_dict() or {} for s in latest.limit(limit).stream()]
+        exported.append({**record, "messages": messages[::-1]})
+    return exported

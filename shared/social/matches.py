@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import ConfigDict, EmailStr, Field, field_validator, model_validator
 
-from shared.platform import clients, tasks
+from shared.platform import clients, erasure, tasks
 from shared.platform.auth import Principal
 from shared.platform.config import get_settings
 from shared.platform.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
@@ -343,3 +343,65 @@ def record_notification_delivery(notification_id: str, status: str, error_code: 
     delivery = {"status": status, "errorCode": error_code, "at": datetime.now(UTC)}
     ref.set({"delivery": delivery}, merge=True)
     return True
+
+
+def _replace_id(value: Any, old: str, new: str) -> Any:
+    """`value` with every occurrence of the id `old` (in keys and strings) replaced by `new`."""
+    if isinstance(value, str):
+        return value.replace(old, new)
+    if isinstance(value, dict):
+        return {_replace_id(k, old, new): _replace_id(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_id(item, old, new) for item in value]
+    return value
+
+
+def _matches_of(user_id: str) -> Any:
+    return clients.firestore().collection(MATCHES).where("users", "array_contains", user_id)
+
+
+def delete_user_data(user_id: str, tombstone: str, *, purge: bool = False) -> None:
+    """Take a deleted user out of every match they are a party to (re-runnable).
+
+    A match keeps the other party's side: it moves to the pair (other,
+    `tombstone`) with the deleted id replaced by the tombstone everywhere in it
+    (a referrer naming them included). With `purge` (archetype users) the
+    matches are deleted instead. Referrer notifications of the match go.
+
+    Args:
+        user_id: The deleted user.
+        tombstone: The id that stands for them from now on (see `shared.platform.erasure`).
+        purge: Delete the matches rather than keep the other side.
+    """
+    db = clients.firestore()
+    while snapshots := list(_matches_of(user_id).limit(erasure.BATCH // 3).stream()):
+        batch = db.batch()
+        for snapshot in snapshots:
+            match = snapshot.to_dict() or {}
+            batch.delete(_notification_ref(snapshot.id))
+            batch.delete(snapshot.reference)
+            if purge:
+                continue
+            kept = _replace_id(match, user_id, tombstone)
+            others = [other for other in kept.get("users") or [] if other != tombstone]
+            if (match.get("referrer") or {}).get("userId") == user_id:
+                kept["referrer"] = None
+            new_id = match_id(others[0] if others else tombstone, tombstone)
+            kept["matchId"] = new_id
+            batch.set(db.collection(MATCHES).document(new_id), kept)
+        batch.commit()
+
+
+def export_user_data(user_id: str, phone: str | None, limit: int) -> dict[str, Any]:
+    """Return the matches a user is a party to and the referrer notifications sent to them.
+
+    Notifications to the other party (their phone) are not the user's data and stay out.
+    """
+    db = clients.firestore()
+    found = [snapshot.to_dict() or {} for snapshot in _matches_of(user_id).limit(limit).stream()]
+    refs = [_notification_ref(str(match.get("matchId"))) for match in found]
+    notices = [snapshot.to_dict() or {} for snapshot in db.get_all(refs) if snapshot.exists]
+    return {
+        "matches": found,
+        "notifications": [n for n in notices if phone and n.get("to") == phone] if refs else [],
+    }

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ConfigDict, Field
 
-from shared.platform import clients, ratelimit
+from shared.platform import clients, erasure, ratelimit
 from shared.platform.auth import AUTH_TOKENS, forget, hash_token
 from shared.platform.config import get_settings
 from shared.platform.errors import InvalidInput, RateLimited, Unavailable
@@ -292,3 +292,60 @@ def logout(token: str) -> LogoutResponse:
         ref.update({"revoked": True, "revokedAt": datetime.now(UTC)})
     forget(token)
     return LogoutResponse()
+
+
+def _user_tokens(user_id: str, phone: str | None) -> list[Any]:
+    """The queries finding a user's tokens: bound to them, or issued for their phone."""
+    tokens = clients.firestore().collection(AUTH_TOKENS)
+    queries = [tokens.where("userId", "==", user_id)]
+    if phone:
+        queries.append(tokens.where("phone", "==", phone))
+    return queries
+
+
+def session_keys(user_id: str, phone: str | None) -> list[str]:
+    """Return the stored keys (hashes) of a user's phone session tokens."""
+    return sorted(
+        {snapshot.id for query in _user_tokens(user_id, phone) for snapshot in query.stream()}
+    )
+
+
+def revoke_user_tokens(user_id: str, phone: str | None) -> list[str]:
+    """Delete every phone session token of a user: bound to them, or issued for their phone.
+
+    Args:
+        user_id: The user.
+        phone: Their phone number (E.164), if they have one.
+
+    Returns:
+        The stored keys (hashes) of the deleted tokens.
+    """
+    removed = []
+    for query in _user_tokens(user_id, phone):
+        removed += [snapshot.id for snapshot in query.stream()]
+        erasure.delete_matching(query)
+    return removed
+
+
+def delete_user_data(user_id: str, phone: str | None) -> None:
+    """Delete a user's phone session tokens and the code record of their phone (re-runnable)."""
+    revoke_user_tokens(user_id, phone)
+    if phone:
+        clients.firestore().collection(PHONE_CODES).document(phone).delete()
+
+
+def export_user_data(user_id: str, phone: str | None, limit: int) -> dict[str, Any]:
+    """Return a user's phone sessions (without the tokens) and their phone's code record."""
+    sessions: dict[str, dict[str, Any]] = {}
+    for query in _user_tokens(user_id, phone):
+        for snapshot in query.limit(limit).stream():
+            record = snapshot.to_dict() or {}
+            sessions[snapshot.id] = {
+                key: record.get(key) for key in ("phone", "createdAt", "expiresAt", "revoked")
+            }
+    code = None
+    if phone:
+        stored = clients.firestore().collection(PHONE_CODES).document(phone).get().to_dict()
+        if stored is not None:
+            code = {key: value for key, value in stored.items() if key != "codeHash"}
+    return {"phoneSessions": list(sessions.values())[:limit], "phoneCode": code}

@@ -474,3 +474,44 @@ def clean_finalized_object(bucket_name: str, name: str, metadata: dict[str, str]
     blob.metadata = CLEANED
     blob.cache_control = "public, max-age=3600"
     blob.upload_from_string(clean, content_type=content_type)
+
+
+def user_prefixes(user_id: str, pending_keys: list[str]) -> list[str]:
+    """Every object prefix holding a user's photos: their own, and their pending uploads.
+
+    Args:
+        user_id: The user.
+        pending_keys: The subjects of their phone sessions (stored token hashes).
+    """
+    keys = {user_id[:32], *(key[:32] for key in pending_keys)}
+    return [f"profiles/{user_id}/", *(f"pending/{key}/" for key in sorted(keys))]
+
+
+def delete_user_data(user_id: str, pending_keys: list[str]) -> None:
+    """Delete every object of a user in the profiles bucket (re-runnable)."""
+    bucket = clients.storage().bucket(get_settings().profiles_bucket)
+    for prefix in user_prefixes(user_id, pending_keys):
+        for blob in bucket.list_blobs(prefix=prefix):
+            delete_object(ObjectRef(bucket.name, blob.name))
+
+
+def export_user_data(user_id: str, pending_keys: list[str], limit: int) -> list[dict[str, Any]]:
+    """Return a user's stored photos, each with a signed GET URL (`SIGNED_URL_MINUTES`)."""
+    settings = get_settings()
+    bucket = clients.storage().bucket(settings.profiles_bucket)
+    lifetime = timedelta(minutes=settings.signed_url_minutes)
+    exported = []
+    for prefix in user_prefixes(user_id, pending_keys):
+        for blob in bucket.list_blobs(prefix=prefix, max_results=limit):
+            ref = ObjectRef(bucket.name, blob.name)
+            exported.append(
+                {
+                    "object": blob.name,
+                    "contentType": blob.content_type,
+                    "size": blob.size,
+                    "created": blob.time_created,
+                    "url": _sign(ref, "GET", lifetime),
+                    "expiresIn": int(lifetime.total_seconds()),
+                }
+            )
+    return exported[:limit]

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.platform import clients
+from shared.platform import clients, erasure
 from shared.platform.auth import USER_PHONES, USERS
 from shared.platform.errors import Conflict, NotFound
 from shared.platform.transactions import Plan, write_if_unchanged
@@ -293,3 +293,51 @@ def store_picture_analysis(
 def analysed_object(record: dict[str, Any]) -> str | None:
     """Return the key of the object whose analysis a profile holds, if any."""
     return (record.get("pictureAnalysis") or {}).get("object")
+
+
+def _referred(user_id: str) -> list[tuple[DocumentReference, bool]]:
+    """The users whose `metadata.referredBy` is `user_id`, each with whether it is an archetype."""
+    query = clients.firestore().collection(USERS).where("metadata.referredBy", "==", user_id)
+    return [
+        (
+            snapshot.reference,
+            ((snapshot.to_dict() or {}).get("metadata") or {}).get("archetype") is True,
+        )
+        for snapshot in query.stream()
+    ]
+
+
+def created_archetypes(user_id: str) -> list[str]:
+    """Return the ids of the archetype users made from a user's network."""
+    return [ref.id for ref, archetype in _referred(user_id) if archetype]
+
+
+def forget_referrer(user_id: str, tombstone: str) -> None:
+    """Replace a deleted user's id by `tombstone` in the real users they referred."""
+    referred = [ref for ref, archetype in _referred(user_id) if not archetype]
+    for start in range(0, len(referred), erasure.BATCH):
+        batch = clients.firestore().batch()
+        for ref in referred[start : start + erasure.BATCH]:
+            batch.update(ref, {"metadata.referredBy": tombstone})
+        batch.commit()
+
+
+def delete_user_data(user_id: str) -> None:
+    """Delete a profile and the phone and email index entries it holds (re-runnable).
+
+    The index entries go first, so a profile is never left without a way to
+    find and delete its entries again.
+    """
+    db = clients.firestore()
+    for collection, _ in _INDEXES.values():
+        erasure.delete_matching(db.collection(collection).where("userId", "==", user_id))
+    user_ref(user_id).delete()
+
+
+def export_user_data(user_id: str) -> dict[str, Any]:
+    """Return a user's profile and the archetype users made from their network."""
+    archetypes = load_many(created_archetypes(user_id))
+    return {
+        "profile": user_ref(user_id).get().to_dict(),
+        "archetypes": [archetypes[key] for key in sorted(archetypes)],
+    }

@@ -63,6 +63,9 @@ def test_every_operation_keeps_its_documented_contract(stack, unique, who):
         headers,
         "--exclude-path-regex",
         OUTBOUND,
+        # Deleting the fuzzing account would leave only 401s for the operations after it.
+        "--exclude-operation-id",
+        "delete_users_me",
         "--checks",
         f"not_a_server_error,{CONFORMANCE}",
     )

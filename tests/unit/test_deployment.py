@@ -37,6 +37,7 @@ DESIGNED_FUNCTIONS = {
     "sandbox": False,
     "connectors": True,
     "demos": True,
+    "deletion_worker": False,
 }
 
 

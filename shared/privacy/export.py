@@ -1,0 +1,165 @@
+"""`GET /users/me/export`: everything stored about the caller, as one JSON archive.
+
+Each owner module exports its own collections; this module puts them
+together and makes every value JSON-safe (datetimes as ISO-8601, bytes as
+base64, references as paths, non-finite numbers as null). Each list holds
+at most `EXPORT_MAX_ITEMS` items (ledger entries and messages: the newest);
+`truncated` names the lists that hit the cap. Photos come with signed GET
+URLs valid for `SIGNED_URL_MINUTES`. Phone session tokens and code hashes
+are never exported (only when sessions were made and until when they last).
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from typing import Any
+
+from pydantic import ConfigDict, Field
+
+from shared.agents import accounts, agents, chat, data_store, demos
+from shared.platform.auth import Principal
+from shared.platform.config import get_settings
+from shared.platform.errors import NotFound
+from shared.platform.models import Model
+from shared.social import augment, imessage, matches, phone_auth, photos, user_store
+
+Item = dict[str, Any]
+
+
+class ExportQuery(Model):
+    """How much of each list to export."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    maxItems: int | None = Field(  # noqa: N815 - API field name
+        default=None, ge=1, le=10_000, description="Items per list (at most EXPORT_MAX_ITEMS)."
+    )
+
+
+class DataStoreExport(Model):
+    """The caller's agent data store."""
+
+    records: list[Item]
+    namespaces: list[Item]
+
+
+class PersonalDataExport(Model):
+    """Everything stored about the caller (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    userId: str  # noqa: N815 - API field name
+    exportedAt: str  # noqa: N815 - API field name
+    maxItems: int  # noqa: N815 - API field name
+    truncated: list[str]
+    profile: Item | None
+    archetypes: list[Item]
+    account: Item | None
+    usage: list[Item]
+    phoneSessions: list[Item]  # noqa: N815 - API field name
+    phoneCode: Item | None  # noqa: N815 - API field name
+    tickets: list[Item]
+    sessions: list[Item]
+    agents: list[Item]
+    deployments: list[Item]
+    demos: list[Item]
+    dataStore: DataStoreExport  # noqa: N815 - API field name
+    conversations: list[Item]
+    matches: list[Item]
+    notifications: list[Item]
+    augmentationResults: list[Item]  # noqa: N815 - API field name
+    photos: list[Item]
+
+
+def _utc(value: datetime) -> str:
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+
+_SCALARS: tuple[tuple[type | tuple[type, ...], Callable[[Any], Any]], ...] = (
+    ((str, int, bool, type(None)), lambda value: value),
+    (float, lambda value: value if math.isfinite(value) else None),
+    (datetime, _utc),
+    (date, lambda value: value.isoformat()),
+    (bytes, lambda value: base64.b64encode(value).decode()),
+)
+
+
+def portable(value: Any) -> Any:
+    """Return `value` with every part made JSON-safe (see the module docstring)."""
+    if isinstance(value, dict):
+        return {str(key): portable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [portable(item) for item in value]
+    for kinds, convert in _SCALARS:
+        if isinstance(value, kinds):
+            return convert(value)
+    if hasattr(value, "latitude") and hasattr(value, "longitude"):  # a GeoPoint
+        return {"latitude": value.latitude, "longitude": value.longitude}
+    path = getattr(value, "path", None)  # a DocumentReference
+    return path if isinstance(path, str) else str(value)
+
+
+def export_me(principal: Principal, query: ExportQuery) -> PersonalDataExport:
+    """Export everything stored about the caller.
+
+    Args:
+        principal: The caller.
+        query: At most how many items per list (never above `EXPORT_MAX_ITEMS`).
+
+    Raises:
+        NotFound: The caller has no user yet (a phone session before `POST /users`).
+    """
+    user_id = principal.user_id
+    if user_id is None:
+        raise NotFound("User not found")
+    limit = min(query.maxItems or get_settings().export_max_items, get_settings().export_max_items)
+    social = user_store.export_user_data(user_id)
+    profile = social["profile"] or {}
+    phone = profile.get("phone") or principal.phone
+    contacts = sorted({c for c in (phone, profile.get("email"), principal.email) if c})
+    pending_keys = phone_auth.session_keys(user_id, phone)
+    account = accounts.export_user_data(user_id, limit)
+    chats = chat.export_user_data(user_id, limit)
+    owned = agents.export_user_data(user_id, limit)
+    sessions = phone_auth.export_user_data(user_id, phone, limit)
+    matched = matches.export_user_data(user_id, phone, limit)
+    archive: dict[str, Any] = {
+        "profile": social["profile"],
+        "archetypes": social["archetypes"][:limit],
+        "account": account["account"],
+        "usage": account["usage"],
+        "phoneSessions": sessions["phoneSessions"],
+        "phoneCode": sessions["phoneCode"],
+        "tickets": chats["tickets"],
+        "sessions": chats["sessions"],
+        "agents": owned["agents"],
+        "deployments": owned["deployments"],
+        "demos": demos.export_user_data(user_id, limit),
+        "dataStore": data_store.export_user_data(user_id, limit),
+        "conversations": imessage.export_user_data(user_id, contacts, limit),
+        "matches": matched["matches"],
+        "notifications": matched["notifications"],
+        "augmentationResults": augment.export_user_data(user_id, limit),
+        "photos": photos.export_user_data(user_id, pending_keys, limit),
+    }
+    truncated = sorted(
+        name for name, value in archive.items() if isinstance(value, list) and len(value) >= limit
+    )
+    truncated += [f"dataStore.{k}" for k, v in archive["dataStore"].items() if len(v) >= limit]
+    truncated += [
+        f"conversations.{c.get('contact')}.messages"
+        for c in archive["conversations"]
+        if len(c.get("messages") or []) >= limit
+    ]
+    return PersonalDataExport.model_validate(
+        {
+            "userId": user_id,
+            "exportedAt": datetime.now(UTC).isoformat(),
+            "maxItems": limit,
+            "truncated": truncated,
+            **portable(archive),
+        }
+    )
