@@ -302,7 +302,6 @@ def _own_contacts(principal: Principal, body: CreateUserRequest) -> tuple[str | 
     """Return the new user's phone and email after the rules for non-admin creators."""
     phone = normalize_phone(body.phone) if body.phone else None
     email = body.email
-    _no_archetype_contacts(body.metadata.archetype, phone, email)
     if not principal.is_admin:
         if principal.user_id and user_store.exists(principal.user_id):
             raise Conflict("User already exists")
@@ -315,6 +314,7 @@ def _own_contacts(principal: Principal, body: CreateUserRequest) -> tuple[str | 
         if email is None and principal.email_verified:
             email = principal.email
     _check_email(principal, email)
+    _no_archetype_contacts(body.metadata.archetype, phone, email)
     return phone, email
 
 
