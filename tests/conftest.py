@@ -110,6 +110,8 @@ def live_stack() -> Iterator[LiveStack]:
             "PLAN_CAPS": json.dumps({"free": 1.0, "pro": 50.0}),
             "CORS_ORIGINS": json.dumps([UI_ORIGIN]),
             "DEEPFACE_HOME": str(deepface_home),
+            # Off by default; the suite computes gender and race (tests turn it off where needed).
+            "SPECIAL_CATEGORY_INFERENCE": "true",
             "PDL_API_KEY": PDL_API_KEY,
             "PDL_BASE_URL": pdl_url,
             # The Tasks emulator delivers a failing task 4 times: give up on the third.

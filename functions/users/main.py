@@ -124,7 +124,7 @@ def augment_user(ctx: RequestContext, user_id: str) -> profiles.User:
     responses={404: "Not Found"},
 )
 def get_public_profile(ctx: RequestContext, user_id: str) -> profiles.PublicUser:
-    """Retrieve a user's public profile (no authentication required)."""
+    """Retrieve a user's public profile (no token needed; archetypes are never public)."""
     return profiles.public_profile(user_id)
 
 
@@ -136,7 +136,7 @@ def get_public_profile(ctx: RequestContext, user_id: str) -> profiles.PublicUser
     responses=_PRIVATE,
 )
 def get_user(ctx: RequestContext, user_id: str) -> profiles.User:
-    """Retrieve a user by id (self or admin)."""
+    """Retrieve a user by id (self or admin; an archetype also to the user who created it)."""
     return profiles.get_user(ctx.user, user_id)
 
 

@@ -84,6 +84,14 @@ class Settings(BaseModel):
         alias="FACE_ATTRIBUTES",
         description="DeepFace attributes to compute (JSON list of gender, race).",
     )
+    special_category_inference: bool = Field(
+        default=False,
+        alias="SPECIAL_CATEGORY_INFERENCE",
+        description=(
+            "Whether inferred gender and race (special-category data) may be computed;"
+            " off unless a deployment turns it on."
+        ),
+    )
     analyze_inline_max_bytes: int = Field(
         default=2 * 1024 * 1024, alias="ANALYZE_INLINE_MAX_BYTES", gt=0
     )

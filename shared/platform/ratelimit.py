@@ -1,4 +1,7 @@
-"""Fixed-window request counters kept in Firestore (shared by every instance)."""
+"""Fixed-window request counters kept in Firestore (shared by every instance).
+
+A counter expires with its window (Firestore TTL on `expireAt`).
+"""
 
 from __future__ import annotations
 
@@ -62,7 +65,7 @@ def consume(key: str, limit: int, window: timedelta, message: str) -> None:
         if count >= limit:
             raise RateLimited(message, retry_after=retry_after(start, window, now))
         return Plan(
-            None, update={"windowStart": start, "count": count + 1, "expiresAt": start + window}
+            None, update={"windowStart": start, "count": count + 1, "expireAt": start + window}
         )
 
     write_if_unchanged(ref, hit)

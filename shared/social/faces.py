@@ -8,6 +8,10 @@ Detection needs no model file, so a missing attribute model never hides a
 face: the result keeps `face_detected` and `region`, computes the attributes
 whose models are present, names the others in `missing_attributes` and says
 so in `error`. Confidences are fractions (0-1).
+
+Gender and race are special-category data: they are computed only when
+`SPECIAL_CATEGORY_INFERENCE` is on. Off, their models are neither loaded nor
+run, and the result is detection only (`face_detected`, `region`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from shared.social.profile_types import Label, PictureData
 logger = logging.getLogger(__name__)
 
 WEIGHT_FILES = {"gender": "gender_model_weights.onnx", "race": "race_model_single_batch.onnx"}
+SPECIAL_CATEGORY = frozenset({"gender", "race"})
 DETECTOR = "opencv"
 
 
@@ -36,6 +41,17 @@ def _prepare_deepface() -> None:
     os.environ["DEEPFACE_BACKEND_ENGINE"] = "onnx"
     if get_settings().deepface_home:
         os.environ["DEEPFACE_HOME"] = str(get_settings().deepface_home)
+
+
+def enabled_attributes() -> list[str]:
+    """The attributes this deployment computes (special-category ones only when enabled)."""
+    settings = get_settings()
+    return [
+        attribute
+        for attribute in settings.face_attributes
+        if attribute in WEIGHT_FILES
+        and (attribute not in SPECIAL_CATEGORY or settings.special_category_inference)
+    ]
 
 
 def analyze_image(data: bytes) -> PictureData:
@@ -52,7 +68,7 @@ def analyze_image(data: bytes) -> PictureData:
     import numpy as np
 
     now = datetime.now(UTC)
-    wanted = [a for a in get_settings().face_attributes if a in WEIGHT_FILES]
+    wanted = enabled_attributes()
     missing = [a for a in wanted if not (_weights_dir() / WEIGHT_FILES[a]).is_file()]
     actions = [a for a in wanted if a not in missing]
     missing_error = None

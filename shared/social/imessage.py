@@ -75,6 +75,9 @@ logger = logging.getLogger(__name__)
 CONVERSATIONS = "conversations"
 MESSAGES = "messages"
 WEBHOOK_EVENTS = "webhook_events"
+# De-duplication records expire (Firestore TTL on `expireAt`) well after LoopMessage's
+# last retry of a webhook (about 3.5 hours for the legacy API, 20 hours for the new one).
+WEBHOOK_EVENT_RETENTION = timedelta(days=3)
 QUEUE = "agent-replies"
 CHANNEL = "imessage"
 INBOUND = frozenset({"message_inbound", "message_reply"})
@@ -331,6 +334,7 @@ def _inbound(delivery: LoopWebhook, bump: bool) -> WebhookAck:
                         "generation": generation,
                         "enqueued": False,
                         "receivedAt": now,
+                        "expireAt": now + WEBHOOK_EVENT_RETENTION,
                     },
                 )
             )

@@ -7,7 +7,9 @@ the new user), and `archetype` matches from LinkedIn augmentation.
 
 Closing the loop (`POST /users/close-loop`) records how the introduction of
 `sourceId` to `targetId` ended; only a party to the match or an admin may
-report it, and only for a match that exists (404 otherwise):
+report it, and only for a match that exists (404 otherwise). A match with an
+archetype is private to the archetype's creator: anyone else, admins
+included, gets 404 for it.
 
 - `accepted`: the target accepted; a win for the source, a loss for the target;
 - `declined`: the target declined; a loss for the source, a win for the target;
@@ -197,7 +199,8 @@ def close_loop(
 
     Raises:
         Forbidden: The caller is neither party nor admin.
-        NotFound: No match between the two, or one of them does not exist.
+        NotFound: No match between the two, one of them does not exist, or one
+            is an archetype the caller did not create.
         Conflict: The match was already closed with another outcome.
         InvalidInput: Source equals target, the referrer phone is invalid, or the
             referrer given is not the one on the match.
@@ -213,11 +216,17 @@ def close_loop(
     def close(match: dict[str, Any] | None) -> Plan[dict[str, Any]]:
         if match is None:
             raise NotFound("No introduction between these users")
+        profiles = user_store.load_many([source_id, target_id])
+        if any(
+            user_store.is_archetype(profile)
+            and user_store.archetype_owner(profile) != principal.user_id
+            for profile in profiles.values()
+        ):
+            raise NotFound("No introduction between these users")
         if match.get("status") == "closed":
             if match.get("outcome") != outcome:
                 raise Conflict(f"Match already closed as {match.get('outcome')}")
             return Plan(match)
-        profiles = user_store.load_many([source_id, target_id])
         if len(profiles) < 2:
             raise NotFound("User not found")
         notify_phone = _referrer_phone(match, ref_phone, referrer[1])

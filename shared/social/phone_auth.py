@@ -12,6 +12,11 @@ from the wrong-attempt limit.
 A successful verification issues an opaque session token, stored only as its
 SHA-256 in `auth_tokens`, bound to the user with that phone (or to none yet:
 `POST /users` binds it when it creates the user).
+
+Retention (Firestore TTL on `expireAt`): a `phone_codes/{phone}` document
+goes once its code has expired and its hourly send window has ended (at
+most an hour after the last send); an `auth_tokens` document when its
+session expires.
 """
 
 from __future__ import annotations
@@ -172,13 +177,16 @@ def send_code(raw_phone: str, client_host: str | None) -> SendCodeResponse:
                 "Too many codes requested for this number",
                 ratelimit.retry_after(start, _HOUR, now),
             )
+        expires = now + timedelta(seconds=settings.phone_code_ttl_seconds)
         fresh = {
             "codeHash": _code_hash(phone, code),
-            "expiresAt": now + timedelta(seconds=settings.phone_code_ttl_seconds),
+            "expiresAt": expires,
             "attempts": 0,
             "sentAt": now,
             "windowStart": start,
             "count": count + 1,
+            # Firestore TTL: gone once neither the code nor the hourly send window matters.
+            "expireAt": max(expires, start + _HOUR),
         }
         return Plan(None, update=fresh)
 
@@ -251,6 +259,7 @@ def verify_code(raw_phone: str, code: str) -> TokenResponse:
             "createdAt": now,
             "expiresAt": now + timedelta(seconds=lifetime),
             "revoked": False,
+            "expireAt": now + timedelta(seconds=lifetime),  # Firestore TTL
         }
         consumed = {"codeHash": firestore.DELETE_FIELD, "attempts": 0}
         return Plan(_Outcome.VALID, update=consumed, creates=[(token_ref, session)])

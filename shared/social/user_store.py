@@ -165,7 +165,10 @@ def update_profile(user_id: str, change: Any) -> dict[str, Any]:
     """Apply `change(record) -> dict of field paths` to a profile, with index upkeep, atomically.
 
     `change` may raise a domain error to refuse. A new phone or email is
-    claimed and the old one released in the same commit.
+    claimed and the old one released in the same commit. A new `profilePic`
+    (or none) drops the face analysis of the old picture in the same commit
+    (`metadata.picture_data`, which holds inferred gender and race, and
+    `pictureAnalysis`), unless the change sets `metadata.picture_data` itself.
 
     Returns:
         The profile as written.
@@ -181,6 +184,9 @@ def update_profile(user_id: str, change: Any) -> dict[str, Any]:
         assert current is not None
         changes = change(current)
         changes["metadata.last_updated_ts"] = datetime.now(UTC)
+        if changes.get("profilePic", current.get("profilePic")) != current.get("profilePic"):
+            changes.setdefault("metadata.picture_data", None)
+            changes["pictureAnalysis"] = None
         wanted = {field: changes.get(field) for field in _INDEXES if field in changes}
         return Plan(
             _apply(current, changes),
@@ -288,6 +294,20 @@ def store_picture_analysis(
         )
 
     return write_if_unchanged(user_ref(user_id), store)
+
+
+def is_archetype(record: dict[str, Any]) -> bool:
+    """Tell whether a profile is an archetype (a person from someone's network, not a user).
+
+    Archetypes are written by LinkedIn augmentation with `metadata.archetype`
+    and `metadata.referredBy` (their creator); only admins may set either.
+    """
+    return (record.get("metadata") or {}).get("archetype") is True
+
+
+def archetype_owner(record: dict[str, Any]) -> str | None:
+    """Return the user who created an archetype (None: not an archetype, or no creator named)."""
+    return (record.get("metadata") or {}).get("referredBy") if is_archetype(record) else None
 
 
 def analysed_object(record: dict[str, Any]) -> str | None:

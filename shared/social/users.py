@@ -21,6 +21,13 @@ Who may change what:
 
 A new user created with `metadata.referredBy` (an existing user) gets a
 referral match with the referrer, which close-loop can later settle.
+
+Archetypes (`metadata.archetype`, made by LinkedIn augmentation from a
+user's network, `metadata.referredBy` naming that creator) are about people
+who never signed up: their public profile is 404 to everyone, only their
+creator (and admins) may read them (`GET /users/{id}`), and they never hold
+a phone or email (refused even for admins), so phone and email lookups can
+never find one.
 """
 
 from __future__ import annotations
@@ -286,6 +293,11 @@ def _check_email(principal: Principal, email: str | None) -> None:
         raise Forbidden("Only your verified email may be set")
 
 
+def _no_archetype_contacts(archetype: bool, phone: str | None, email: str | None) -> None:
+    if archetype and (phone or email):
+        raise InvalidInput("An archetype holds no phone or email", ("body", "metadata"))
+
+
 def _own_contacts(principal: Principal, body: CreateUserRequest) -> tuple[str | None, str | None]:
     """Return the new user's phone and email after the rules for non-admin creators."""
     phone = normalize_phone(body.phone) if body.phone else None
@@ -302,6 +314,7 @@ def _own_contacts(principal: Principal, body: CreateUserRequest) -> tuple[str | 
         if email is None and principal.email_verified:
             email = principal.email
     _check_email(principal, email)
+    _no_archetype_contacts(body.metadata.archetype, phone, email)
     return phone, email
 
 
@@ -391,23 +404,29 @@ def _new_picture(principal: Principal, user_id: str, profile_pic: str | None) ->
 
 
 def get_user(principal: Principal, user_id: str) -> User:
-    """Return a user to themself or an admin.
+    """Return a user to themself or an admin, and an archetype to the user who created it.
 
     Raises:
-        Forbidden: The caller is someone else.
-        NotFound: There is no such user.
+        Forbidden: The caller is someone else (whether or not the user exists).
+        NotFound: There is no such user (self or admin).
     """
-    require_self_or_admin(principal, user_id)
-    return to_user(user_store.load(user_id))
+    if principal.user_id == user_id or principal.is_admin:
+        return to_user(user_store.load(user_id))
+    record = user_store.load_many([user_id]).get(user_id) or {}
+    if principal.user_id is None or user_store.archetype_owner(record) != principal.user_id:
+        raise Forbidden("Not allowed to access this user")
+    return to_user(record)
 
 
 def public_profile(user_id: str) -> PublicUser:
-    """Return the public fields of a user.
+    """Return the public fields of a user (archetypes are never public).
 
     Raises:
-        NotFound: There is no such user.
+        NotFound: There is no such user, or it is an archetype.
     """
     record = user_store.load(user_id)
+    if user_store.is_archetype(record):
+        raise NotFound("User not found")
     return PublicUser.model_validate(
         {k: v for k, v in record.items() if k in PublicUser.model_fields}
     )
@@ -497,6 +516,11 @@ def update_user(principal: Principal, user_id: str, body: UpdateUserRequest) -> 
 
     def change(current: dict[str, Any]) -> dict[str, Any]:
         _check_allowed(principal, current, changes)
+        _no_archetype_contacts(
+            changes.get("metadata.archetype", user_store.is_archetype(current)) is True,
+            changes.get("phone", current.get("phone")),
+            changes.get("email", current.get("email")),
+        )
         return dict(changes)
 
     record = user_store.update_profile(user_id, change)

@@ -176,7 +176,7 @@ def test_contact_emails_stay_private(stack, unique):
         assert person["email"] not in stored
         assert person["email"] not in model_input
         assert all(person["email"] not in answer.text for answer in public)
-    assert {answer.status_code for answer in public} == {200}
+    assert {answer.status_code for answer in public} == {404}
     assert {answer.status_code for answer in private} == {403}
     assert "example.com" not in json.dumps(
         requests.get(stack.url(f"/users/{user.user_id}/public"), timeout=10).json()

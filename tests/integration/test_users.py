@@ -219,7 +219,7 @@ def test_admin_may_change_system_fields(stack, unique):
 
     response = requests.put(
         stack.url(f"/users/{alice.user_id}"),
-        json={"elo": 1700, "metadata": {"archetype": True}},
+        json={"elo": 1700, "phone": None, "metadata": {"archetype": True}},
         headers=admin_headers(unique),
         timeout=10,
     )
