@@ -181,7 +181,9 @@ def wipe_data(project: str, ports: dict[str, int]) -> None:
             listing.raise_for_status()
             for item in listing.json().get("items", []):
                 name = urllib.parse.quote(item["name"], safe="")
-                requests.delete(f"{objects}/{name}", timeout=10).raise_for_status()
+                deleted = requests.delete(f"{objects}/{name}", timeout=10)
+                if deleted.status_code != 404:  # gone meanwhile (the upload handler drops non-images)
+                    deleted.raise_for_status()
             token = listing.json().get("nextPageToken")
             if not token:
                 break
