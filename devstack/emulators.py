@@ -182,7 +182,8 @@ def wipe_data(project: str, ports: dict[str, int]) -> None:
             for item in listing.json().get("items", []):
                 name = urllib.parse.quote(item["name"], safe="")
                 deleted = requests.delete(f"{objects}/{name}", timeout=10)
-                if deleted.status_code != 404:  # gone meanwhile (the upload handler drops non-images)
+                # 404: gone meanwhile (the upload handler drops non-images).
+                if deleted.status_code != 404:
                     deleted.raise_for_status()
             token = listing.json().get("nextPageToken")
             if not token:
