@@ -146,6 +146,25 @@ class Settings(BaseModel):
 
     max_json_body_bytes: int = Field(default=1_048_576, alias="MAX_JSON_BODY_BYTES", gt=0)
 
+    firestore_deadline_seconds: float = Field(
+        default=10,
+        alias="FIRESTORE_DEADLINE_SECONDS",
+        gt=0,
+        description="Longest one Firestore call may take, retries included (then 503).",
+    )
+    storage_deadline_seconds: float = Field(
+        default=20,
+        alias="STORAGE_DEADLINE_SECONDS",
+        gt=0,
+        description="Longest one Cloud Storage call may take, retries included (then 503).",
+    )
+    unavailable_retry_after_seconds: int = Field(
+        default=5,
+        alias="UNAVAILABLE_RETRY_AFTER_SECONDS",
+        gt=0,
+        description="The `Retry-After` of a 503 answer (a dependency down or too slow).",
+    )
+
     gemini_api_key: SecretStr | None = Field(default=None, alias="GEMINI_API_KEY")
     gemini_base_url: str | None = Field(default=None, alias="GEMINI_BASE_URL")
     vertexai_enabled: bool = Field(default=False, alias="VERTEXAI_ENABLED")
