@@ -327,6 +327,13 @@ class Settings(BaseModel):
         description="The Authorization value set for webhooks in LoopMessage's dashboard; "
         "unset refuses every delivery.",
     )
+    loopmessage_timeout_seconds: float = Field(
+        default=10,
+        alias="LOOPMESSAGE_TIMEOUT_SECONDS",
+        gt=0,
+        description="Connect and read timeout of one LoopMessage call (a send is never retried"
+        " once it may have been taken).",
+    )
     loopmessage_attachment_hosts: list[str] = Field(
         default_factory=lambda: ["*.loopmessage.com"],
         alias="LOOPMESSAGE_ATTACHMENT_HOSTS",
