@@ -185,6 +185,18 @@ class Settings(BaseModel):
         description="An OpenAI-compatible llama.cpp server (`make dev` runs SmolLM2 there).",
     )
     llm_timeout_seconds: float = Field(default=120, alias="LLM_TIMEOUT_SECONDS", gt=0)
+    llm_max_attempts: int = Field(
+        default=3,
+        alias="LLM_MAX_ATTEMPTS",
+        ge=1,
+        description="Tries of one model call refused with 429 or 5xx or not connected.",
+    )
+    llm_retry_backoff_seconds: float = Field(
+        default=0.5,
+        alias="LLM_RETRY_BACKOFF_SECONDS",
+        ge=0,
+        description="Wait before the second try of a model call, doubled for each next one.",
+    )
 
     plan_caps: dict[str, float] = Field(
         default_factory=lambda: {"free": 5.0, "pro": 50.0},
