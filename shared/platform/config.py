@@ -198,6 +198,14 @@ class Settings(BaseModel):
         description="Wait before the second try of a model call, doubled for each next one.",
     )
 
+    chat_lease_seconds: float = Field(
+        default=300,
+        alias="CHAT_LEASE_SECONDS",
+        gt=0,
+        description="How long a chat worker holds a ticket: a retry waits this long after a"
+        " worker died mid-ticket (longer than LLM_TIMEOUT_SECONDS times LLM_MAX_ATTEMPTS).",
+    )
+
     plan_caps: dict[str, float] = Field(
         default_factory=lambda: {"free": 5.0, "pro": 50.0},
         alias="PLAN_CAPS",

@@ -1,12 +1,16 @@
-"""Faults: Firestore or Cloud Storage stopped mid-request.
+"""Faults: Firestore or Cloud Storage stopped mid-request, a worker killed mid-task.
 
-Each test runs the function in its own process against its own Firestore
-emulator and fake-gcs-server (not the session stack's), then really stops
-them: SIGSTOP (the server holds connections and never answers: the
-deadline must end the call) or SIGKILL (connections refused). The answer is
-503 with `Retry-After` and a JSON `detail`, within a bound, with no
-traceback; after the server is back, the data is written entirely or not at
-all, and the same request answers normally.
+Each request test runs the function in its own process against its own
+Firestore emulator and fake-gcs-server (not the session stack's), then
+really stops them: SIGSTOP (the server holds connections and never
+answers: the deadline must end the call) or SIGKILL (connections refused).
+The answer is 503 with `Retry-After` and a JSON `detail`, within a bound,
+with no traceback; after the server is back, the data is written entirely
+or not at all, and the same request answers normally.
+
+The worker test kills a chat worker process while it waits for the model,
+and the Cloud Tasks emulator delivers the task again to a fresh process:
+one result, one charge.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import requests
 from deploy.manifest import ROOT
 from devstack.emulators import PROFILES_BUCKET, firestore_jar, free_port
 from devstack.tokens import mint_token
-from tests.fakes.server import function_process
+from tests.fakes.server import function_process, serving
 from tests.integration.test_deploy_env import deploy_env
 from tests.integration.test_photos import jpeg
 
@@ -65,7 +69,7 @@ class Emulator:
         deadline = time.monotonic() + 60
         while True:
             with contextlib.suppress(requests.RequestException):
-                if requests.get(self.url(self.ready_path), timeout=1).ok:
+                if requests.get(self.url(self.ready_path), timeout=1).status_code < 500:
                     return
             assert self.process.poll() is None, self.log.read_text()[-2000:]
             assert time.monotonic() < deadline, f"{self.name} did not start"
@@ -215,6 +219,18 @@ def timed(method: str, url: str, **options: Any) -> tuple[requests.Response, flo
     return response, time.monotonic() - started
 
 
+def recovered(method: str, url: str, **options: Any) -> requests.Response:
+    """The first answer that is not 503, once the restarted server is reached again.
+
+    The client reconnects with backoff after an outage: until then it answers 503.
+    """
+    deadline = time.monotonic() + 60
+    while (response := requests.request(method, url, timeout=60, **options)).status_code == 503:
+        assert time.monotonic() < deadline, "still unavailable a minute after the restart"
+        time.sleep(0.5)
+    return response
+
+
 def web_user() -> tuple[str, dict[str, str]]:
     user = mint_token(f"faults-{uuid.uuid4().hex[:10]}@example.com")
     return user.uid, {"Authorization": f"Bearer {user.id_token}"}
@@ -243,7 +259,7 @@ def test_a_frozen_then_killed_firestore_answers_503_on_a_read(stack, own):
         finally:
             own.firestore.start()  # in memory: it comes back empty
         assert_unavailable(response, elapsed)
-        gone = requests.get(f"{users}/users/{uid}", headers=headers, timeout=30)
+        gone = recovered("GET", f"{users}/users/{uid}", headers=headers)
         assert gone.status_code == 404, gone.text
 
 
@@ -335,5 +351,126 @@ def test_a_stopped_storage_answers_503_on_an_upload(stack, own):
             own.storage.start()
             own.create_bucket()
         assert_unavailable(response, elapsed)
-        uploaded = upload()[0]
+        uploaded = recovered(
+            "POST",
+            f"{storage}/storage/upload-photo",
+            files={"file": ("p.jpg", io.BytesIO(jpeg()), "image/jpeg")},
+            headers=headers,
+        )
         assert uploaded.status_code == 200, uploaded.text
+
+
+@dataclass
+class TaskProxy:
+    """Stands between the Cloud Tasks emulator and the worker processes.
+
+    It forwards each delivery to the current worker, answers 502 when that
+    worker dies mid-request, and holds a retry for `backoff` seconds first:
+    the emulator retries at once, where Cloud Tasks backs off (a ticket's
+    lease must expire before another worker may take it).
+    """
+
+    target: str = ""
+    backoff: float = 0.0
+    retries: list[int] = field(default_factory=list)
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        from werkzeug.wrappers import Request, Response
+
+        request = Request(environ)
+        retry = int(request.headers.get("X-CloudTasks-TaskRetryCount", "0"))
+        self.retries.append(retry)
+        if retry:
+            time.sleep(self.backoff)
+        headers = {
+            name: value
+            for name, value in request.headers.items()
+            if name.lower() not in ("host", "content-length")
+        }
+        try:
+            upstream = requests.post(
+                self.target + request.path, data=request.get_data(), headers=headers, timeout=60
+            )
+        except requests.ConnectionError:
+            response = Response("worker gone", status=502)
+        else:
+            response = Response(upstream.content, status=upstream.status_code)
+        return response(environ, start_response)
+
+
+def worker(stack, name: str, extra: dict[str, str]) -> Emulator:
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "functions_framework",
+        f"--target={name}",
+        f"--source={ROOT / 'functions' / name / 'main.py'}",
+        "--host=127.0.0.1",
+        f"--port={port}",
+    ]
+    process = Emulator(name, command, port, "/")
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), **stack.env, **extra}
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        process.start()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return process
+
+
+def test_a_chat_worker_killed_mid_ticket_is_retried_with_one_charge(stack):
+    from tests.integration.test_chat import GEMINI_FLASH_COST, chat_body, ledger
+
+    lease = 3.0
+    user = mint_token(f"killed-{uuid.uuid4().hex[:8]}@example.com")
+    headers = {"Authorization": f"Bearer {user.id_token}"}
+    before = requests.get(stack.url("/users/me"), headers=headers, timeout=10).json()
+    proxy = TaskProxy(backoff=lease + 1)
+    stack.llm.delay_seconds = 60  # holds the first worker inside its model call
+    workers = []
+    with serving(proxy) as proxy_url:
+        try:
+            extra = {"CHAT_LEASE_SECONDS": str(lease)}
+            workers = [worker(stack, "chat_worker", extra) for _ in range(2)]
+            chat = worker(stack, "chat", {"TASKS_TARGET_BASE_URL": proxy_url})
+            workers.append(chat)
+            first, fresh = workers[0], workers[1]
+            proxy.target = first.url()
+
+            created = requests.post(
+                f"{chat.url()}/chat", json=chat_body(), headers=headers, timeout=30
+            )
+            assert created.status_code == 200, created.text
+            deadline = time.monotonic() + 30
+            while not stack.llm.calls("gemini"):
+                assert time.monotonic() < deadline, "the worker never called the model"
+                time.sleep(0.05)
+            stack.llm.delay_seconds = 0
+            proxy.target = fresh.url()
+            first.kill()
+
+            ticket_id = created.json()["ticket_id"]
+            deadline = time.monotonic() + 60
+            while True:
+                ticket = requests.get(
+                    stack.url(f"/chat/{ticket_id}"), headers=headers, timeout=10
+                ).json()
+                if ticket["status"] in ("completed", "failed"):
+                    break
+                assert time.monotonic() < deadline, ticket
+                time.sleep(0.2)
+        finally:
+            for process in workers:
+                process.stop()
+
+    after = requests.get(stack.url("/users/me"), headers=headers, timeout=10).json()
+    assert ticket["status"] == "completed", ticket
+    assert proxy.retries[:2] == [0, 1]
+    assert len(stack.llm.calls("gemini")) == 2  # the killed call, and the retry's
+    assert len(ledger(user.uid)) == 1
+    spent = before["usageInfo"]["spendRemaining"] - after["usageInfo"]["spendRemaining"]
+    assert spent == pytest.approx(GEMINI_FLASH_COST)
