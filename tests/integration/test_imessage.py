@@ -305,6 +305,49 @@ def test_a_worker_killed_while_sending_does_not_send_again(stack, fake):
     assert len(fake.sent_to(number)) == 1
 
 
+def test_a_worker_process_killed_mid_reply_is_retried_with_one_message(stack, fake):
+    """A real kill inside the model call; the Tasks emulator delivers again to a fresh process."""
+    from tests.integration.test_faults import TaskProxy, worker
+
+    number = random_number()
+    proxy = TaskProxy()
+    stack.llm.delay_seconds = 60  # holds the first worker inside its model call
+    processes = []
+    with serving(proxy) as proxy_url:
+        try:
+            processes = [worker(stack, "agent_worker", {}) for _ in range(2)]
+            webhook = worker(stack, "agent_webhook", {"TASKS_TARGET_BASE_URL": proxy_url})
+            processes.append(webhook)
+            first, fresh = processes[0], processes[1]
+            proxy.target = first.url()
+
+            accepted = requests.post(
+                f"{webhook.url()}/agent/webhook",
+                json=legacy(number),
+                headers={"Authorization": SECRET},
+                timeout=30,
+            )
+            assert accepted.json()["status"] == "accepted", accepted.text
+            deadline = time.monotonic() + 30
+            while not stack.llm.calls("gemini"):
+                assert time.monotonic() < deadline, "the worker never called the model"
+                time.sleep(0.05)
+            stack.llm.delay_seconds = 0
+            proxy.target = fresh.url()
+            first.kill()
+
+            wait_sent(fake, number)
+            settle()
+        finally:
+            for process in processes:
+                process.stop()
+
+    assert proxy.retries[:2] == [0, 1]
+    assert len(stack.llm.calls("gemini")) == 2  # the killed call, and the retry's
+    assert len(fake.sent_to(number)) == 1
+    assert outbound(number, 1)["status"] == "sent"
+
+
 def test_a_transient_send_failure_is_retried_once_and_a_refusal_is_not(stack, fake):
     retried, refused = random_number(), random_number()
     fake.fail_next(400, 1010)  # "Unable to send message ... re-try after a short delay"
