@@ -84,10 +84,11 @@ class FakePdl:
         @app.get("/v5/person/enrich")
         def enrich() -> flask.Response:
             params = dict(flask.request.args)
+            with self._lock:
+                self.requests.append(params)
             if self.delay_seconds:
                 time.sleep(self.delay_seconds)
             with self._lock:
-                self.requests.append(params)
                 if flask.request.headers.get("X-Api-Key") != API_KEY:
                     failure = _error(401, "authentication_error", "Invalid API key")
                 else:

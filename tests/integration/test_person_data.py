@@ -23,8 +23,10 @@ def pdl() -> Iterator[tuple[FakePdl, str]]:
         yield fake, url
 
 
-def adapter(url: str, key: str = API_KEY) -> PeopleDataLabs:
-    settings = Settings.model_validate({"PDL_API_KEY": key, "PDL_BASE_URL": url})
+def adapter(url: str, key: str = API_KEY, timeout: float = 20) -> PeopleDataLabs:
+    settings = Settings.model_validate(
+        {"PDL_API_KEY": key, "PDL_BASE_URL": url, "PDL_TIMEOUT_SECONDS": timeout}
+    )
     return PeopleDataLabs(settings, requests.Session())
 
 
@@ -97,3 +99,13 @@ def test_each_lookup_is_one_request_whatever_the_answer(pdl):
                 adapter(url, key).enrich(PersonQuery(email=email))
 
     assert [fake.lookups(email) for email in outcomes] == [1, 1, 1]
+
+
+def test_a_timed_out_lookup_is_unavailable_after_one_request(pdl):
+    fake, url = pdl
+    fake.delay_seconds = 1.0
+
+    with pytest.raises(Unavailable):
+        adapter(url, timeout=0.3).enrich(PersonQuery(email=EMAIL))
+
+    assert fake.lookups(EMAIL) == 1
