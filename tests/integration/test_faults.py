@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import signal
 import subprocess
@@ -205,8 +206,14 @@ def function(stack, own: OwnEmulators, name: str) -> Iterator[str]:
         yield url
 
 
-def assert_unavailable(response: requests.Response, elapsed: float) -> None:
+DOCUMENT = json.loads((ROOT / "shared" / "openapi.json").read_text())
+
+
+def assert_unavailable(response: requests.Response, elapsed: float, route: str) -> None:
+    """A documented 503 with `Retry-After`, in time; `route` is the OpenAPI path."""
     assert response.status_code == 503, response.text
+    operation = DOCUMENT["paths"][route][str(response.request.method).lower()]
+    assert "Retry-After" in operation["responses"]["503"]["headers"]
     assert response.headers["Retry-After"] == "7"
     assert response.json() == {"detail": "Service temporarily unavailable; retry later"}
     assert "Traceback" not in response.text
@@ -249,7 +256,7 @@ def test_a_frozen_then_killed_firestore_answers_503_on_a_read(stack, own):
             response, elapsed = timed("GET", f"{users}/users/{uid}", headers=headers)
         finally:
             own.firestore.thaw()
-        assert_unavailable(response, elapsed)
+        assert_unavailable(response, elapsed, "/users/{user_id}")
         again = requests.get(f"{users}/users/{uid}", headers=headers, timeout=30)
         assert again.status_code == 200, again.text
 
@@ -258,7 +265,7 @@ def test_a_frozen_then_killed_firestore_answers_503_on_a_read(stack, own):
             response, elapsed = timed("GET", f"{users}/users/{uid}", headers=headers)
         finally:
             own.firestore.start()  # in memory: it comes back empty
-        assert_unavailable(response, elapsed)
+        assert_unavailable(response, elapsed, "/users/{user_id}")
         gone = recovered("GET", f"{users}/users/{uid}", headers=headers)
         assert gone.status_code == 404, gone.text
 
@@ -292,7 +299,7 @@ def test_a_firestore_frozen_mid_sign_up_writes_all_or_nothing(stack, own):
             statuses.append(response.status_code)
             assert response.status_code in (201, 503), response.text
             if response.status_code == 503:
-                assert_unavailable(response, answer["elapsed"])
+                assert_unavailable(response, answer["elapsed"], "/users")
 
             profiles = [doc for doc in own.documents("users") if doc["name"].endswith(f"/{uid}")]
             emails = [
@@ -332,7 +339,7 @@ def test_a_stopped_storage_answers_503_on_an_upload(stack, own):
             response, elapsed = upload()
         finally:
             own.storage.thaw()
-        assert_unavailable(response, elapsed)
+        assert_unavailable(response, elapsed, "/storage/upload-photo")
         # fake-gcs-server finishes the write it held, or never received it: never a torn object.
         for name in set(own.objects()) - set(before):
             data = requests.get(
@@ -350,7 +357,7 @@ def test_a_stopped_storage_answers_503_on_an_upload(stack, own):
         finally:
             own.storage.start()
             own.create_bucket()
-        assert_unavailable(response, elapsed)
+        assert_unavailable(response, elapsed, "/storage/upload-photo")
         uploaded = recovered(
             "POST",
             f"{storage}/storage/upload-photo",
