@@ -317,9 +317,9 @@ def test_a_firestore_frozen_mid_sign_up_writes_all_or_nothing(stack, own):
     assert 503 in statuses, statuses
 
 
-def test_a_stopped_storage_answers_503_on_an_upload(stack, own):
+def test_a_stopped_storage_answers_503_on_an_upload_and_a_read(stack, own):
     with function(stack, own, "storage") as storage, function(stack, own, "users") as users:
-        _uid, headers = web_user()
+        uid, headers = web_user()
         created = requests.post(
             f"{users}/users", json={"name": {"first": "Fay"}}, headers=headers, timeout=30
         )
@@ -361,10 +361,22 @@ def test_a_stopped_storage_answers_503_on_an_upload(stack, own):
         uploaded = recovered(
             "POST",
             f"{storage}/storage/upload-photo",
+            data={"user_id": uid},
             files={"file": ("p.jpg", io.BytesIO(jpeg()), "image/jpeg")},
             headers=headers,
         )
         assert uploaded.status_code == 200, uploaded.text
+
+        # A read: the public profile image, served from Cloud Storage.
+        image = storage + urllib.parse.urlsplit(uploaded.json()["image_url"]).path
+        assert requests.get(image, timeout=30).status_code == 200
+        own.storage.freeze()
+        try:
+            response, elapsed = timed("GET", image)
+        finally:
+            own.storage.thaw()
+        assert_unavailable(response, elapsed, "/storage/profile-image/{bucket_name}/{blob_name}")
+        assert requests.get(image, timeout=30).status_code == 200
 
 
 @dataclass
