@@ -106,6 +106,7 @@ def live_stack() -> Iterator[LiveStack]:
             "OPENAI_BASE_URL": f"{llm_url}/v1",
             "ANTHROPIC_API_KEY": LLM_API_KEY,
             "ANTHROPIC_BASE_URL": llm_url,
+            "LLM_RETRY_BACKOFF_SECONDS": "0.05",
             "OLLAMA_BASE_URL": f"{llm_url}/v1",
             "PLAN_CAPS": json.dumps({"free": 1.0, "pro": 50.0}),
             "CORS_ORIGINS": json.dumps([UI_ORIGIN]),

@@ -31,6 +31,7 @@ from shared.agents import accounts, agents, runs
 from shared.llm import gateway
 from shared.platform import clients, erasure, tasks
 from shared.platform.auth import Principal, can_access_owned, owned_record
+from shared.platform.config import get_settings
 from shared.platform.errors import (
     DomainError,
     Forbidden,
@@ -49,7 +50,6 @@ TICKETS = "tickets"
 SESSIONS = "sessions"
 QUEUE = "chat-tickets"
 GOFANNON = "gofannon"
-LEASE = timedelta(minutes=5)
 TicketStatus = Literal["pending", "processing", "completed", "failed"]
 
 
@@ -191,7 +191,8 @@ def run_ticket(ticket_id: str) -> None:
             return Plan(None)
         if record["status"] == "processing" and record.get("leaseUntil", now) > now:
             raise Unavailable("Ticket is being processed")
-        changes = {"status": "processing", "leaseUntil": now + LEASE, "updatedAt": now}
+        lease = timedelta(seconds=get_settings().chat_lease_seconds)
+        changes = {"status": "processing", "leaseUntil": now + lease, "updatedAt": now}
         return Plan({**record, **changes}, update=changes)
 
     ticket = write_if_unchanged(ref, claim)

@@ -11,12 +11,14 @@ JSON-schema structured output and built-in tools, applies the time limit
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
 from shared.llm import catalog
 from shared.platform import clients
+from shared.platform.config import get_settings
 from shared.platform.errors import InvalidInput, NotFound, Unavailable
 from shared.platform.models import Model
 from shared.platform.values import StorableMap
@@ -66,7 +68,20 @@ class LlmResult(Model):
 
 
 class UpstreamError(Unavailable):
-    """The provider failed or did not answer in time."""
+    """The provider failed or did not answer in time.
+
+    Args:
+        detail: What happened, for the caller.
+        retryable: Repeating the same call can help (429, 5xx, no connection made).
+    """
+
+    def __init__(self, detail: str, *, retryable: bool = False) -> None:
+        super().__init__(detail)
+        self.retryable = retryable
+
+
+def _retryable_status(status: int) -> bool:
+    return status == 429 or status >= 500
 
 
 def check_config(
@@ -125,6 +140,12 @@ def estimate_cost(request: LlmRequest) -> float:
 def complete(request: LlmRequest) -> LlmResult:
     """Call the model.
 
+    A call the provider refused with 429 or a 5xx, or that could not connect,
+    is repeated (a completion changes nothing on our side) up to
+    `LLM_MAX_ATTEMPTS` times with exponential backoff from
+    `LLM_RETRY_BACKOFF_SECONDS`; a 4xx or a timeout is not (the same call
+    would fail again, or would spend another `LLM_TIMEOUT_SECONDS`).
+
     Raises:
         InvalidInput: The request is not valid for the catalog.
         UpstreamError: The provider failed, refused or timed out.
@@ -138,7 +159,17 @@ def complete(request: LlmRequest) -> LlmResult:
         "local": _openai,
         "anthropic": _anthropic,
     }[request.provider]
-    content, thoughts, input_tokens, output_tokens = call(request, config, parameters)
+    settings = get_settings()
+    attempt = 1
+    while True:
+        try:
+            content, thoughts, input_tokens, output_tokens = call(request, config, parameters)
+            break
+        except UpstreamError as exc:
+            if not exc.retryable or attempt >= settings.llm_max_attempts:
+                raise
+            time.sleep(settings.llm_retry_backoff_seconds * 2 ** (attempt - 1))
+            attempt += 1
     return LlmResult(
         content=content,
         thoughts=thoughts or None,
@@ -149,6 +180,13 @@ def complete(request: LlmRequest) -> LlmResult:
 
 
 _Answer = tuple[str, str, int, int]
+
+
+def _never_connected(exc: Exception) -> bool:
+    """Tell whether an SDK's connection error happened before the request was sent."""
+    import httpx
+
+    return isinstance(exc.__cause__, httpx.ConnectError)
 
 
 def _system_text(request: LlmRequest) -> str | None:
@@ -189,9 +227,16 @@ def _gemini(
             model=request.model, contents=contents, config=types.GenerateContentConfig(**options)
         )
     except errors.APIError as exc:
-        raise UpstreamError(f"{request.provider} answered {exc.code}") from exc
+        raise UpstreamError(
+            f"{request.provider} answered {exc.code}", retryable=_retryable_status(exc.code)
+        ) from exc
     except Exception as exc:
-        raise UpstreamError(f"{request.provider} unreachable: {type(exc).__name__}") from exc
+        import httpx
+
+        raise UpstreamError(
+            f"{request.provider} unreachable: {type(exc).__name__}",
+            retryable=isinstance(exc, httpx.ConnectError),
+        ) from exc
     parts = (
         response.candidates[0].content.parts
         if response.candidates and response.candidates[0].content
@@ -236,9 +281,15 @@ def _openai(
             **options,
         )
     except openai.APIStatusError as exc:
-        raise UpstreamError(f"{request.provider} answered {exc.status_code}") from exc
+        raise UpstreamError(
+            f"{request.provider} answered {exc.status_code}",
+            retryable=_retryable_status(exc.status_code),
+        ) from exc
     except openai.APIError as exc:
-        raise UpstreamError(f"{request.provider} unreachable: {type(exc).__name__}") from exc
+        raise UpstreamError(
+            f"{request.provider} unreachable: {type(exc).__name__}",
+            retryable=_never_connected(exc),
+        ) from exc
     answer = (response.choices[0].message.content or "") if response.choices else ""
     usage = response.usage
     return (
@@ -288,9 +339,13 @@ def _anthropic(
             **options,
         )
     except anthropic.APIStatusError as exc:
-        raise UpstreamError(f"anthropic answered {exc.status_code}") from exc
+        raise UpstreamError(
+            f"anthropic answered {exc.status_code}", retryable=_retryable_status(exc.status_code)
+        ) from exc
     except anthropic.APIError as exc:
-        raise UpstreamError(f"anthropic unreachable: {type(exc).__name__}") from exc
+        raise UpstreamError(
+            f"anthropic unreachable: {type(exc).__name__}", retryable=_never_connected(exc)
+        ) from exc
     texts, thoughts = [], []
     for block in response.content:
         if block.type == "text":

@@ -10,8 +10,9 @@ so tests swap clients by configuration and `reset()`, never by patching.
 from __future__ import annotations
 
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from shared.platform import deadlines
 from shared.platform.config import get_settings
 
 if TYPE_CHECKING:
@@ -33,10 +34,13 @@ _FIREBASE_APP_NAME = "series"
 
 @cache
 def firestore() -> firestore_module.Client:
-    """Return the Firestore client (the emulator when `FIRESTORE_EMULATOR_HOST` is set)."""
-    from google.cloud import firestore as firestore_module
+    """Return the Firestore client (the emulator when `FIRESTORE_EMULATOR_HOST` is set).
 
-    return firestore_module.Client(project=get_settings().project_id)
+    Each of its calls ends within `FIRESTORE_DEADLINE_SECONDS`, retries included
+    (`shared.platform.deadlines`).
+    """
+    settings = get_settings()
+    return deadlines.bounded_firestore(settings.project_id, settings.firestore_deadline_seconds)
 
 
 @cache
@@ -53,6 +57,18 @@ def storage() -> StorageClient:
             credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
         )
     return StorageClient(project=settings.project_id)
+
+
+def storage_call(*, retried: bool = True) -> dict[str, Any]:
+    """Return the `timeout` and `retry` arguments of one Cloud Storage call.
+
+    Pass them to every call that reaches Cloud Storage: the call then ends within
+    `STORAGE_DEADLINE_SECONDS`, retries included (`shared.platform.deadlines`).
+
+    Args:
+        retried: Retry transient failures (reads, copies, deletes); False for uploads.
+    """
+    return deadlines.storage_call(get_settings().storage_deadline_seconds, retried=retried)
 
 
 @cache

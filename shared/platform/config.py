@@ -169,6 +169,25 @@ class Settings(BaseModel):
 
     max_json_body_bytes: int = Field(default=1_048_576, alias="MAX_JSON_BODY_BYTES", gt=0)
 
+    firestore_deadline_seconds: float = Field(
+        default=10,
+        alias="FIRESTORE_DEADLINE_SECONDS",
+        gt=0,
+        description="Longest one Firestore call may take, retries included (then 503).",
+    )
+    storage_deadline_seconds: float = Field(
+        default=20,
+        alias="STORAGE_DEADLINE_SECONDS",
+        gt=0,
+        description="Longest one Cloud Storage call may take, retries included (then 503).",
+    )
+    unavailable_retry_after_seconds: int = Field(
+        default=5,
+        alias="UNAVAILABLE_RETRY_AFTER_SECONDS",
+        gt=0,
+        description="The `Retry-After` of a 503 answer (a dependency down or too slow).",
+    )
+
     gemini_api_key: SecretStr | None = Field(default=None, alias="GEMINI_API_KEY")
     gemini_base_url: str | None = Field(default=None, alias="GEMINI_BASE_URL")
     vertexai_enabled: bool = Field(default=False, alias="VERTEXAI_ENABLED")
@@ -189,6 +208,26 @@ class Settings(BaseModel):
         description="An OpenAI-compatible llama.cpp server (`make dev` runs SmolLM2 there).",
     )
     llm_timeout_seconds: float = Field(default=120, alias="LLM_TIMEOUT_SECONDS", gt=0)
+    llm_max_attempts: int = Field(
+        default=3,
+        alias="LLM_MAX_ATTEMPTS",
+        ge=1,
+        description="Tries of one model call refused with 429 or 5xx or not connected.",
+    )
+    llm_retry_backoff_seconds: float = Field(
+        default=0.5,
+        alias="LLM_RETRY_BACKOFF_SECONDS",
+        ge=0,
+        description="Wait before the second try of a model call, doubled for each next one.",
+    )
+
+    chat_lease_seconds: float = Field(
+        default=300,
+        alias="CHAT_LEASE_SECONDS",
+        gt=0,
+        description="How long a chat worker holds a ticket: a retry waits this long after a"
+        " worker died mid-ticket (longer than LLM_TIMEOUT_SECONDS times LLM_MAX_ATTEMPTS).",
+    )
 
     plan_caps: dict[str, float] = Field(
         default_factory=lambda: {"free": 5.0, "pro": 50.0},
@@ -330,6 +369,13 @@ class Settings(BaseModel):
         alias="LOOPMESSAGE_WEBHOOK_SECRET",
         description="The Authorization value set for webhooks in LoopMessage's dashboard; "
         "unset refuses every delivery.",
+    )
+    loopmessage_timeout_seconds: float = Field(
+        default=10,
+        alias="LOOPMESSAGE_TIMEOUT_SECONDS",
+        gt=0,
+        description="Connect and read timeout of one LoopMessage call (a send is never retried"
+        " once it may have been taken).",
     )
     loopmessage_attachment_hosts: list[str] = Field(
         default_factory=lambda: ["*.loopmessage.com"],

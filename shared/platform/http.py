@@ -16,6 +16,7 @@ import hmac
 import json
 import logging
 import re
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -357,9 +358,13 @@ class Router:
                 response = _json({"detail": exc.errors}, 422)
             except DomainError as exc:
                 response = _error_response(exc)
-            except Exception:
-                logger.exception("unhandled error")
-                response = _json({"detail": "Internal Server Error"}, 500)
+            except Exception as exc:
+                if _dependency_down(exc):
+                    logger.warning("dependency down or too slow", exc_info=True)
+                    response = _error_response(Unavailable(_UNAVAILABLE))
+                else:
+                    logger.exception("unhandled error")
+                    response = _json({"detail": "Internal Server Error"}, 500)
             response.headers["X-Request-Id"] = request_id
             if credentialed:
                 response.headers["Access-Control-Allow-Origin"] = origin
@@ -466,9 +471,53 @@ def _error_response(exc: DomainError) -> flask.Response:
         response.headers["WWW-Authenticate"] = "Bearer"
     if isinstance(exc, RateLimited):
         response.headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, Unavailable):
+        response.headers["Retry-After"] = str(get_settings().unavailable_retry_after_seconds)
     if status >= 500:
         logger.warning("dependency unavailable: %s", exc.detail)
     return response
+
+
+_UNAVAILABLE = "Service temporarily unavailable; retry later"
+
+
+def _dependency_down(exc: BaseException) -> bool:
+    """Tell whether `exc`, or an exception it was raised from, means a dependency is down.
+
+    Firestore and Cloud Storage calls that failed for lack of an answer
+    (unreachable, unavailable, out of time, out of retries, overloaded) are
+    answered with 503 and `Retry-After`: the same request may succeed later.
+    Only libraries the process has loaded are consulted (one it never imported
+    cannot have raised), so no client library is imported here.
+
+    Args:
+        exc: What a handler raised.
+
+    Returns:
+        True for a transient dependency failure.
+    """
+    kinds: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    google = sys.modules.get("google.api_core.exceptions")
+    if google is not None:
+        kinds += [
+            google.ServiceUnavailable,
+            google.DeadlineExceeded,
+            google.GatewayTimeout,
+            google.TooManyRequests,
+            google.RetryError,
+        ]
+    transport = sys.modules.get("google.auth.exceptions")
+    if transport is not None:
+        kinds.append(transport.TransportError)
+    requests = sys.modules.get("requests.exceptions")
+    if requests is not None:
+        kinds += [requests.ConnectionError, requests.Timeout]
+    error: BaseException | None = exc
+    while error is not None:
+        if isinstance(error, tuple(kinds)):
+            return True
+        error = error.__cause__
+    return False
 
 
 def _trace(request: flask.Request) -> str | None:

@@ -14,11 +14,17 @@ Two API generations exist; `LOOPMESSAGE_API` picks one:
 
 A refused request answers non-200 with `{"success": false, "code": N,
 "message": ...}`. Codes after which the same request can succeed later
-(internal errors, "sending too frequently" on the legacy API), HTTP 429 and
-5xx, and transport failures raise `Unavailable` (retry); every other
-refusal raises `Refused` (retrying cannot help). A 200 means the message is
-queued at LoopMessage; its fate arrives later as status webhooks carrying
-our `passthrough`.
+(internal errors, "sending too frequently" on the legacy API), HTTP 429, a
+5xx carrying LoopMessage's own refusal, and a connection that was never
+made raise `Unavailable` (retry: LoopMessage did not take the message);
+every other refusal raises `Refused` (retrying cannot help). A send whose
+request may have reached LoopMessage without an answer we can read (a read
+timeout, a connection dropped after sending, a 5xx without LoopMessage's
+refusal body, a 200 without a message id) raises `MaybeSent`: it may have been
+queued, so it is never re-sent blindly; its status webhooks (by our
+`passthrough`) tell. A 200 means the message is queued at LoopMessage; its
+fate arrives later as status webhooks carrying our `passthrough`. No call is
+retried here: the task that sends decides (see `shared.social.imessage`).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from typing import Any
 import requests
 
 from shared.platform.config import Settings
-from shared.platform.errors import BadRequest, Unavailable
+from shared.platform.errors import BadRequest, Conflict, Unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +44,10 @@ _ORIGINS = {"legacy": "https://server.loopmessage.com", "current": "https://a.lo
 # Codes whose request can succeed when repeated later, per API generation.
 RETRY_CODES = {"legacy": frozenset({230, 330, 1000, 1010}), "current": frozenset({230, 1000, 1010})}
 MAX_TEXT = 9_999
-_TIMEOUT = 10
+
+
+class MaybeSent(Conflict):
+    """The send may have reached LoopMessage, but no answer says so: never re-send it blindly."""
 
 
 class Refused(BadRequest):
@@ -94,6 +103,7 @@ class LoopMessageClient:
             self._headers["Loop-Secret-Key"] = settings.loopmessage_secret_key.get_secret_value()
         self._sender = settings.loopmessage_sender
         self._session = session
+        self._timeout = settings.loopmessage_timeout_seconds
 
     def send(
         self,
@@ -115,7 +125,8 @@ class LoopMessageClient:
             LoopMessage's id of the queued message.
 
         Raises:
-            Unavailable: Transient failure; the same send may succeed later.
+            Unavailable: LoopMessage did not take the message; the same send may succeed later.
+            MaybeSent: The request may have been taken; sending again could duplicate it.
             Refused: LoopMessage refused the message for good.
         """
         body: dict[str, Any] = {"text": text[:MAX_TEXT]}
@@ -129,10 +140,13 @@ class LoopMessageClient:
             body["passthrough"] = passthrough
         if reply_to_id:
             body["reply_to_id"] = reply_to_id
-        answer = self._post("/api/v1/message/send/", body)
+        try:
+            answer = self._post("/api/v1/message/send/", body)
+        except _Unanswered as exc:
+            raise MaybeSent(exc.detail) from exc
         message_id = answer.get("message_id")
         if not isinstance(message_id, str) or not message_id:
-            raise Unavailable("LoopMessage answered without a message id")
+            raise MaybeSent("LoopMessage answered without a message id")
         return Sent(message_id=message_id)
 
     def show_typing(self, message_id: str, seconds: int) -> bool:
@@ -153,18 +167,29 @@ class LoopMessageClient:
         body = {"message_id": message_id, "typing": min(seconds, 60), "read": True}
         try:
             self._post("/api/v1/message/show-typing/", body)
-        except (Unavailable, Refused) as exc:
+        except (Unavailable, Refused, _Unanswered) as exc:
             logger.info("typing indicator not shown: %s", exc.detail)
             return False
         return True
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST once (never retried here).
+
+        Raises:
+            Unavailable: LoopMessage did not take the request (no connection, 429, its own
+                refusal with a retryable code or a 5xx).
+            _Unanswered: The request may have been taken, but no readable answer says so.
+            Refused: LoopMessage refused the request for good.
+        """
         try:
             response = self._session.post(
-                self._origin + path, json=body, headers=self._headers, timeout=_TIMEOUT
+                self._origin + path, json=body, headers=self._headers, timeout=self._timeout
             )
         except requests.RequestException as exc:
-            raise Unavailable(f"LoopMessage unreachable: {type(exc).__name__}") from exc
+            name = type(exc).__name__
+            if _never_connected(exc):
+                raise Unavailable(f"LoopMessage unreachable: {name}") from exc
+            raise _Unanswered(f"LoopMessage did not answer: {name}") from exc
         try:
             payload = response.json()
         except ValueError:
@@ -180,8 +205,35 @@ class LoopMessageClient:
             extra={"status": response.status_code, "loop_code": code},
         )
         detail = f"LoopMessage answered {response.status_code} (code {code})"
+        refusal = payload.get("success") is False
+        if response.status_code >= 500 and not refusal:
+            raise _Unanswered(detail)  # a proxy's or a crash's answer: the send may have happened
         if response.status_code == 429 or response.status_code >= 500:
             raise Unavailable(detail)
         if code in RETRY_CODES[self.api]:
             raise Unavailable(detail)
         raise Refused(detail, code)
+
+
+class _Unanswered(Exception):
+    """The request may have reached LoopMessage, and no answer we can read says what it did."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def _never_connected(exc: requests.RequestException) -> bool:
+    """Tell whether a failed request never reached LoopMessage (no connection was made)."""
+    import urllib3
+
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    if not isinstance(exc, requests.ConnectionError) or not exc.args:
+        return False
+    reason = exc.args[0]
+    if isinstance(reason, urllib3.exceptions.MaxRetryError):
+        reason = reason.reason
+    return isinstance(
+        reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.NameResolutionError
+    )

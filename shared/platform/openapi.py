@@ -24,6 +24,11 @@ _STATUS_TEXT = {
     503: "Service Unavailable",
 }
 
+_RETRY_AFTER = {
+    "description": "Seconds after which the same request may succeed.",
+    "schema": {"type": "integer"},
+}
+
 
 def build_openapi(routers: Iterable[Router], *, title: str, version: str) -> dict[str, Any]:
     """Build the OpenAPI document for every route of the given routers.
@@ -99,6 +104,8 @@ def _error_statuses(route: Route) -> dict[int, str]:
     if route.body or route.form:
         errors.setdefault(413, _STATUS_TEXT[413])
         errors.setdefault(415, _STATUS_TEXT[415])
+    # Firestore or Cloud Storage down or out of time: any route may meet it.
+    errors.setdefault(503, _STATUS_TEXT[503])
     return errors
 
 
@@ -149,6 +156,8 @@ def _operation(route: Route, schemas: dict[tuple[str, str], dict[str, Any]]) -> 
             "description": description,
             "content": {"application/json": {"schema": schemas[("error", "body")]}},
         }
+        if status in (429, 503):
+            responses[str(status)]["headers"] = {"Retry-After": _RETRY_AFTER}
     if route.body or route.form or route.query or route.path_params:
         responses["422"] = {
             "description": "Validation Error",

@@ -11,7 +11,14 @@ query parameters: `profile`, `email`, `name`, `company`, `location`,
 - 429 `rate_limit_error`: `RateLimited`, its delay read from `x-ratelimit-reset`
   (a UTC timestamp) or `retry-after`;
 - 400: `InvalidInput` (the query itself is refused);
-- 401/403, 5xx, bad JSON, timeouts: `Unavailable` (a later try may work).
+- 401/403: `KeyRefused` (our key is refused: no lookup can succeed until an
+  operator fixes it, so none is retried);
+- 5xx, bad JSON, timeouts, no connection: `Unavailable` (a later try may work).
+
+Nothing is retried here: a lookup runs inside an augmentation task, and the
+task queue retries the task (with its backoff) on `Unavailable` and
+`RateLimited`, up to `ARCHETYPE_TASK_ATTEMPTS` deliveries; 4xx answers are
+never retried.
 
 Only the fields an archetype needs are kept, each bounded (`trim_person`):
 never emails, phone numbers, street addresses or birth dates.
@@ -56,6 +63,10 @@ _DEFAULT_RETRY_SECONDS = 60
 
 class OutOfCredits(PaymentRequired):
     """The person-data provider refuses further lookups until credits are bought."""
+
+
+class KeyRefused(OutOfCredits):
+    """The person-data provider refuses our key: like running out of credits, every lookup fails."""
 
 
 @dataclass(frozen=True)
@@ -163,6 +174,8 @@ class PeopleDataLabs:
             return None
         if status == 402:
             raise OutOfCredits("People Data Labs: out of credits")
+        if status in (401, 403):
+            raise KeyRefused(f"People Data Labs refused the API key ({status})")
         if status == 429:
             raise RateLimited("People Data Labs: rate limited", _retry_after(response))
         if status == 400:

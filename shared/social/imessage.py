@@ -24,9 +24,11 @@ in the `agent-replies` worker (`reply`):
 - sending is at most once: the reply's document `out-{generation}` is
   created (status `pending`) in the same commit that marks the generation
   answered; a worker moves it to `sending` by compare-and-set before calling
-  LoopMessage, then to `sent`, `retry` (a transient failure; the task is
-  retried and sends again) or `failed`. A worker killed while `sending`
-  leaves it so, and nothing sends it twice.
+  LoopMessage, then to `sent`, `retry` (LoopMessage did not take it; the
+  task is retried and sends again), `unconfirmed` (the request may have been
+  taken but no answer says so: never re-sent; its status webhooks tell) or
+  `failed`. A worker killed while `sending` leaves it so, and nothing sends
+  it twice.
 
 Replies come from the LLM gateway (charged to the platform, recorded on
 the reply's document) with the concierge prompt, the last
@@ -445,7 +447,7 @@ def notify_referrer(notification_id: str) -> None:
     Raises:
         Unavailable: LoopMessage failed transiently; the notification is left `retry`.
     """
-    from shared.platform.loopmessage import Refused
+    from shared.platform.loopmessage import MaybeSent, Refused
 
     notice = matches.claim_notification(notification_id)
     if notice is None:
@@ -458,6 +460,10 @@ def notify_referrer(notification_id: str) -> None:
     except Unavailable:
         matches.finish_notification(notification_id, "retry")
         raise
+    except MaybeSent as exc:
+        logger.warning("notification may have been sent: %s", exc.detail)
+        matches.finish_notification(notification_id, "unconfirmed")
+        return
     except Refused as exc:
         matches.finish_notification(notification_id, "failed", error_code=exc.code)
         return
@@ -693,7 +699,7 @@ def deliver(contact: str, ref: DocumentReference) -> None:
     Raises:
         Unavailable: LoopMessage failed transiently; the message is left `retry`.
     """
-    from shared.platform.loopmessage import Refused
+    from shared.platform.loopmessage import MaybeSent, Refused
 
     def start(current: dict[str, Any] | None) -> Plan[dict[str, Any] | None]:
         if current is None or current.get("status") not in ("pending", "retry"):
@@ -710,6 +716,10 @@ def deliver(contact: str, ref: DocumentReference) -> None:
     except Unavailable:
         ref.set({"status": "retry"}, merge=True)
         raise
+    except MaybeSent as exc:
+        logger.warning("reply may have been sent: %s", exc.detail)
+        ref.set({"status": "unconfirmed"}, merge=True)
+        return
     except Refused as exc:
         ref.set({"status": "failed", "errorCode": exc.code}, merge=True)
         return

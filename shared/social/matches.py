@@ -56,7 +56,7 @@ logger = logging.getLogger(__name__)
 MATCHES = "matches"
 NOTIFICATIONS = "notifications"
 NOTIFY_QUEUE = "agent-replies"
-NotificationStatus = Literal["pending", "sent", "retry", "failed"]
+NotificationStatus = Literal["pending", "sent", "retry", "failed", "unconfirmed"]
 Outcome = Literal["accepted", "declined", "no_response", "cancelled"]
 _SCORES: dict[str, float] = {"accepted": 1.0, "declined": 0.0}
 

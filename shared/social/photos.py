@@ -221,7 +221,7 @@ def store_upload(
     blob = clients.storage().bucket(ref.bucket).blob(ref.blob)
     blob.cache_control = "public, max-age=3600"
     blob.metadata = CLEANED
-    blob.upload_from_string(clean, content_type=content_type)
+    blob.upload_from_string(clean, content_type=content_type, **clients.storage_call(retried=False))
     return ref, blob.generation
 
 
@@ -280,7 +280,7 @@ def existing_blob(ref: ObjectRef) -> Blob:
     Raises:
         NotFound: No such object.
     """
-    blob = clients.storage().bucket(ref.bucket).get_blob(ref.blob)
+    blob = clients.storage().bucket(ref.bucket).get_blob(ref.blob, **clients.storage_call())
     if blob is None:
         raise NotFound("Image not found")
     return blob
@@ -340,7 +340,7 @@ def adopt_pending(user_id: str, ref: ObjectRef) -> tuple[ObjectRef, int | None]:
     bucket = clients.storage().bucket(ref.bucket)
     source = existing_blob(ref)
     target = ObjectRef(ref.bucket, f"profiles/{user_id}/{ref.blob.rsplit('/', 1)[-1]}")
-    copied = bucket.copy_blob(source, bucket, target.blob)
+    copied = bucket.copy_blob(source, bucket, target.blob, **clients.storage_call())
     return target, copied.generation
 
 
@@ -349,7 +349,7 @@ def delete_object(ref: ObjectRef) -> None:
     from google.api_core import exceptions as google_exceptions
 
     with contextlib.suppress(google_exceptions.NotFound):
-        clients.storage().bucket(ref.bucket).blob(ref.blob).delete()
+        clients.storage().bucket(ref.bucket).blob(ref.blob).delete(**clients.storage_call())
 
 
 def signed_upload_url(principal: Principal, request: SignedUrlRequest) -> SignedUrlResponse:
@@ -425,7 +425,8 @@ def profile_image(ref: ObjectRef) -> tuple[bytes, str, str | None]:
     blob = existing_blob(ref)
     if not is_cleaned(blob):
         raise NotFound("Image not found")
-    return blob.download_as_bytes(), blob.content_type or "application/octet-stream", blob.etag
+    data = blob.download_as_bytes(**clients.storage_call())
+    return data, blob.content_type or "application/octet-stream", blob.etag
 
 
 class AnalyzeQuery(Model):
@@ -458,7 +459,7 @@ def clean_finalized_object(bucket_name: str, name: str, metadata: dict[str, str]
     if bucket_name != get_settings().profiles_bucket or top not in ("profiles", "pending"):
         return
     ref = ObjectRef(bucket_name, name)
-    blob = clients.storage().bucket(bucket_name).get_blob(name)
+    blob = clients.storage().bucket(bucket_name).get_blob(name, **clients.storage_call())
     if blob is None:
         return
     if (metadata or {}).get("cleaned") == CLEANED["cleaned"]:
@@ -466,14 +467,14 @@ def clean_finalized_object(bucket_name: str, name: str, metadata: dict[str, str]
             enqueue_analysis(name.split("/")[1], ref, blob.generation)
         return
     try:
-        clean, content_type, _ = clean_image(blob.download_as_bytes())
+        clean, content_type, _ = clean_image(blob.download_as_bytes(**clients.storage_call()))
     except InvalidInput:
         logging.getLogger(__name__).warning("deleting a non-image upload", extra={"object": name})
-        blob.delete()
+        blob.delete(**clients.storage_call())
         return
     blob.metadata = CLEANED
     blob.cache_control = "public, max-age=3600"
-    blob.upload_from_string(clean, content_type=content_type)
+    blob.upload_from_string(clean, content_type=content_type, **clients.storage_call(retried=False))
 
 
 def user_prefixes(user_id: str, pending_keys: list[str]) -> list[str]:
@@ -491,7 +492,7 @@ def delete_user_data(user_id: str, pending_keys: list[str]) -> None:
     """Delete every object of a user in the profiles bucket (re-runnable)."""
     bucket = clients.storage().bucket(get_settings().profiles_bucket)
     for prefix in user_prefixes(user_id, pending_keys):
-        for blob in bucket.list_blobs(prefix=prefix):
+        for blob in bucket.list_blobs(prefix=prefix, **clients.storage_call()):
             delete_object(ObjectRef(bucket.name, blob.name))
 
 
@@ -502,7 +503,7 @@ def export_user_data(user_id: str, pending_keys: list[str], limit: int) -> list[
     lifetime = timedelta(minutes=settings.signed_url_minutes)
     exported = []
     for prefix in user_prefixes(user_id, pending_keys):
-        for blob in bucket.list_blobs(prefix=prefix, max_results=limit):
+        for blob in bucket.list_blobs(prefix=prefix, max_results=limit, **clients.storage_call()):
             ref = ObjectRef(bucket.name, blob.name)
             exported.append(
                 {

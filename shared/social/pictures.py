@@ -93,7 +93,7 @@ def analyze_face(principal: Principal, user_id: str, image_url: str) -> photos.A
         return photos.AnalyzeResult(status="queued")
     record = user_store.load(user_id)
     if record.get("profilePic") != ref.proxy_url:
-        result = faces.analyze_image(blob.download_as_bytes())
+        result = faces.analyze_image(blob.download_as_bytes(**clients.storage_call()))
         return photos.AnalyzeResult(status="analyzed", picture_data=result)
     stored = analyze_profile_object(user_id, ref, blob.generation, blob)
     if stored is None:
@@ -121,10 +121,10 @@ def analyze_profile_object(
         logger.info("face analysis skipped: not the current picture", extra={"object": key})
         return None
     if blob is None:
-        blob = clients.storage().bucket(ref.bucket).get_blob(ref.blob)
+        blob = clients.storage().bucket(ref.bucket).get_blob(ref.blob, **clients.storage_call())
     stale = blob is None or (generation is not None and blob.generation != generation)
     if stale or not photos.is_cleaned(blob):
         logger.info("face analysis skipped: object replaced or not cleaned", extra={"object": key})
         return None
-    result = faces.analyze_image(blob.download_as_bytes())
+    result = faces.analyze_image(blob.download_as_bytes(**clients.storage_call()))
     return user_store.store_picture_analysis(user_id, ref.proxy_url, key, result)

@@ -32,6 +32,7 @@ class FakeLlm:
     input_tokens: int = 1200
     output_tokens: int = 300
     fail_status: int | None = None
+    fail_times: int | None = None  # how many requests fail with `fail_status` (None: all)
     delay_seconds: float = 0.0
     reply: str | None = None  # Gemini and Vertex AI answer this text instead of the echo
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -40,6 +41,7 @@ class FakeLlm:
     def reset(self) -> None:
         with self._lock:
             self.fail_status = None
+            self.fail_times = None
             self.delay_seconds = 0.0
             self.reply = None
             self.requests.clear()
@@ -47,6 +49,15 @@ class FakeLlm:
     def calls(self, provider: str) -> list[dict[str, Any]]:
         with self._lock:
             return [body for name, body in self.requests if name == provider]
+
+    def _failing(self) -> bool:
+        """Whether this request fails (counting down `fail_times`)."""
+        with self._lock:
+            if not self.fail_status or self.fail_times == 0:
+                return False
+            if self.fail_times is not None:
+                self.fail_times -= 1
+            return True
 
     def _record(self, provider: str) -> dict[str, Any]:
         body = flask.request.get_json(force=True)
@@ -61,7 +72,7 @@ class FakeLlm:
 
         def gemini_answer(provider: str, model: str) -> flask.Response:
             body = self._record(provider)
-            if self.fail_status:
+            if self._failing():
                 return _error(
                     self.fail_status,
                     {
@@ -135,7 +146,7 @@ class FakeLlm:
                     },
                 )
             body = self._record("openai")
-            if self.fail_status:
+            if self._failing():
                 return _error(
                     self.fail_status,
                     {
@@ -189,7 +200,7 @@ class FakeLlm:
                     },
                 )
             body = self._record("anthropic")
-            if self.fail_status:
+            if self._failing():
                 return _error(
                     self.fail_status,
                     {

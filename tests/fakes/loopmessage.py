@@ -16,6 +16,7 @@ credits). Tests queue failures with `fail_next`. Attachments are served from
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,8 @@ class FakeLoopMessage:
     sent: list[dict[str, Any]] = field(default_factory=list)
     typing: list[dict[str, Any]] = field(default_factory=list)
     failures: list[tuple[int, int]] = field(default_factory=list)
+    # Sends taken (recorded as sent) but answered late or by a crash: (delay, status).
+    unanswered: list[tuple[float, int]] = field(default_factory=list)
     files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -43,11 +46,31 @@ class FakeLoopMessage:
             self.sent.clear()
             self.typing.clear()
             self.failures.clear()
+            self.unanswered.clear()
 
     def fail_next(self, status: int, code: int) -> None:
         """Refuse the next send with this HTTP status and LoopMessage code."""
         with self._lock:
             self.failures.append((status, code))
+
+    def take_without_answer(self, *, delay: float = 0.0, status: int = 200) -> None:
+        """Take the next send (it counts as sent), then answer after `delay` with `status`.
+
+        A status other than 200 answers with a proxy's plain-text error page, not
+        LoopMessage's refusal body: the sender cannot know the message was taken.
+        """
+        with self._lock:
+            self.unanswered.append((delay, status))
+
+    def _invalid(self, body: dict[str, Any], target: str) -> tuple[int, int, str] | None:
+        """LoopMessage's refusal of a send's missing parameters, if any."""
+        if not body.get("text"):
+            return 400, 140, 'No "text" parameter in request'
+        if not body.get(target):
+            return 400, 150, f'No "{target}" parameter in request'
+        if self.api == "legacy" and not body.get("sender_name"):
+            return 400, 210, "Sender name not specified in request parameters"
+        return None
 
     def sent_to(self, contact: str) -> list[dict[str, Any]]:
         with self._lock:
@@ -78,19 +101,23 @@ class FakeLoopMessage:
                 return refused
             body = flask.request.get_json(force=True)
             target = "recipient" if self.api == "legacy" else "contact"
-            if not body.get("text"):
-                return refuse(400, 140, 'No "text" parameter in request')
-            if not body.get(target):
-                return refuse(400, 150, f'No "{target}" parameter in request')
-            if self.api == "legacy" and not body.get("sender_name"):
-                return refuse(400, 210, "Sender name not specified in request parameters")
-            with self._lock:
-                failure = self.failures.pop(0) if self.failures else None
+            failure = self._invalid(body, target)
+            if failure is None:
+                with self._lock:
+                    queued = self.failures.pop(0) if self.failures else None
+                if queued is not None:
+                    failure = (*queued, "refused by the test")
             if failure is not None:
-                return refuse(failure[0], failure[1], "refused by the test")
+                return refuse(*failure)
             message_id = str(uuid.uuid4()).upper()
             with self._lock:
                 self.sent.append({**body, "message_id": message_id, "api": self.api})
+                unanswered = self.unanswered.pop(0) if self.unanswered else None
+            if unanswered is not None:
+                delay, status = unanswered
+                time.sleep(delay)
+                if status != 200:
+                    return flask.Response("Bad Gateway", status=status, mimetype="text/plain")
             answer: dict[str, Any] = {"message_id": message_id, target: body[target]}
             answer["text"] = body["text"]
             if self.api == "legacy":

@@ -83,14 +83,16 @@ class FakePdl:
 
         @app.get("/v5/person/enrich")
         def enrich() -> flask.Response:
-            if flask.request.headers.get("X-Api-Key") != API_KEY:
-                return _error(401, "authentication_error", "Invalid API key")
             params = dict(flask.request.args)
+            with self._lock:
+                self.requests.append(params)
             if self.delay_seconds:
                 time.sleep(self.delay_seconds)
             with self._lock:
-                self.requests.append(params)
-                failure = self._failure(params)
+                if flask.request.headers.get("X-Api-Key") != API_KEY:
+                    failure = _error(401, "authentication_error", "Invalid API key")
+                else:
+                    failure = self._failure(params)
             if failure is not None:
                 return failure
             response = flask.jsonify(status=200, likelihood=8, data=_person(params))

@@ -305,6 +305,49 @@ def test_a_worker_killed_while_sending_does_not_send_again(stack, fake):
     assert len(fake.sent_to(number)) == 1
 
 
+def test_a_worker_process_killed_mid_reply_is_retried_with_one_message(stack, fake):
+    """A real kill inside the model call; the Tasks emulator delivers again to a fresh process."""
+    from tests.integration.test_faults import TaskProxy, worker
+
+    number = random_number()
+    proxy = TaskProxy()
+    stack.llm.delay_seconds = 60  # holds the first worker inside its model call
+    processes = []
+    with serving(proxy) as proxy_url:
+        try:
+            processes = [worker(stack, "agent_worker", {}) for _ in range(2)]
+            webhook = worker(stack, "agent_webhook", {"TASKS_TARGET_BASE_URL": proxy_url})
+            processes.append(webhook)
+            first, fresh = processes[0], processes[1]
+            proxy.target = first.url()
+
+            accepted = requests.post(
+                f"{webhook.url()}/agent/webhook",
+                json=legacy(number),
+                headers={"Authorization": SECRET},
+                timeout=30,
+            )
+            assert accepted.json()["status"] == "accepted", accepted.text
+            deadline = time.monotonic() + 30
+            while not stack.llm.calls("gemini"):
+                assert time.monotonic() < deadline, "the worker never called the model"
+                time.sleep(0.05)
+            stack.llm.delay_seconds = 0
+            proxy.target = fresh.url()
+            first.kill()
+
+            wait_sent(fake, number)
+            settle()
+        finally:
+            for process in processes:
+                process.stop()
+
+    assert proxy.retries[:2] == [0, 1]
+    assert len(stack.llm.calls("gemini")) == 2  # the killed call, and the retry's
+    assert len(fake.sent_to(number)) == 1
+    assert outbound(number, 1)["status"] == "sent"
+
+
 def test_a_transient_send_failure_is_retried_once_and_a_refusal_is_not(stack, fake):
     retried, refused = random_number(), random_number()
     fake.fail_next(400, 1010)  # "Unable to send message ... re-try after a short delay"
@@ -320,6 +363,37 @@ def test_a_transient_send_failure_is_retried_once_and_a_refusal_is_not(stack, fa
     assert fake.sent_to(refused) == []
     assert outbound(refused, 1)["status"] == "failed"
     assert outbound(refused, 1)["errorCode"] == 400
+
+
+@pytest.mark.parametrize("status", [200, 502])
+def test_a_send_that_may_have_been_taken_is_never_sent_again(stack, fake, status):
+    number = random_number()
+    _reconfigure({"LOOPMESSAGE_TIMEOUT_SECONDS": "1"})
+    try:
+        # Taken, then answered too late (a read timeout) or by a proxy's 502.
+        fake.take_without_answer(delay=1.5 if status == 200 else 0.0, status=status)
+        post(stack, legacy(number))
+        wait_sent(fake, number)
+        settle()
+    finally:
+        os.environ.pop("LOOPMESSAGE_TIMEOUT_SECONDS")
+        _reconfigure({})
+
+    assert len(fake.sent_to(number)) == 1
+    assert outbound(number, 1)["status"] == "unconfirmed"
+    delivered = post(
+        stack,
+        {
+            "alert_type": "message_sent",
+            "recipient": number,
+            "success": True,
+            "message_id": fake.sent_to(number)[0]["message_id"],
+            "passthrough": "out-1",
+            "webhook_id": str(uuid.uuid4()),
+        },
+    )
+    assert delivered.json() == {"status": "updated"}
+    assert outbound(number, 1)["delivery"]["status"] == "sent"
 
 
 def test_an_image_attachment_becomes_the_profile_picture(stack, fake, loop):
@@ -548,3 +622,44 @@ def test_loopmessage_error_codes_map_to_retry_or_not(api, status, code, retried)
         sent = client.send("+12015550123", "hi")
 
     assert sent.message_id == fake.sent[0]["message_id"]
+
+
+def loop_client(fake: FakeLoopMessage, url: str):
+    from requests import Session
+
+    from shared.platform.config import Settings
+    from shared.platform.loopmessage import LoopMessageClient
+
+    settings = Settings.model_validate(
+        {
+            "LOOPMESSAGE_API": fake.api,
+            "LOOPMESSAGE_BASE_URL": url,
+            "LOOPMESSAGE_AUTH_KEY": fake.auth_key,
+            "LOOPMESSAGE_SECRET_KEY": fake.secret_key,
+            "LOOPMESSAGE_SENDER": fake.sender,
+            "LOOPMESSAGE_TIMEOUT_SECONDS": "0.5",
+        }
+    )
+    return LoopMessageClient(settings, Session())
+
+
+def test_loopmessage_sends_are_never_retried_by_the_client():
+    from shared.platform.errors import Unavailable
+    from shared.platform.loopmessage import MaybeSent
+
+    fake = FakeLoopMessage()
+    with serving(fake.app()) as url:
+        client = loop_client(fake, url)
+        fake.take_without_answer(delay=1.0)
+        with pytest.raises(MaybeSent):
+            client.send("+12015550123", "late")
+        fake.take_without_answer(status=504)
+        with pytest.raises(MaybeSent):
+            client.send("+12015550123", "proxy")
+        fake.fail_next(503, 100)  # LoopMessage's own refusal: it did not take the message
+        with pytest.raises(Unavailable):
+            client.send("+12015550123", "refused")
+        assert [m["text"] for m in fake.sent] == ["late", "proxy"]
+    # Nobody listens any more: the connection is refused, nothing was taken.
+    with pytest.raises(Unavailable):
+        client.send("+12015550123", "nobody")

@@ -9,7 +9,7 @@ import requests
 
 from shared.platform.config import Settings
 from shared.platform.errors import RateLimited, Unavailable
-from shared.platform.person_data import OutOfCredits, PeopleDataLabs, PersonQuery
+from shared.platform.person_data import KeyRefused, OutOfCredits, PeopleDataLabs, PersonQuery
 from tests.fakes.pdl import API_KEY, FakePdl
 from tests.fakes.server import serving
 
@@ -23,8 +23,10 @@ def pdl() -> Iterator[tuple[FakePdl, str]]:
         yield fake, url
 
 
-def adapter(url: str, key: str = API_KEY) -> PeopleDataLabs:
-    settings = Settings.model_validate({"PDL_API_KEY": key, "PDL_BASE_URL": url})
+def adapter(url: str, key: str = API_KEY, timeout: float = 20) -> PeopleDataLabs:
+    settings = Settings.model_validate(
+        {"PDL_API_KEY": key, "PDL_BASE_URL": url, "PDL_TIMEOUT_SECONDS": timeout}
+    )
     return PeopleDataLabs(settings, requests.Session())
 
 
@@ -69,10 +71,41 @@ def test_errors_map_to_domain_errors(pdl):
         adapter(url).enrich(PersonQuery(email=EMAIL))
     with pytest.raises(Unavailable):
         adapter(url).enrich(PersonQuery(email="broken@example.com"))
-    with pytest.raises(Unavailable):
+    with pytest.raises(KeyRefused):
         adapter(url, key="wrong").enrich(PersonQuery(email=EMAIL))
     fake.credits = 0
     with pytest.raises(OutOfCredits):
         adapter(url).enrich(PersonQuery(email=EMAIL))
 
     assert 1 <= limited.value.retry_after <= 3
+
+
+def test_each_lookup_is_one_request_whatever_the_answer(pdl):
+    """No retry inside the adapter: the augmentation task's queue retries, never a 4xx."""
+    fake, url = pdl
+    fake.broken.add("broken@example.com")
+    fake.unknown.add("nobody@example.com")
+    outcomes = {
+        "broken@example.com": (Unavailable, API_KEY),
+        "nobody@example.com": (None, API_KEY),
+        EMAIL: (KeyRefused, "wrong"),
+    }
+
+    for email, (error, key) in outcomes.items():
+        if error is None:
+            assert adapter(url, key).enrich(PersonQuery(email=email)) is None
+        else:
+            with pytest.raises(error):
+                adapter(url, key).enrich(PersonQuery(email=email))
+
+    assert [fake.lookups(email) for email in outcomes] == [1, 1, 1]
+
+
+def test_a_timed_out_lookup_is_unavailable_after_one_request(pdl):
+    fake, url = pdl
+    fake.delay_seconds = 1.0
+
+    with pytest.raises(Unavailable):
+        adapter(url, timeout=0.3).enrich(PersonQuery(email=EMAIL))
+
+    assert fake.lookups(EMAIL) == 1

@@ -72,6 +72,30 @@ def boom(ctx: RequestContext, kind: str) -> dict:
     raise RuntimeError("secret internals")
 
 
+def _dependency_failure(kind: str) -> Exception:
+    import requests
+    from google.api_core import exceptions as google_exceptions
+
+    refused = google_exceptions.ServiceUnavailable("connection refused")
+    wrapped = ValueError("while loading the profile")
+    wrapped.__cause__ = refused  # as `raise ValueError(...) from exc` leaves it
+    failures: dict[str, Exception] = {
+        "firestore-down": refused,
+        "firestore-slow": google_exceptions.DeadlineExceeded("deadline exceeded"),
+        "out-of-retries": google_exceptions.RetryError("Timeout of 10.0s exceeded", refused),
+        "storage-down": requests.ConnectionError("Connection refused: 127.0.0.1:4443"),
+        "storage-slow": requests.ReadTimeout("Read timed out"),
+        "wrapped": wrapped,
+        "not-found": google_exceptions.NotFound("no such document"),
+    }
+    return failures.get(kind, ValueError("a bug, not an outage"))
+
+
+@router.get("/dependency/{kind}", auth="none", summary="Dependency")
+def dependency(ctx: RequestContext, kind: str) -> dict:
+    raise _dependency_failure(kind)
+
+
 @router.get("/private", auth="user", summary="Private")
 def private(ctx: RequestContext) -> dict:
     return {}
@@ -166,3 +190,35 @@ def test_not_found_error_from_handler():
 
     assert response.status_code == 404
     assert response.get_json() == {"detail": "Item not found"}
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "firestore-down",
+        "firestore-slow",
+        "out-of-retries",
+        "storage-down",
+        "storage-slow",
+        "wrapped",
+    ],
+)
+def test_a_dependency_down_or_too_slow_is_503_with_retry_after(kind):
+    response = call("GET", f"/dependency/{kind}")
+
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert response.get_json() == {"detail": "Service temporarily unavailable; retry later"}
+    assert "refused" not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("kind", ["not-found", "bug"])
+def test_other_library_errors_stay_500(kind):
+    response = call("GET", f"/dependency/{kind}")
+
+    assert response.status_code == 500
+    assert "Retry-After" not in response.headers
+
+
+def test_every_503_carries_retry_after():
+    assert call("GET", "/boom/down").headers["Retry-After"] == "5"
