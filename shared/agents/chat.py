@@ -337,7 +337,13 @@ def delete_session(principal: Principal, session_id: str) -> SessionDeleted:
 
 
 def _owned_by(collection: str, user_id: str) -> Any:
-    return clients.firestore().collection(collection).where("ownerId", "==", user_id)
+    from google.cloud.firestore import FieldFilter
+
+    return (
+        clients.firestore()
+        .collection(collection)
+        .where(filter=FieldFilter("ownerId", "==", user_id))
+    )
 
 
 def delete_user_data(user_id: str) -> None:

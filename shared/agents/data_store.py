@@ -287,11 +287,13 @@ def _remove(user_id: str, namespace: str, keys: Iterable[str]) -> int:
 
 
 def _records(user_id: str, namespace: str) -> list[tuple[str, dict[str, Any]]]:
+    from google.cloud.firestore import FieldFilter
+
     query = (
         clients.firestore()
         .collection(RECORDS)
-        .where("userId", "==", user_id)
-        .where("namespace", "==", namespace)
+        .where(filter=FieldFilter("userId", "==", user_id))
+        .where(filter=FieldFilter("namespace", "==", namespace))
     )
     found = [(s.id, s.to_dict() or {}) for s in query.stream()]
     return sorted(found, key=lambda item: str(item[1].get("key")))
@@ -309,8 +311,14 @@ def _stats(namespace: str, data: dict[str, Any] | None) -> NamespaceStats:
 
 def list_namespaces(principal: Principal) -> NamespaceList:
     """Every namespace of the caller that holds records, with totals."""
+    from google.cloud.firestore import FieldFilter
+
     user_id = _user(principal)
-    query = clients.firestore().collection(NAMESPACES).where("userId", "==", user_id)
+    query = (
+        clients.firestore()
+        .collection(NAMESPACES)
+        .where(filter=FieldFilter("userId", "==", user_id))
+    )
     stats = sorted(
         (_stats(data["namespace"], data) for s in query.stream() if (data := s.to_dict() or {})),
         key=lambda item: item.namespace,
@@ -472,7 +480,13 @@ def run_op(principal: Principal, body: OpBody) -> OpResult:
 
 
 def _stored_by(collection: str, user_id: str) -> Any:
-    return clients.firestore().collection(collection).where("userId", "==", user_id)
+    from google.cloud.firestore import FieldFilter
+
+    return (
+        clients.firestore()
+        .collection(collection)
+        .where(filter=FieldFilter("userId", "==", user_id))
+    )
 
 
 def delete_user_data(user_id: str) -> None:

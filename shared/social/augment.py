@@ -391,7 +391,11 @@ def _finish(payload: AugmentTask) -> None:
 
 
 def _results_of(user_id: str) -> Any:
-    return clients.firestore().collection(RESULTS).where("userId", "==", user_id)
+    from google.cloud.firestore import FieldFilter
+
+    return (
+        clients.firestore().collection(RESULTS).where(filter=FieldFilter("userId", "==", user_id))
+    )
 
 
 def delete_user_data(user_id: str) -> None:

@@ -366,7 +366,13 @@ def _replace_id(value: Any, old: str, new: str) -> Any:
 
 
 def _matches_of(user_id: str) -> Any:
-    return clients.firestore().collection(MATCHES).where("users", "array_contains", user_id)
+    from google.cloud.firestore import FieldFilter
+
+    return (
+        clients.firestore()
+        .collection(MATCHES)
+        .where(filter=FieldFilter("users", "array_contains", user_id))
+    )
 
 
 def delete_user_data(user_id: str, tombstone: str, *, purge: bool = False) -> None:

@@ -305,10 +305,12 @@ def logout(token: str) -> LogoutResponse:
 
 def _user_tokens(user_id: str, phone: str | None) -> list[Any]:
     """The queries finding a user's tokens: bound to them, or issued for their phone."""
+    from google.cloud.firestore import FieldFilter
+
     tokens = clients.firestore().collection(AUTH_TOKENS)
-    queries = [tokens.where("userId", "==", user_id)]
+    queries = [tokens.where(filter=FieldFilter("userId", "==", user_id))]
     if phone:
-        queries.append(tokens.where("phone", "==", phone))
+        queries.append(tokens.where(filter=FieldFilter("phone", "==", phone)))
     return queries
 
 

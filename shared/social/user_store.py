@@ -317,7 +317,13 @@ def analysed_object(record: dict[str, Any]) -> str | None:
 
 def _referred(user_id: str) -> list[tuple[DocumentReference, bool]]:
     """The users whose `metadata.referredBy` is `user_id`, each with whether it is an archetype."""
-    query = clients.firestore().collection(USERS).where("metadata.referredBy", "==", user_id)
+    from google.cloud.firestore import FieldFilter
+
+    query = (
+        clients.firestore()
+        .collection(USERS)
+        .where(filter=FieldFilter("metadata.referredBy", "==", user_id))
+    )
     return [
         (
             snapshot.reference,
@@ -348,9 +354,13 @@ def delete_user_data(user_id: str) -> None:
     The index entries go first, so a profile is never left without a way to
     find and delete its entries again.
     """
+    from google.cloud.firestore import FieldFilter
+
     db = clients.firestore()
     for collection, _ in _INDEXES.values():
-        erasure.delete_matching(db.collection(collection).where("userId", "==", user_id))
+        erasure.delete_matching(
+            db.collection(collection).where(filter=FieldFilter("userId", "==", user_id))
+        )
     user_ref(user_id).delete()
 
 

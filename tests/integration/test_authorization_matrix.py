@@ -96,6 +96,7 @@ OWNED = "owned"  # names another user's data: the documented denial (403 or 404)
 OWN = "own"  # acts on the caller's own data or on public data: documented, no victim data
 ADMIN = "admin"  # admins only: 403 for users, success or a documented 4xx for admins
 WEBHOOK = "webhook"  # a shared secret, never a user token: 401
+SELF = "self"  # ends the caller's own account: called by throwaway callers, documented answers
 
 VICTIM_FIRST = "Victoriaqz"
 VICTIM_EMAIL_DOMAIN = "victim.example.com"
@@ -144,6 +145,10 @@ CASES: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ("GET", "/providers/{provider}/models"): (OWN, {}),
     ("GET", "/providers/{provider}/models/{model}"): (OWN, {}),
     ("GET", "/users/me"): (OWN, {}),
+    ("DELETE", "/users/me"): (SELF, {}),
+    ("GET", "/users/me/export"): (OWN, {}),
+    # The admin really deletes: a user of its own, not the victim.
+    ("DELETE", "/users/{user_id:id}"): (ADMIN, {"path": {"user_id": "doomed_id"}}),
     ("PUT", "/users/me/monthly-allowance"): (OWN, {"json": {"monthlyAllowance": 1}}),
     ("PUT", "/users/me/allowance-reset-date"): (OWN, {"json": {}}),
     ("PUT", "/users/me/spend-remaining"): (OWN, {"json": {}}),
@@ -238,6 +243,7 @@ def victim(live_stack) -> dict[str, str]:
     owner = web_sign_up(live_stack, email, name={"first": VICTIM_FIRST, "last": "Secretlast"})
     # Introduced to the victim: their match, and their phone number, are the victim's data too.
     friend = sign_up(live_stack, metadata={"referredBy": owner.user_id})
+    doomed = sign_up(live_stack, name={"first": "Doomed"})
 
     def call(method: str, path: str, status: int, **options: Any) -> Any:
         response = requests.request(
@@ -299,6 +305,7 @@ def victim(live_stack) -> dict[str, str]:
         "token": owner.token,
         "user_id": owner.user_id,
         "friend_id": friend.user_id,
+        "doomed_id": doomed.user_id,
         "phone": friend.phone or "",
         "email": email,
         "first": VICTIM_FIRST,
@@ -318,8 +325,8 @@ def victim(live_stack) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def attackers(live_stack) -> dict[str, Caller]:
+def new_callers(live_stack) -> dict[str, Caller]:
+    """A Firebase user and a phone-session user, each with a profile."""
     web = mint_token(f"mallory-{uuid.uuid4().hex[:8]}@example.com")
     created = requests.post(
         live_stack.url("/users"),
@@ -333,6 +340,11 @@ def attackers(live_stack) -> dict[str, Caller]:
         "firebase": Caller({"Authorization": f"Bearer {web.id_token}"}, web.uid),
         "phone session": Caller(phone.headers, phone.user_id),
     }
+
+
+@pytest.fixture(scope="module")
+def attackers(live_stack) -> dict[str, Caller]:
+    return new_callers(live_stack)
 
 
 @pytest.fixture(scope="module")
@@ -356,9 +368,13 @@ def request_as(live_stack, caller: Caller, method: str, path: str, values: dict[
     _, sample_request = CASES[method, path]
     route = ROUTES[method, path]
     url = route.openapi_path
+    path_values = {**PATH_VALUES, **sample_request.get("path", {})}
     for name in route.path_params:
-        url = url.replace("{" + name + "}", values[PATH_VALUES[name]])
-    options = fill({key: item for key, item in sample_request.items() if key != "files"}, values)
+        url = url.replace("{" + name + "}", values[path_values[name]])
+    options = fill(
+        {key: item for key, item in sample_request.items() if key not in {"files", "path"}},
+        values,
+    )
     if sample_request.get("files"):
         options["files"] = {"file": ("p.jpg", jpeg(), "image/jpeg")}
     response = requests.request(
@@ -405,7 +421,8 @@ def test_every_protected_route_is_classified():
 def test_another_users_data_is_refused(live_stack, victim, attackers, method, path):
     kind, _ = CASES[method, path]
     statuses = documented(method, path)
-    for who, caller in attackers.items():
+    callers = new_callers(live_stack) if kind == SELF else attackers
+    for who, caller in callers.items():
         response, sent = request_as(live_stack, caller, method, path, victim)
 
         if kind == OWNED:
@@ -459,6 +476,9 @@ def test_the_victims_data_is_intact(live_stack, victim):
 @pytest.mark.parametrize(("method", "path"), PROTECTED)
 def test_an_admin_gets_documented_answers(live_stack, victim, admin, method, path):
     kind, _ = CASES[method, path]
+    if kind == SELF:
+        minted = mint_token(f"admin-{uuid.uuid4().hex[:8]}@example.com", admin=True)
+        admin = Caller({"Authorization": f"Bearer {minted.id_token}"}, minted.uid)
     response, _ = request_as(live_stack, admin, method, path, victim)
 
     assert response.status_code in documented(method, path), response.text
