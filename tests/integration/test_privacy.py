@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 import requests
+from google.cloud.firestore import FieldFilter
 
 from devstack.tokens import mint_token
 from shared.platform import clients
@@ -202,7 +203,7 @@ def test_deleting_a_user_leaves_nothing_of_theirs_anywhere(stack, fake, unique):
         doc.id
         for doc in clients.firestore()
         .collection("users")
-        .where("metadata.referredBy", "==", user.user_id)
+        .where(filter=FieldFilter("metadata.referredBy", "==", user.user_id))
         .stream()
         if doc.to_dict()["metadata"].get("archetype")
     ]
