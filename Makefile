@@ -73,14 +73,6 @@ deploy-config: $(VENV)
 openapi: $(VENV)
 	$(PY) -m devstack openapi
 
-## make bench: cold starts and warm latency against bare functions, chat ticket overhead, face analysis latency,
-## run-code overhead, augmentation wall time, iMessage webhook acks and reply overhead
+## make bench: every benchmark in one run, one table of ratios (bench/run; `bench/run --quick` is a smoke run)
 bench: setup
-	PYTHONPATH=. $(PY) bench/platform_overhead.py --runs 7 --requests 400
-	PYTHONPATH=. $(PY) bench/ticket_overhead.py --tickets 200
-	PYTHONPATH=. $(PY) bench/face_analysis.py --runs 20
-	PYTHONPATH=. $(PY) bench/mcp_latency.py --runs 50
-	PYTHONPATH=. $(PY) bench/run_code_overhead.py --runs 200
-	PYTHONPATH=. $(PY) bench/rest_latency.py --runs 100
-	PYTHONPATH=. $(PY) bench/augment_throughput.py --contacts 50 --model-latency 0.3
-	PYTHONPATH=. $(PY) bench/imessage_webhook.py --replies 30 --requests 400 --concurrency 4
+	bench/run

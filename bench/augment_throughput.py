@@ -11,7 +11,10 @@ finished, twice in one run:
   emulator) delivered `--concurrency` at a time, as Cloud Tasks does with a
   queue's concurrent dispatches.
 
-    .venv/bin/python bench/augment_throughput.py [--contacts 50] [--model-latency 0.3]
+The first is shown next to N model calls in a row (computed), the fan-out
+next to the first (measured).
+
+    PYTHONPATH=. .venv/bin/python bench/augment_throughput.py [--contacts 50] [--model-latency 0.3]
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 from werkzeug.serving import make_server
 
+from bench.common import Row, table
 from devstack.emulators import free_port, running_stack
 from shared.platform.config import DEFAULT_QUEUE_WORKERS
 from tests.fakes.llm import API_KEY, FakeLlm
@@ -92,13 +96,9 @@ def deliver_concurrently(concurrency: int) -> None:
         list(pool.map(deliver, listed))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--contacts", type=int, default=50)
-    parser.add_argument("--model-latency", type=float, default=0.3)
-    parser.add_argument("--concurrency", type=int, default=10)
-    args = parser.parse_args()
-    llm = FakeLlm(delay_seconds=args.model_latency, reply=json.dumps(ARCHETYPE))
+def measure(contacts: int = 50, model_latency: float = 0.3, concurrency: int = 10) -> list[Row]:
+    """Augmentation wall times: one task at a time, and fanned out next to it (seconds)."""
+    llm = FakeLlm(delay_seconds=model_latency, reply=json.dumps(ARCHETYPE))
     pdl = FakePdl()
     port = free_port()
     gateway_url = f"http://127.0.0.1:{port}"
@@ -125,8 +125,8 @@ def main() -> None:
         server = make_server("127.0.0.1", port, create_app(), threaded=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()
 
-        sequential = args.contacts * args.model_latency
-        emulator_user = create_user(gateway_url, "bench-emulator@example.com", args.contacts)
+        sequential = contacts * model_latency
+        emulator_user = create_user(gateway_url, "bench-emulator@example.com", contacts)
         started = time.perf_counter()
         augment(gateway_url, emulator_user)
         run = wait_finished(gateway_url, emulator_user)
@@ -136,23 +136,40 @@ def main() -> None:
         settings = get_settings()
         queue = clients.tasks().queue_path(settings.project_id, settings.tasks_location, QUEUE)
         clients.tasks().pause_queue(name=queue)
-        concurrent_user = create_user(gateway_url, "bench-concurrent@example.com", args.contacts)
+        concurrent_user = create_user(gateway_url, "bench-concurrent@example.com", contacts)
         started = time.perf_counter()
         augment(gateway_url, concurrent_user)
-        deliver_concurrently(args.concurrency)
+        deliver_concurrently(concurrency)
         run = wait_finished(gateway_url, concurrent_user)
         concurrent = time.perf_counter() - started
         assert run["status"] == "completed", run
 
-        rows = [
-            (f"{args.contacts} model calls in a row", sequential),
-            ("through the Tasks emulator, 1 at a time", through_emulator),
-            (f"{args.concurrency} concurrent dispatches", concurrent),
-        ]
-        print(f"{args.contacts} contacts, model {args.model_latency * 1000:.0f} ms per call")
-        for label, seconds in rows:
-            print(f"  {label:<42} {seconds:6.2f} s  ({sequential / seconds:.1f}x in a row)")
         server.shutdown()
+    return [
+        Row(
+            f"augment {contacts} contacts, one task at a time",
+            through_emulator,
+            sequential,
+            f"{contacts} x {model_latency * 1000:.0f} ms model calls (computed)",
+            "s",
+        ),
+        Row(
+            f"augment {contacts} contacts, fan-out {concurrency} concurrent",
+            concurrent,
+            through_emulator,
+            "the same augmentation, one task at a time",
+            "s",
+        ),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--contacts", type=int, default=50)
+    parser.add_argument("--model-latency", type=float, default=0.3)
+    parser.add_argument("--concurrency", type=int, default=10)
+    args = parser.parse_args()
+    print(table(measure(args.contacts, args.model_latency, args.concurrency)))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ capping the body.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 
@@ -21,6 +20,7 @@ from mcp import ClientSession
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
+from bench.common import Row, percentile, table
 from shared.agents import connectors
 from shared.platform.addresses import parse_allow_entry
 from shared.platform.fetch import Policy
@@ -46,26 +46,34 @@ def timed(call: Callable[[], object]) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def percentiles(samples: list[float]) -> str:
-    cuts = statistics.quantiles(samples, n=20)
-    return f"p50 {statistics.median(samples):6.1f} ms  p95 {cuts[18]:6.1f} ms"
+def measure(runs: int = 50) -> list[Row]:
+    """Guarded `list_tools` next to the bare SDK, p50 and p95 per transport (milliseconds)."""
+    rows = []
+    with running_mcp_server() as server:
+        policy = Policy(allowlist=tuple(parse_allow_entry(f"127.0.0.1:{p}") for p in server.ports))
+        for transport, url in (("streamable HTTP", server.streamable_url), ("SSE", server.sse_url)):
+            guarded: list[float] = []
+            bare: list[float] = []
+            for _ in range(runs):
+                guarded.append(timed(lambda u=url: connectors.list_tools(u, None, policy=policy)))
+                bare.append(timed(lambda u=url: anyio.run(bare_list, u)))
+            for name, fraction in (("p50", 0.5), ("p95", 0.95)):
+                rows.append(
+                    Row(
+                        f"MCP tools/list over {transport} {name} ({runs} sessions)",
+                        percentile(guarded, fraction),
+                        percentile(bare, fraction),
+                        "the bare mcp SDK client",
+                    )
+                )
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=50)
     args = parser.parse_args()
-    with running_mcp_server() as server:
-        policy = Policy(allowlist=tuple(parse_allow_entry(f"127.0.0.1:{p}") for p in server.ports))
-        for url in (server.streamable_url, server.sse_url):
-            guarded: list[float] = []
-            bare: list[float] = []
-            for _ in range(args.runs):
-                guarded.append(timed(lambda u=url: connectors.list_tools(u, None, policy=policy)))
-                bare.append(timed(lambda u=url: anyio.run(bare_list, u)))
-            print(f"{url}")
-            print(f"  guarded client: {percentiles(guarded)}")
-            print(f"  bare SDK:       {percentiles(bare)}")
+    print(table(measure(args.runs)))
 
 
 if __name__ == "__main__":

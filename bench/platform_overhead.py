@@ -12,7 +12,8 @@ cleaned photo), then:
   (requests alternate between the two processes, so both see the same
   machine); p50 and p99 over `--requests`.
 
-Every figure is printed next to its baseline as a ratio from this run.
+`measure` returns every figure next to its baseline as `bench.common.Row`s
+(ratios from this run); `main` prints them.
 
     PYTHONPATH=. .venv/bin/python bench/platform_overhead.py [--runs 7] [--requests 400]
 """
@@ -34,6 +35,7 @@ from datetime import UTC, datetime
 
 import requests
 
+from bench.common import Row, table
 from deploy.manifest import ROOT
 from devstack.emulators import free_port, running_stack
 from devstack.functions_index import deployed_functions
@@ -197,11 +199,8 @@ def seed(stack_env: dict[str, str]) -> tuple[str, str, str, str]:
     return user.uid, user.id_token, session_id, f"{stack_env['PROFILES_BUCKET']}/{blob_name}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--requests", type=int, default=400)
-    args = parser.parse_args()
+def measure(runs: int = 7, requests_per_probe: int = 400) -> list[Row]:
+    """Cold starts and warm latency of our functions next to the bare ones (see the docstring)."""
     with running_stack("demo-bench", fixed_ports=False, queues=DEFAULT_QUEUE_WORKERS) as stack:
         spec_url = serve_spec()
         env = {
@@ -272,27 +271,39 @@ def main() -> None:
             ),
             cold[3],
         ]
-        print(f"cold start: process spawn to first 200, median of {args.runs} (one run)")
-        print(f"{'function / probe':44} {'ours ms':>9} {'bare ms':>9} {'ratio':>7}")
+        rows = []
         for probe in cold:
-            ours, bare = cold_start(probe, auth, args.runs)
-            print(f"{probe.label:44} {ours * 1000:9.0f} {bare * 1000:9.0f} {ours / bare:6.2f}x")
-        print()
-        print(f"warm latency over {args.requests} requests, alternating with the bare function")
-        print(
-            f"{'route':30} {'p50 ms':>8} {'bare p50':>9} {'ratio':>7} "
-            f"{'p99 ms':>8} {'bare p99':>9} {'ratio':>7}"
-        )
+            ours, bare = cold_start(probe, auth, runs)
+            rows.append(
+                Row(
+                    f"cold start {probe.label} (median of {runs})",
+                    ours * 1000,
+                    bare * 1000,
+                    f"bare function {probe.baseline}",
+                )
+            )
         for probe in warm_probes:
-            ours_times, bare_times = warm(probe, auth, args.requests)
-            o50, b50 = percentile(ours_times, 0.5), percentile(bare_times, 0.5)
-            o99, b99 = percentile(ours_times, 0.99), percentile(bare_times, 0.99)
+            ours_times, bare_times = warm(probe, auth, requests_per_probe)
             label = probe.label.split(" ", 1)[1] if probe.label.startswith("users") else probe.label
             label = label.removeprefix("account ")
-            print(
-                f"{label:30} {o50 * 1000:8.2f} {b50 * 1000:9.2f} {o50 / b50:6.2f}x "
-                f"{o99 * 1000:8.2f} {b99 * 1000:9.2f} {o99 / b99:6.2f}x"
-            )
+            for name, fraction in (("p50", 0.5), ("p99", 0.99)):
+                rows.append(
+                    Row(
+                        f"warm {label} {name} ({requests_per_probe} requests)",
+                        percentile(ours_times, fraction) * 1000,
+                        percentile(bare_times, fraction) * 1000,
+                        f"bare function {probe.baseline}",
+                    )
+                )
+        return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--requests", type=int, default=400)
+    args = parser.parse_args()
+    print(table(measure(args.runs, args.requests)))
 
 
 if __name__ == "__main__":

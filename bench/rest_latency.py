@@ -8,39 +8,27 @@ the same machine load):
 - rest: `POST /rest/{name}` (reads the deployment and the agent, then the
   same signed sandbox call).
 
-    .venv/bin/python bench/rest_latency.py [--runs 100]
+    PYTHONPATH=. .venv/bin/python bench/rest_latency.py [--runs 100]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import threading
 import time
 
 import requests
 from werkzeug.serving import make_server
 
+from bench.common import Row, percentile, table
 from devstack.emulators import free_port, running_stack
 from shared.platform.config import DEFAULT_QUEUE_WORKERS
 
 CODE = "async def run(input_dict, tools):\n    return {'outputText': input_dict['inputText']}\n"
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-def report(label: str, samples: list[float]) -> None:
-    print(
-        f"{label:<9} p50 {statistics.median(samples):7.2f} ms   "
-        f"p95 {percentile(samples, 0.95):7.2f} ms   mean {statistics.fmean(samples):7.2f} ms"
-    )
-
-
-def measure(gateway_url: str, runs: int) -> None:
+def timings(gateway_url: str, runs: int) -> list[Row]:
     from devstack.tokens import mint_token
 
     user = mint_token("bench-rest@example.com")
@@ -73,16 +61,19 @@ def measure(gateway_url: str, runs: int) -> None:
             started = time.perf_counter()
             once()
             samples[label].append((time.perf_counter() - started) * 1000)
-    for label, values in samples.items():
-        report(label, values)
-    extra = statistics.median(samples["rest"]) - statistics.median(samples["run-code"])
-    print(f"rest over run-code: p50 {extra:+.2f} ms")
+    return [
+        Row(
+            f"POST /rest/{{name}} {name} ({runs} calls)",
+            percentile(samples["rest"], fraction),
+            percentile(samples["run-code"], fraction),
+            "POST /agents/run-code, same code",
+        )
+        for name, fraction in (("p50", 0.5), ("p95", 0.95))
+    ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=100)
-    args = parser.parse_args()
+def measure(runs: int = 100) -> list[Row]:
+    """`/rest` calls next to `run-code` calls of the same code, p50 and p95 (milliseconds)."""
     port = free_port()
     gateway_url = f"http://127.0.0.1:{port}"
     with running_stack("demo-bench", fixed_ports=False, queues=DEFAULT_QUEUE_WORKERS) as stack:
@@ -94,9 +85,16 @@ def main() -> None:
         server = make_server("127.0.0.1", port, create_app(), threaded=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
-            measure(gateway_url, args.runs)
+            return timings(gateway_url, runs)
         finally:
             server.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=100)
+    args = parser.parse_args()
+    print(table(measure(args.runs)))
 
 
 if __name__ == "__main__":

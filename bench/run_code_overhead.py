@@ -3,13 +3,14 @@
 One run measures, for the same trivial agent, each `--runs` times:
 
 - in-process: compile, `exec` and `asyncio.run(run(...))` in this interpreter
-  (what gofannon does, with no isolation at all);
+  (what gofannon does, with no isolation at all): the baseline;
 - runner: `Runner.run` (connect to the warm template, fork, isolate, run,
   kill the tree, remove the working directory);
 - HTTP: `POST /agents/run-code` through the gateway, the agents function,
   a signed call to the sandbox function and back (starts the emulator stack).
 
-    .venv/bin/python bench/run_code_overhead.py [--runs 200] [--no-http] [--isolation userns]
+    PYTHONPATH=. .venv/bin/python bench/run_code_overhead.py [--runs 200] [--no-http]
+        [--isolation userns]
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +25,7 @@ from collections.abc import Callable
 import requests
 from werkzeug.serving import make_server
 
+from bench.common import Row, percentile, table
 from devstack.emulators import free_port, running_stack
 from shared.agents.sandbox.runner import Runner
 from shared.platform.config import DEFAULT_QUEUE_WORKERS
@@ -33,22 +34,13 @@ CODE = "async def run(input_dict, tools):\n    return {'outputText': input_dict[
 CONTEXT = {"platformUrl": "http://127.0.0.1:9", "token": "run:bench", "agentName": "bench"}
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-def timed(label: str, runs: int, once: Callable[[], object]) -> list[float]:
+def timed(runs: int, once: Callable[[], object]) -> list[float]:
     once()  # warm-up (starts the template, opens connections)
     samples = []
     for _ in range(runs):
         started = time.perf_counter()
         once()
         samples.append((time.perf_counter() - started) * 1000)
-    print(
-        f"{label:<12} p50 {statistics.median(samples):7.2f} ms   "
-        f"p95 {percentile(samples, 0.95):7.2f} ms   mean {statistics.fmean(samples):7.2f} ms"
-    )
     return samples
 
 
@@ -82,9 +74,37 @@ def http_samples(runs: int) -> list[float]:
                 assert response.json()["result"] == {"outputText": "hi"}, response.text
                 return response
 
-            return timed("HTTP", runs, once)
+            return timed(runs, once)
         finally:
             server.shutdown()
+
+
+def measure(runs: int = 200, http: bool = True, isolation: str = "auto") -> list[Row]:
+    """The runner (and `POST /agents/run-code`) next to in-process execution, p50 and p95 (ms)."""
+    baseline = timed(runs, in_process)
+    runner = Runner(isolation=None if isolation == "auto" else isolation)
+    try:
+
+        def sandboxed() -> object:
+            events = list(runner.run(CODE, {"inputText": "hi"}, {}, CONTEXT))
+            assert events[-1]["done"]["result"] == {"outputText": "hi"}, events
+            return events
+
+        measured = {"sandbox runner": timed(runs, sandboxed)}
+    finally:
+        runner.close()
+    if http:
+        measured["POST /agents/run-code"] = http_samples(runs)
+    return [
+        Row(
+            f"run code: {label} {name} ({runs} runs)",
+            percentile(samples, fraction),
+            percentile(baseline, fraction),
+            "the same code exec'd in-process",
+        )
+        for label, samples in measured.items()
+        for name, fraction in (("p50", 0.5), ("p95", 0.95))
+    ]
 
 
 def main() -> None:
@@ -93,29 +113,7 @@ def main() -> None:
     parser.add_argument("--no-http", action="store_true")
     parser.add_argument("--isolation", choices=["auto", "root", "userns", "none"], default="auto")
     args = parser.parse_args()
-    baseline = timed("in-process", args.runs, in_process)
-    runner = Runner(isolation=None if args.isolation == "auto" else args.isolation)
-    try:
-
-        def sandboxed() -> object:
-            events = list(runner.run(CODE, {"inputText": "hi"}, {}, CONTEXT))
-            assert events[-1]["done"]["result"] == {"outputText": "hi"}, events
-            return events
-
-        sandbox = timed("runner", args.runs, sandboxed)
-    finally:
-        runner.close()
-    base = statistics.median(baseline)
-    print(
-        f"runner overhead p50 {statistics.median(sandbox) - base:.2f} ms "
-        f"p95 {percentile(sandbox, 0.95) - percentile(baseline, 0.95):.2f} ms"
-    )
-    if not args.no_http:
-        http = http_samples(args.runs)
-        print(
-            f"HTTP overhead   p50 {statistics.median(http) - base:.2f} ms "
-            f"p95 {percentile(http, 0.95) - percentile(baseline, 0.95):.2f} ms"
-        )
+    print(table(measure(args.runs, http=not args.no_http, isolation=args.isolation)))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ UI_ORIGIN = "http://localhost:3000"  # a configured CORS origin (the gofannon UI
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         folder = Path(str(item.fspath)).relative_to(TESTS).parts[0]
-        if folder in ("unit", "integration", "rules", "packaging"):
+        if folder in ("unit", "integration", "rules", "packaging", "load", "bench"):
             item.add_marker(getattr(pytest.mark, folder))
 
 

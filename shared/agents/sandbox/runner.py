@@ -25,6 +25,7 @@ import ctypes
 import json
 import logging
 import os
+import secrets
 import select
 import shutil
 import signal
@@ -155,8 +156,9 @@ class Runner:
         settings = get_settings()
         self._lock = threading.Lock()
         self._template: subprocess.Popen[bytes] | None = None
+        # Each runner owns its directory: closing one never removes another's sockets.
         self.root = Path(settings.sandbox_work_root or tempfile.gettempdir()) / (
-            f"sandbox-{os.getpid()}"
+            f"sandbox-{os.getpid()}-{secrets.token_hex(4)}"
         )
         mode = isolation or settings.sandbox_isolation
         if mode == "auto":
