@@ -24,3 +24,11 @@ def public(request):
     record = _client().collection("users").document(user_id).get().to_dict()
     fields = ("userId", "name", "bio", "age", "location", "profilePic", "color")
     return {key: record.get(key) for key in fields}
+
+
+def missing_task(request):
+    """A task worker given a task whose document is gone: one read, then drop it."""
+    document = request.get_json()
+    key = document.get("ticketId") or document.get("userId")
+    _client().collection("_bench_tasks").document(key).get()
+    return {"status": "dropped"}
