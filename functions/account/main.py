@@ -1,10 +1,15 @@
-"""The `account` function: the caller's account and allowance, and admin user management."""
+"""The `account` function: the caller's account and allowance, and admin user management.
+
+Deletion and export reach every collection's owner in both halves; they are
+imported when one is asked for, so `GET /users/me` (the web UI's most frequent
+call) starts without them.
+"""
 
 from __future__ import annotations
 
 from shared.agents import accounts
 from shared.platform.http import RequestContext, Router, http_function
-from shared.privacy import deletion, export
+from shared.privacy import api
 
 router = Router("account")
 _ADMIN_ONLY = {403: "Forbidden"}
@@ -20,16 +25,18 @@ def get_me(ctx: RequestContext) -> accounts.Account:
     "/users/me",
     auth="user",
     summary="Delete Current User",
-    response=deletion.DeletionAccepted,
+    response=api.DeletionAccepted,
     status_code=202,
     responses={404: "Not Found", 503: "Service Unavailable"},
 )
-def delete_me(ctx: RequestContext) -> deletion.DeletionAccepted:
+def delete_me(ctx: RequestContext) -> api.DeletionAccepted:
     """Delete the caller's account and every piece of their data.
 
     Sign-in is refused from this moment; the data goes in the background
     (`account-deletion` queue). Repeating the call is harmless.
     """
+    from shared.privacy import deletion
+
     return deletion.delete_me(ctx.user)
 
 
@@ -37,15 +44,17 @@ def delete_me(ctx: RequestContext) -> deletion.DeletionAccepted:
     "/users/me/export",
     auth="user",
     summary="Export Current User Data",
-    query=export.ExportQuery,
-    response=export.PersonalDataExport,
+    query=api.ExportQuery,
+    response=api.PersonalDataExport,
     responses={404: "Not Found"},
 )
-def export_me(ctx: RequestContext, query: export.ExportQuery) -> export.PersonalDataExport:
+def export_me(ctx: RequestContext, query: api.ExportQuery) -> api.PersonalDataExport:
     """Everything stored about the caller as JSON, with signed URLs for their photos.
 
     Each list holds at most `EXPORT_MAX_ITEMS` items; `truncated` names those that hit the cap.
     """
+    from shared.privacy import export
+
     return export.export_me(ctx.user, query)
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from shared.platform.tasks import TaskContext, task_worker
-from shared.privacy import deletion, worker
+from shared.privacy import api, worker
 
 
-@task_worker(deletion.DeletionTask)
-def deletion_worker(payload: deletion.DeletionTask, context: TaskContext) -> None:
+@task_worker(api.DeletionTask)
+def deletion_worker(payload: api.DeletionTask, context: TaskContext) -> None:
     """Run the next steps of one user's deletion (idempotent under retries and duplicates)."""
     worker.run_task(payload, context)

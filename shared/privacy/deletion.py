@@ -23,36 +23,16 @@ already running), deletes the Firebase Auth user and the record itself.
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
-
-from pydantic import ConfigDict
+from typing import Any
 
 from shared.agents import accounts
 from shared.platform import auth, clients, erasure, tasks
 from shared.platform.auth import Principal
 from shared.platform.errors import NotFound, Unavailable
-from shared.platform.models import Model
-from shared.platform.values import DocId
+from shared.privacy.api import QUEUE, DeletionAccepted, DeletionTask
 from shared.social import phone_auth, user_store
 
 logger = logging.getLogger(__name__)
-
-QUEUE = "account-deletion"
-
-
-class DeletionAccepted(Model):
-    """The answer to a deletion request: the rest happens in the background."""
-
-    userId: str  # noqa: N815 - API field name
-    status: Literal["deleting"] = "deleting"
-
-
-class DeletionTask(Model):
-    """The `account-deletion` task body."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    userId: DocId  # noqa: N815 - task field name
 
 
 def delete_me(principal: Principal) -> DeletionAccepted:

@@ -17,61 +17,12 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
-from pydantic import ConfigDict, Field
-
 from shared.agents import accounts, agents, chat, data_store, demos
 from shared.platform.auth import Principal
 from shared.platform.config import get_settings
 from shared.platform.errors import NotFound
-from shared.platform.models import Model
+from shared.privacy.api import ExportQuery, PersonalDataExport
 from shared.social import augment, imessage, matches, phone_auth, photos, user_store
-
-Item = dict[str, Any]
-
-
-class ExportQuery(Model):
-    """How much of each list to export."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    maxItems: int | None = Field(  # noqa: N815 - API field name
-        default=None, ge=1, le=10_000, description="Items per list (at most EXPORT_MAX_ITEMS)."
-    )
-
-
-class DataStoreExport(Model):
-    """The caller's agent data store."""
-
-    records: list[Item]
-    namespaces: list[Item]
-
-
-class PersonalDataExport(Model):
-    """Everything stored about the caller (see the module docstring)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    userId: str  # noqa: N815 - API field name
-    exportedAt: str  # noqa: N815 - API field name
-    maxItems: int  # noqa: N815 - API field name
-    truncated: list[str]
-    profile: Item | None
-    archetypes: list[Item]
-    account: Item | None
-    usage: list[Item]
-    phoneSessions: list[Item]  # noqa: N815 - API field name
-    phoneCode: Item | None  # noqa: N815 - API field name
-    tickets: list[Item]
-    sessions: list[Item]
-    agents: list[Item]
-    deployments: list[Item]
-    demos: list[Item]
-    dataStore: DataStoreExport  # noqa: N815 - API field name
-    conversations: list[Item]
-    matches: list[Item]
-    notifications: list[Item]
-    augmentationResults: list[Item]  # noqa: N815 - API field name
-    photos: list[Item]
 
 
 def _utc(value: datetime) -> str:

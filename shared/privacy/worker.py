@@ -21,7 +21,8 @@ from shared.platform import erasure, tasks
 from shared.platform.config import get_settings
 from shared.platform.errors import Unavailable
 from shared.platform.tasks import TaskContext
-from shared.privacy.deletion import QUEUE, DeletionTask, firebase
+from shared.privacy.api import QUEUE, DeletionTask
+from shared.privacy.deletion import firebase
 from shared.social import augment, imessage, matches, phone_auth, photos, user_store
 
 logger = logging.getLogger(__name__)
