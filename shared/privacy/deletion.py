@@ -98,7 +98,10 @@ def _has_firebase_user(user_id: str) -> bool:
 
 
 def _disable_firebase_user(user_id: str) -> str | None:
-    """Disable the Firebase Auth user and revoke its refresh tokens; return its email."""
+    """Disable the Firebase Auth user and revoke its refresh tokens; return its verified email.
+
+    An unverified email may be anyone's: data keyed by it (conversations) is not the user's.
+    """
     from firebase_admin import auth as firebase_auth
     from firebase_admin import exceptions as firebase_exceptions
 
@@ -109,7 +112,7 @@ def _disable_firebase_user(user_id: str) -> str | None:
         return None
     except firebase_exceptions.FirebaseError as exc:
         raise Unavailable("Firebase Auth is unavailable") from exc
-    return str(user.email) if user.email else None
+    return str(user.email) if user.email and user.email_verified else None
 
 
 def firebase() -> Any:

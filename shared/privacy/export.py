@@ -70,7 +70,9 @@ def export_me(principal: Principal, query: ExportQuery) -> PersonalDataExport:
     social = user_store.export_user_data(user_id)
     profile = social["profile"] or {}
     phone = profile.get("phone") or principal.phone
-    contacts = sorted({c for c in (phone, profile.get("email"), principal.email) if c})
+    # Only contacts proven to be the caller's: an unverified Firebase email may be anyone's.
+    verified_email = principal.email if principal.email_verified else None
+    contacts = sorted({c for c in (phone, profile.get("email"), verified_email) if c})
     pending_keys = phone_auth.session_keys(user_id, phone)
     account = accounts.export_user_data(user_id, limit)
     chats = chat.export_user_data(user_id, limit)

@@ -272,6 +272,23 @@ def test_a_firebase_user_is_refused_at_once_and_cannot_sign_in_after(stack, uniq
     assert len(ok(call(stack, "GET", "/agents", other.headers))) == 1
 
 
+def test_an_unverified_email_reaches_no_one_elses_conversation(stack, fake, unique):
+    texter = f"texter-{unique}@example.com"
+    stack.llm.reply = json.dumps(REPLY)
+    ok(post(stack, legacy(texter, "between me and the concierge")))
+    wait_sent(fake, texter)
+    impostor = web_sign_up(stack, texter, verified=False)
+
+    archive = ok(call(stack, "GET", "/users/me/export", impostor.headers))
+    ok(call(stack, "DELETE", "/users/me", impostor.headers), 202)
+    wait_deleted(impostor.user_id)
+
+    assert archive["conversations"] == []
+    conversation = clients.firestore().collection("conversations").document(texter).get()
+    assert conversation.exists
+    assert conversation.reference.collection("messages").get()
+
+
 def test_a_deletion_interrupted_after_its_first_steps_resumes_on_retry(stack, unique):
     from google.cloud import tasks_v2
 
