@@ -101,3 +101,39 @@ def test_chat_deploy_env_queues_the_ticket(stack):
 
     assert created.status_code == 200, created.text
     assert wait_ticket(stack, alice.headers, created.json()["ticket_id"])["status"] == "completed"
+
+
+def test_deletion_worker_deploy_env_queues_the_next_steps(stack):
+    """A deletion runs a few steps per task, then the worker queues the rest itself."""
+    import json
+
+    from google.cloud import tasks_v2
+
+    from shared.platform import clients
+    from shared.platform.tasks import SIGNATURE_HEADER, sign
+    from tests.integration.test_privacy import queue_path, wait_deleted
+
+    alice = sign_up(stack)
+    tasks = clients.tasks()
+    tasks.pause_queue(request=tasks_v2.PauseQueueRequest(name=queue_path()))
+    try:
+        deleting = requests.delete(stack.url("/users/me"), headers=alice.headers, timeout=30)
+        assert deleting.status_code == 202, deleting.text
+        body = json.dumps({"userId": alice.user_id}).encode()
+        with standalone(stack, "deletion_worker") as worker:
+            ran = requests.post(
+                worker,
+                data=body,
+                headers={"Content-Type": "application/json", SIGNATURE_HEADER: sign(body)},
+                timeout=120,
+            )
+        assert ran.status_code == 200, ran.text
+        queued = tasks.list_tasks(
+            request=tasks_v2.ListTasksRequest(parent=queue_path(), response_view="FULL")
+        )
+        urls = [task.http_request.url for task in queued]
+        assert len(urls) == 2, urls  # the request's task, and the one the worker queued
+        assert all(url == stack.env["TASKS_TARGET_BASE_URL"] + "/deletion_worker" for url in urls)
+    finally:
+        tasks.resume_queue(request=tasks_v2.ResumeQueueRequest(name=queue_path()))
+    wait_deleted(alice.user_id)
