@@ -96,11 +96,10 @@ def test_concurrent_and_repeated_workers_charge_each_ticket_exactly_once(stack, 
     twice = {task.name for task in random.Random(500).sample(listed, TICKETS // 10)}  # noqa: S311
     # A task delivered twice is delivered twice in a row: both run at once.
     deliveries = [copy for task in listed for copy in [task] * (2 if task.name in twice else 1)]
+    # A second delivery that finds its ticket held by the first worker is refused (503) and
+    # retried below; how many overlap depends on the machine, the outcome must not.
     with ThreadPoolExecutor(CONCURRENCY) as pool:
-        refusals = sum(pool.map(_deliver, deliveries))
-
-    # Some second deliveries found their ticket held by the first worker (503, retried).
-    assert refusals > 0
+        list(pool.map(_deliver, deliveries))
     clients.tasks().resume_queue(name=paused_queue)
     deadline = time.monotonic() + 120
     while _listed_tasks(paused_queue):
