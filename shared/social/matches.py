@@ -355,9 +355,9 @@ def record_notification_delivery(notification_id: str, status: str, error_code: 
 
 
 def _replace_id(value: Any, old: str, new: str) -> Any:
-    """`value` with every occurrence of the id `old` (in keys and strings) replaced by `new`."""
+    """`value` with every string and key equal to the id `old` replaced by `new`."""
     if isinstance(value, str):
-        return value.replace(old, new)
+        return new if value == old else value
     if isinstance(value, dict):
         return {_replace_id(k, old, new): _replace_id(v, old, new) for k, v in value.items()}
     if isinstance(value, list):
@@ -379,22 +379,27 @@ def delete_user_data(user_id: str, tombstone: str, *, purge: bool = False) -> No
     """Take a deleted user out of every match they are a party to (re-runnable).
 
     A match keeps the other party's side: it moves to the pair (other,
-    `tombstone`) with the deleted id replaced by the tombstone everywhere in it
-    (a referrer naming them included). With `purge` (archetype users) the
-    matches are deleted instead. Referrer notifications of the match go.
+    `tombstone`) with the deleted id replaced by the tombstone wherever it
+    stands alone (a referrer naming them included). With `purge` (archetype
+    users) the matches are deleted instead. Referrer notifications of the
+    match go, whoever they were addressed to. A match that changes while it
+    is moved (a close-loop at that moment) is read again and moved as it now is.
 
     Args:
         user_id: The deleted user.
         tombstone: The id that stands for them from now on (see `shared.platform.erasure`).
         purge: Delete the matches rather than keep the other side.
     """
+    from google.api_core.exceptions import FailedPrecondition
+
     db = clients.firestore()
     while snapshots := list(_matches_of(user_id).limit(erasure.BATCH // 3).stream()):
         batch = db.batch()
         for snapshot in snapshots:
             match = snapshot.to_dict() or {}
             batch.delete(_notification_ref(snapshot.id))
-            batch.delete(snapshot.reference)
+            unchanged = db.write_option(last_update_time=snapshot.update_time)
+            batch.delete(snapshot.reference, option=unchanged)
             if purge:
                 continue
             kept = _replace_id(match, user_id, tombstone)
@@ -404,7 +409,10 @@ def delete_user_data(user_id: str, tombstone: str, *, purge: bool = False) -> No
             new_id = match_id(others[0] if others else tombstone, tombstone)
             kept["matchId"] = new_id
             batch.set(db.collection(MATCHES).document(new_id), kept)
-        batch.commit()
+        try:
+            batch.commit()
+        except FailedPrecondition:
+            logger.info("A match changed while it was moved; reading it again")
 
 
 def export_user_data(user_id: str, phone: str | None, limit: int) -> dict[str, Any]:

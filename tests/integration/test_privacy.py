@@ -21,6 +21,7 @@ from shared.platform.auth import hash_token
 from shared.platform.config import get_settings
 from shared.platform.tasks import SIGNATURE_HEADER, sign
 from shared.privacy.worker import STEPS
+from shared.social import matches
 from tests.conftest import TEST_NUMBER, TEST_NUMBER_CODE
 from tests.integration.helpers import SignedUp, phone_token, random_number, sign_up, web_sign_up
 from tests.integration.test_agents import new_agent
@@ -317,6 +318,47 @@ def test_a_deletion_interrupted_after_its_first_steps_resumes_on_retry(stack, un
     assert not firebase_user_exists(user.user_id)
     assert ok(deliver(stack, user.user_id, retry=3)) == {"status": "done"}  # a late duplicate
     assert mentions([user.user_id]) == []
+
+
+def test_a_match_closed_while_its_party_is_deleted_keeps_its_outcome(stack, monkeypatch):
+    referrer = sign_up(stack)
+    friend = sign_up(stack, metadata={"referredBy": referrer.user_id})
+    read_matches = matches._matches_of
+    closed: list[str] = []
+
+    class ClosedAfterRead:
+        """The deletion's first read of the matches, with a close-loop right after it."""
+
+        def __init__(self, user_id: str) -> None:
+            self.query = read_matches(user_id)
+
+        def limit(self, count: int) -> ClosedAfterRead:
+            self.query = self.query.limit(count)
+            return self
+
+        def stream(self):
+            snapshots = list(self.query.stream())
+            if not closed:
+                closed.append(
+                    ok(close_loop(stack, friend, friend.user_id, referrer.user_id))["status"]
+                )
+            return iter(snapshots)
+
+    monkeypatch.setattr(matches, "_matches_of", ClosedAfterRead)
+
+    matches.delete_user_data(referrer.user_id, f"deleted-{referrer.user_id}")
+
+    assert closed == ["closed"]
+    moved = (
+        clients.firestore()
+        .collection("matches")
+        .document(matches.match_id(friend.user_id, f"deleted-{referrer.user_id}"))
+    )
+    kept = moved.get().to_dict()
+    assert kept["status"] == "closed" and kept["outcome"] == "accepted"
+    assert kept["eloChange"][f"deleted-{referrer.user_id}"] == -kept["eloChange"][friend.user_id]
+    original = matches.match_id(friend.user_id, referrer.user_id)
+    assert not clients.firestore().collection("matches").document(original).get().exists
 
 
 def test_only_admins_delete_other_users(stack, unique):
