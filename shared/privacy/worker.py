@@ -57,6 +57,7 @@ def _sessions(user_id: str, record: dict[str, Any]) -> None:
 def _archetypes(user_id: str, record: dict[str, Any]) -> None:
     for archetype_id in user_store.created_archetypes(user_id):
         matches.delete_user_data(archetype_id, record["tombstone"], purge=True)
+        photos.delete_user_data(archetype_id, [])  # an admin may have uploaded some
         user_store.delete_user_data(archetype_id)
 
 
