@@ -4,7 +4,8 @@ Each owner module exports its own collections; this module puts them
 together and makes every value JSON-safe (datetimes as ISO-8601, bytes as
 base64, references as paths, non-finite numbers as null). Each list holds
 at most `EXPORT_MAX_ITEMS` items (ledger entries and messages: the newest);
-`truncated` names the lists that hit the cap. Photos come with signed GET
+`truncated` names the lists that held more (each owner is asked for one
+item over the cap). Photos come with signed GET
 URLs valid for `SIGNED_URL_MINUTES`. Phone session tokens and code hashes
 are never exported (only when sessions were made and until when they last).
 """
@@ -53,6 +54,32 @@ def portable(value: Any) -> Any:
     return path if isinstance(path, str) else str(value)
 
 
+def _cap(archive: dict[str, Any], limit: int) -> list[str]:
+    """Cut every list of the archive to `limit` items; return the names of those cut.
+
+    Each list keeps its first items (the ledger is newest first), except a
+    conversation's messages, which are oldest first and keep their newest.
+    """
+    cut: list[str] = []
+
+    def keep(name: str, items: list[Any], *, oldest_first: bool = False) -> list[Any]:
+        if len(items) <= limit:
+            return items
+        cut.append(name)
+        return items[-limit:] if oldest_first else items[:limit]
+
+    for name, value in archive.items():
+        if isinstance(value, list):
+            archive[name] = keep(name, value)
+    for name, value in archive["dataStore"].items():
+        archive["dataStore"][name] = keep(f"dataStore.{name}", value)
+    for conversation in archive["conversations"]:
+        messages = conversation.get("messages") or []
+        label = f"conversations.{conversation.get('contact')}.messages"
+        conversation["messages"] = keep(label, messages, oldest_first=True)
+    return sorted(cut)
+
+
 def export_me(principal: Principal, query: ExportQuery) -> PersonalDataExport:
     """Export everything stored about the caller.
 
@@ -74,14 +101,15 @@ def export_me(principal: Principal, query: ExportQuery) -> PersonalDataExport:
     verified_email = principal.email if principal.email_verified else None
     contacts = sorted({c for c in (phone, profile.get("email"), verified_email) if c})
     pending_keys = phone_auth.session_keys(user_id, phone)
-    account = accounts.export_user_data(user_id, limit)
-    chats = chat.export_user_data(user_id, limit)
-    owned = agents.export_user_data(user_id, limit)
-    sessions = phone_auth.export_user_data(user_id, phone, limit)
-    matched = matches.export_user_data(user_id, phone, limit)
+    probe = limit + 1  # one more than the cap tells a complete list from a cut one
+    account = accounts.export_user_data(user_id, probe)
+    chats = chat.export_user_data(user_id, probe)
+    owned = agents.export_user_data(user_id, probe)
+    sessions = phone_auth.export_user_data(user_id, phone, probe)
+    matched = matches.export_user_data(user_id, phone, probe)
     archive: dict[str, Any] = {
         "profile": social["profile"],
-        "archetypes": social["archetypes"][:limit],
+        "archetypes": social["archetypes"],
         "account": account["account"],
         "usage": account["usage"],
         "phoneSessions": sessions["phoneSessions"],
@@ -90,23 +118,15 @@ def export_me(principal: Principal, query: ExportQuery) -> PersonalDataExport:
         "sessions": chats["sessions"],
         "agents": owned["agents"],
         "deployments": owned["deployments"],
-        "demos": demos.export_user_data(user_id, limit),
-        "dataStore": data_store.export_user_data(user_id, limit),
-        "conversations": imessage.export_user_data(user_id, contacts, limit),
+        "demos": demos.export_user_data(user_id, probe),
+        "dataStore": data_store.export_user_data(user_id, probe),
+        "conversations": imessage.export_user_data(user_id, contacts, probe),
         "matches": matched["matches"],
         "notifications": matched["notifications"],
-        "augmentationResults": augment.export_user_data(user_id, limit),
-        "photos": photos.export_user_data(user_id, pending_keys, limit),
+        "augmentationResults": augment.export_user_data(user_id, probe),
+        "photos": photos.export_user_data(user_id, pending_keys, probe),
     }
-    truncated = sorted(
-        name for name, value in archive.items() if isinstance(value, list) and len(value) >= limit
-    )
-    truncated += [f"dataStore.{k}" for k, v in archive["dataStore"].items() if len(v) >= limit]
-    truncated += [
-        f"conversations.{c.get('contact')}.messages"
-        for c in archive["conversations"]
-        if len(c.get("messages") or []) >= limit
-    ]
+    truncated = _cap(archive, limit)
     return PersonalDataExport.model_validate(
         {
             "userId": user_id,

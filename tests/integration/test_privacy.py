@@ -443,6 +443,12 @@ def test_export_holds_every_kind_of_data(stack, fake, unique):
     assert any(name.startswith("pending/") for name in names)
     image = requests.get(archive["photos"][0]["url"], timeout=10)
     assert image.status_code == 200 and image.content[:3] == b"\xff\xd8\xff"
+    capped = ok(call(stack, "GET", "/users/me/export?maxItems=2", user.headers))
+    assert capped["maxItems"] == 2
+    assert "matches" in capped["truncated"] and len(capped["matches"]) == 2
+    # Lists holding exactly the cap are complete, and not called cut.
+    assert len(capped["archetypes"]) == len(capped["phoneSessions"]) == 2
+    assert not {"archetypes", "phoneSessions"} & set(capped["truncated"])
     other = ok(call(stack, "GET", "/users/me/export", victim.friend.headers))
     assert other["profile"]["userId"] == victim.friend.user_id
     assert other["agents"] == [] and other["conversations"] == []
