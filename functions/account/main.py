@@ -33,7 +33,8 @@ def delete_me(ctx: RequestContext) -> api.DeletionAccepted:
     """Delete the caller's account and every piece of their data.
 
     Sign-in is refused from this moment; the data goes in the background
-    (`account-deletion` queue). Repeating the call is harmless.
+    (`account-deletion` queue). The caller cannot repeat it (their token is
+    refused); an admin's `DELETE /users/{id}` restarts a deletion that stopped.
     """
     from shared.privacy import deletion
 
@@ -51,7 +52,7 @@ def delete_me(ctx: RequestContext) -> api.DeletionAccepted:
 def export_me(ctx: RequestContext, query: api.ExportQuery) -> api.PersonalDataExport:
     """Everything stored about the caller as JSON, with signed URLs for their photos.
 
-    Each list holds at most `EXPORT_MAX_ITEMS` items; `truncated` names those that hit the cap.
+    Each list holds at most `EXPORT_MAX_ITEMS` items; `truncated` names those that held more.
     """
     from shared.privacy import export
 

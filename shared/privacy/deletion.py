@@ -68,7 +68,8 @@ def delete_user(user_id: str) -> DeletionAccepted:
 def request_deletion(user_id: str) -> DeletionAccepted:
     """Refuse the user from now on, revoke their sessions and queue the deletion.
 
-    Repeating it is harmless: the record is kept, revocation and queueing happen again.
+    Repeating it (an admin restarting a deletion the queue gave up on) is
+    harmless: the record is kept, revocation and queueing happen again.
     """
     profile = user_store.load_many([user_id]).get(user_id, {})
     record = erasure.start(user_id, {"phone": profile.get("phone"), "email": profile.get("email")})

@@ -322,6 +322,31 @@ def test_a_deletion_interrupted_after_its_first_steps_resumes_on_retry(stack, un
     assert mentions([user.user_id]) == []
 
 
+def test_an_admin_restarts_a_deletion_the_queue_gave_up_on(stack, unique):
+    from google.cloud import tasks_v2
+
+    user = web_sign_up(stack, f"stuck-{unique}@example.com")
+    ok(call(stack, "GET", "/users/me", user.headers))
+    admin = mint_token(f"admin-{unique}@example.com", admin=True)
+    tasks = clients.tasks()
+    tasks.pause_queue(request=tasks_v2.PauseQueueRequest(name=queue_path()))
+    try:
+        ok(call(stack, "DELETE", "/users/me", user.headers), 202)
+        # The queue gives up on the task (its retries ran out): it is gone, the user half there.
+        tasks.purge_queue(request=tasks_v2.PurgeQueueRequest(name=queue_path()))
+        assert not list(tasks.list_tasks(parent=queue_path()))
+        assert clients.firestore().collection("accounts").document(user.user_id).get().exists
+        assert call(stack, "DELETE", "/users/me", user.headers).status_code == 401
+        restarted = call(stack, "DELETE", f"/users/{user.user_id}", auth(admin.id_token))
+    finally:
+        tasks.resume_queue(request=tasks_v2.ResumeQueueRequest(name=queue_path()))
+
+    assert ok(restarted, 202) == {"userId": user.user_id, "status": "deleting"}
+    wait_deleted(user.user_id)
+    assert mentions([user.user_id]) == []
+    assert not firebase_user_exists(user.user_id)
+
+
 def test_a_match_closed_while_its_party_is_deleted_keeps_its_outcome(stack, monkeypatch):
     referrer = sign_up(stack)
     friend = sign_up(stack, metadata={"referredBy": referrer.user_id})
