@@ -16,6 +16,13 @@ Google's defaults do; both with exponential backoff (0.1 s to 1 s) inside the
 deadline. Cloud Storage reads, copies and deletes retry Google's transient
 set inside the deadline; uploads are not retried (the caller's request fails
 and may be sent again).
+
+The Firestore bound replaces the retry wrappers of the generated transport
+(`_prep_wrapped_messages`, `_wrapped_methods`) and the client's transport
+factory (`_firestore_api_helper`), which are not public API: the functions'
+requirements hold google-cloud-firestore to the 2.34 series they were
+checked on, and the fault tests (`tests/integration/test_faults.py`) fail if
+an upgrade changes them.
 """
 
 from __future__ import annotations
