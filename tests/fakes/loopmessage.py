@@ -40,6 +40,16 @@ class FakeLoopMessage:
     files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def settings(self, url: str) -> dict[str, str]:
+        """The `LOOPMESSAGE_*` settings that point our client at this fake served at `url`."""
+        return {
+            "LOOPMESSAGE_API": self.api,
+            "LOOPMESSAGE_BASE_URL": url,
+            "LOOPMESSAGE_AUTH_KEY": self.auth_key,
+            "LOOPMESSAGE_SECRET_KEY": self.secret_key,
+            "LOOPMESSAGE_SENDER": self.sender,
+        }
+
     def reset(self, api: str = "legacy") -> None:
         with self._lock:
             self.api = api

@@ -407,6 +407,17 @@ def worker(stack, name: str, extra: dict[str, str]) -> Emulator:
     return process
 
 
+def kill_inside_model_call(stack, proxy: TaskProxy, first: Emulator, fresh: Emulator) -> None:
+    """Once `first` is inside its (held) model call, send retries to `fresh` and kill `first`."""
+    deadline = time.monotonic() + 30
+    while not stack.llm.calls("gemini"):
+        assert time.monotonic() < deadline, "the worker never called the model"
+        time.sleep(0.05)
+    stack.llm.delay_seconds = 0
+    proxy.target = fresh.url()
+    first.kill()
+
+
 def test_a_chat_worker_killed_mid_ticket_is_retried_with_one_charge(stack):
     from tests.integration.test_chat import GEMINI_FLASH_COST, chat_body, ledger
 
@@ -430,13 +441,7 @@ def test_a_chat_worker_killed_mid_ticket_is_retried_with_one_charge(stack):
                 f"{chat.url()}/chat", json=chat_body(), headers=headers, timeout=30
             )
             assert created.status_code == 200, created.text
-            deadline = time.monotonic() + 30
-            while not stack.llm.calls("gemini"):
-                assert time.monotonic() < deadline, "the worker never called the model"
-                time.sleep(0.05)
-            stack.llm.delay_seconds = 0
-            proxy.target = fresh.url()
-            first.kill()
+            kill_inside_model_call(stack, proxy, first, fresh)
 
             ticket_id = created.json()["ticket_id"]
             deadline = time.monotonic() + 60

@@ -29,7 +29,8 @@ REPLY = {"reply": "Lovely to meet you!", "profile_updates": {}}
 DEBOUNCE = 1.0
 
 
-def _reconfigure(values: dict[str, str]) -> None:
+def reconfigure(values: dict[str, str]) -> None:
+    """Set environment values in this process and drop what was built from the old ones."""
     os.environ.update(values)
     get_settings.cache_clear()
     clients.loopmessage.cache_clear()
@@ -40,17 +41,13 @@ def loop(live_stack) -> Iterator[tuple[FakeLoopMessage, str]]:
     fake = FakeLoopMessage()
     with serving(fake.app()) as url:
         values = {
-            "LOOPMESSAGE_API": "legacy",
-            "LOOPMESSAGE_BASE_URL": url,
-            "LOOPMESSAGE_AUTH_KEY": fake.auth_key,
-            "LOOPMESSAGE_SECRET_KEY": fake.secret_key,
-            "LOOPMESSAGE_SENDER": fake.sender,
+            **fake.settings(url),
             "LOOPMESSAGE_WEBHOOK_SECRET": SECRET,
             "LOOPMESSAGE_ATTACHMENT_HOSTS": json.dumps(["127.0.0.1"]),
             "FETCH_ALLOWED_ADDRESSES": json.dumps([url.removeprefix("http://")]),
             "IMESSAGE_DEBOUNCE_SECONDS": str(DEBOUNCE),
         }
-        _reconfigure(values)
+        reconfigure(values)
         live_stack.env.update(values)  # what functions started from their deploy env get
         try:
             yield fake, url
@@ -58,13 +55,13 @@ def loop(live_stack) -> Iterator[tuple[FakeLoopMessage, str]]:
             for name in values:
                 os.environ.pop(name, None)
                 live_stack.env.pop(name, None)
-            _reconfigure({})
+            reconfigure({})
 
 
 @pytest.fixture
 def fake(loop, stack) -> FakeLoopMessage:
     loop[0].reset("legacy")
-    _reconfigure({"LOOPMESSAGE_API": "legacy"})
+    reconfigure({"LOOPMESSAGE_API": "legacy"})
     stack.llm.reply = json.dumps(REPLY)
     return loop[0]
 
@@ -72,11 +69,11 @@ def fake(loop, stack) -> FakeLoopMessage:
 @pytest.fixture
 def current_api(fake) -> Iterator[FakeLoopMessage]:
     fake.reset("current")
-    _reconfigure({"LOOPMESSAGE_API": "current"})
+    reconfigure({"LOOPMESSAGE_API": "current"})
     try:
         yield fake
     finally:
-        _reconfigure({"LOOPMESSAGE_API": "legacy"})
+        reconfigure({"LOOPMESSAGE_API": "legacy"})
 
 
 def legacy(number: str, text: str = "hello", **fields) -> dict:
@@ -307,7 +304,7 @@ def test_a_worker_killed_while_sending_does_not_send_again(stack, fake):
 
 def test_a_worker_process_killed_mid_reply_is_retried_with_one_message(stack, fake):
     """A real kill inside the model call; the Tasks emulator delivers again to a fresh process."""
-    from tests.integration.test_faults import TaskProxy, worker
+    from tests.integration.test_faults import TaskProxy, kill_inside_model_call, worker
 
     number = random_number()
     proxy = TaskProxy()
@@ -328,13 +325,7 @@ def test_a_worker_process_killed_mid_reply_is_retried_with_one_message(stack, fa
                 timeout=30,
             )
             assert accepted.json()["status"] == "accepted", accepted.text
-            deadline = time.monotonic() + 30
-            while not stack.llm.calls("gemini"):
-                assert time.monotonic() < deadline, "the worker never called the model"
-                time.sleep(0.05)
-            stack.llm.delay_seconds = 0
-            proxy.target = fresh.url()
-            first.kill()
+            kill_inside_model_call(stack, proxy, first, fresh)
 
             wait_sent(fake, number)
             settle()
@@ -368,7 +359,7 @@ def test_a_transient_send_failure_is_retried_once_and_a_refusal_is_not(stack, fa
 @pytest.mark.parametrize("status", [200, 502])
 def test_a_send_that_may_have_been_taken_is_never_sent_again(stack, fake, status):
     number = random_number()
-    _reconfigure({"LOOPMESSAGE_TIMEOUT_SECONDS": "1"})
+    reconfigure({"LOOPMESSAGE_TIMEOUT_SECONDS": "1"})
     try:
         # Taken, then answered too late (a read timeout) or by a proxy's 502.
         fake.take_without_answer(delay=1.5 if status == 200 else 0.0, status=status)
@@ -377,7 +368,7 @@ def test_a_send_that_may_have_been_taken_is_never_sent_again(stack, fake, status
         settle()
     finally:
         os.environ.pop("LOOPMESSAGE_TIMEOUT_SECONDS")
-        _reconfigure({})
+        reconfigure({})
 
     assert len(fake.sent_to(number)) == 1
     assert outbound(number, 1)["status"] == "unconfirmed"
@@ -605,15 +596,7 @@ def test_loopmessage_error_codes_map_to_retry_or_not(api, status, code, retried)
 
     fake = FakeLoopMessage(api=api)
     with serving(fake.app()) as url:
-        settings = Settings.model_validate(
-            {
-                "LOOPMESSAGE_API": api,
-                "LOOPMESSAGE_BASE_URL": url,
-                "LOOPMESSAGE_AUTH_KEY": fake.auth_key,
-                "LOOPMESSAGE_SECRET_KEY": fake.secret_key,
-                "LOOPMESSAGE_SENDER": fake.sender,
-            }
-        )
+        settings = Settings.model_validate(fake.settings(url))
         client = LoopMessageClient(settings, Session())
         fake.fail_next(status, code)
 
@@ -630,16 +613,7 @@ def loop_client(fake: FakeLoopMessage, url: str):
     from shared.platform.config import Settings
     from shared.platform.loopmessage import LoopMessageClient
 
-    settings = Settings.model_validate(
-        {
-            "LOOPMESSAGE_API": fake.api,
-            "LOOPMESSAGE_BASE_URL": url,
-            "LOOPMESSAGE_AUTH_KEY": fake.auth_key,
-            "LOOPMESSAGE_SECRET_KEY": fake.secret_key,
-            "LOOPMESSAGE_SENDER": fake.sender,
-            "LOOPMESSAGE_TIMEOUT_SECONDS": "0.5",
-        }
-    )
+    settings = Settings.model_validate({**fake.settings(url), "LOOPMESSAGE_TIMEOUT_SECONDS": "0.5"})
     return LoopMessageClient(settings, Session())
 
 

@@ -28,6 +28,7 @@ from shared.platform import clients
 from shared.platform.config import get_settings
 from tests.fakes.loopmessage import FakeLoopMessage
 from tests.fakes.server import serving
+from tests.integration.test_imessage import reconfigure
 
 SECRET = "load-webhook-secret"
 REPLY = {"reply": "Got all of that, thanks!", "profile_updates": {}}
@@ -39,33 +40,23 @@ DEBOUNCE = 8.0
 DRAIN_TIMEOUT = 150.0
 
 
-def _reconfigure(values: dict[str, str]) -> None:
-    os.environ.update(values)
-    get_settings.cache_clear()
-    clients.loopmessage.cache_clear()
-
-
 @pytest.fixture
 def loop(stack) -> Iterator[FakeLoopMessage]:
     fake = FakeLoopMessage()
     with serving(fake.app()) as url:
         values = {
-            "LOOPMESSAGE_API": "legacy",
-            "LOOPMESSAGE_BASE_URL": url,
-            "LOOPMESSAGE_AUTH_KEY": fake.auth_key,
-            "LOOPMESSAGE_SECRET_KEY": fake.secret_key,
-            "LOOPMESSAGE_SENDER": fake.sender,
+            **fake.settings(url),
             "LOOPMESSAGE_WEBHOOK_SECRET": SECRET,
             "IMESSAGE_DEBOUNCE_SECONDS": str(DEBOUNCE),
         }
-        _reconfigure(values)
+        reconfigure(values)
         stack.llm.reply = json.dumps(REPLY)
         try:
             yield fake
         finally:
             for name in values:
                 os.environ.pop(name, None)
-            _reconfigure({})
+            reconfigure({})
 
 
 @dataclass
