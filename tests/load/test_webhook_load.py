@@ -28,7 +28,7 @@ from shared.platform import clients
 from shared.platform.config import get_settings
 from tests.fakes.loopmessage import FakeLoopMessage
 from tests.fakes.server import serving
-from tests.integration.test_imessage import reconfigure
+from tests.integration.test_imessage import legacy, reconfigure
 
 SECRET = "load-webhook-secret"
 REPLY = {"reply": "Got all of that, thanks!", "profile_updates": {}}
@@ -78,20 +78,7 @@ class Burst:
 
 
 def _burst(number: str) -> Burst:
-    texts = [
-        {
-            "alert_type": "message_inbound",
-            "recipient": number,
-            "text": f"text {index} to the concierge",
-            "message_type": "text",
-            "delivery_type": "imessage",
-            "message_id": str(uuid.uuid4()),
-            "webhook_id": str(uuid.uuid4()),
-            "api_version": "1.0",
-            "sender_name": "series.concierge",
-        }
-        for index in range(TEXTS)
-    ]
+    texts = [legacy(number, f"text {index} to the concierge") for index in range(TEXTS)]
     return Burst(number=number, texts=texts)
 
 
