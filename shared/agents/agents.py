@@ -617,18 +617,14 @@ def documented(user_id: str, agent_ids: list[str]) -> list[dict[str, Any]]:
 
 def delete_user_data(user_id: str) -> None:
     """Delete a user's deployments, then their agents (re-runnable)."""
-    from google.cloud.firestore_v1.base_query import FieldFilter
-
-    for collection in (_deployments(), _agents()):
-        erasure.delete_matching(collection.where(filter=FieldFilter("ownerId", "==", user_id)))
+    for collection in (DEPLOYMENTS, AGENTS):
+        erasure.delete_matching(erasure.belonging_to(collection, user_id, field="ownerId"))
 
 
 def export_user_data(user_id: str, limit: int) -> dict[str, Any]:
     """Return a user's agents and deployments (at most `limit` of each)."""
-    from google.cloud.firestore_v1.base_query import FieldFilter
-
     exported = {}
-    for name, collection in (("agents", _agents()), ("deployments", _deployments())):
-        query = collection.where(filter=FieldFilter("ownerId", "==", user_id)).limit(limit)
+    for name, collection in (("agents", AGENTS), ("deployments", DEPLOYMENTS)):
+        query = erasure.belonging_to(collection, user_id, field="ownerId").limit(limit)
         exported[name] = [{"id": s.id, **(s.to_dict() or {})} for s in query.stream()]
     return exported

@@ -336,20 +336,10 @@ def delete_session(principal: Principal, session_id: str) -> SessionDeleted:
     return SessionDeleted()
 
 
-def _owned_by(collection: str, user_id: str) -> Any:
-    from google.cloud.firestore import FieldFilter
-
-    return (
-        clients.firestore()
-        .collection(collection)
-        .where(filter=FieldFilter("ownerId", "==", user_id))
-    )
-
-
 def delete_user_data(user_id: str) -> None:
     """Delete a user's chat tickets and sessions (re-runnable)."""
     for collection in (TICKETS, SESSIONS):
-        erasure.delete_matching(_owned_by(collection, user_id))
+        erasure.delete_matching(erasure.belonging_to(collection, user_id, field="ownerId"))
 
 
 def export_user_data(user_id: str, limit: int) -> dict[str, Any]:
@@ -357,7 +347,9 @@ def export_user_data(user_id: str, limit: int) -> dict[str, Any]:
     return {
         name: [
             snapshot.to_dict() or {}
-            for snapshot in _owned_by(collection, user_id).limit(limit).stream()
+            for snapshot in erasure.belonging_to(collection, user_id, field="ownerId")
+            .limit(limit)
+            .stream()
         ]
         for name, collection in (("tickets", TICKETS), ("sessions", SESSIONS))
     }

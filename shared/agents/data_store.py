@@ -479,25 +479,18 @@ def run_op(principal: Principal, body: OpBody) -> OpResult:
     return OpResult(value=_OPS[body.op](principal, user_id, body))
 
 
-def _stored_by(collection: str, user_id: str) -> Any:
-    from google.cloud.firestore import FieldFilter
-
-    return (
-        clients.firestore()
-        .collection(collection)
-        .where(filter=FieldFilter("userId", "==", user_id))
-    )
-
-
 def delete_user_data(user_id: str) -> None:
     """Delete a user's data store records and namespaces (re-runnable)."""
     for collection in (RECORDS, NAMESPACES):
-        erasure.delete_matching(_stored_by(collection, user_id))
+        erasure.delete_matching(erasure.belonging_to(collection, user_id))
 
 
 def export_user_data(user_id: str, limit: int) -> dict[str, Any]:
     """Return a user's data store records and namespaces (at most `limit` of each)."""
     return {
-        name: [s.to_dict() or {} for s in _stored_by(collection, user_id).limit(limit).stream()]
+        name: [
+            s.to_dict() or {}
+            for s in erasure.belonging_to(collection, user_id).limit(limit).stream()
+        ]
         for name, collection in (("records", RECORDS), ("namespaces", NAMESPACES))
     }

@@ -414,9 +414,7 @@ def _bootstrap(api_origin: str) -> str:
 
 
 def _demos_of(user_id: str) -> Any:
-    from google.cloud.firestore_v1.base_query import FieldFilter
-
-    return clients.firestore().collection(DEMOS).where(filter=FieldFilter("ownerId", "==", user_id))
+    return erasure.belonging_to(DEMOS, user_id, field="ownerId")
 
 
 def delete_user_data(user_id: str) -> None:

@@ -1,4 +1,4 @@
-"""Account deletion in progress: the `deletions/{userId}` record, and bounded batch deletes.
+"""Account deletion: the `deletions/{userId}` record, a user's documents, batch deletes.
 
 This module owns `deletions/{userId}`. The record exists from the moment a
 deletion is requested until the last step has run, and holds what later
@@ -100,16 +100,28 @@ def finish(user_id: str) -> None:
     _ref(user_id).delete()
 
 
-def delete_matching(query: Query | CollectionReference) -> int:
+def belonging_to(collection: str, value: str, *, field: str = "userId") -> Query:
+    """Return the query of a collection's documents whose `field` names a user.
+
+    Owner modules pass their own collection, to delete or export a user's
+    documents; `value` is what `field` holds for the user (their id, phone or contact).
+    """
+    from google.cloud.firestore import FieldFilter
+
+    owned = FieldFilter(field, "==", value)
+    return clients.firestore().collection(collection).where(filter=owned)
+
+
+def delete_matching(query: Query | CollectionReference) -> list[str]:
     """Delete every document a query matches, `BATCH` documents per commit.
 
     Documents' sub-collections are not touched: their owner deletes them first.
 
     Returns:
-        How many documents were deleted.
+        The ids of the deleted documents.
     """
     db = clients.firestore()
-    deleted = 0
+    deleted: list[str] = []
     while True:
         refs = [snapshot.reference for snapshot in query.limit(BATCH).stream()]
         if not refs:
@@ -118,4 +130,4 @@ def delete_matching(query: Query | CollectionReference) -> int:
         for ref in refs:
             batch.delete(ref)
         batch.commit()
-        deleted += len(refs)
+        deleted += [ref.id for ref in refs]

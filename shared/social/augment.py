@@ -391,11 +391,7 @@ def _finish(payload: AugmentTask) -> None:
 
 
 def _results_of(user_id: str) -> Any:
-    from google.cloud.firestore import FieldFilter
-
-    return (
-        clients.firestore().collection(RESULTS).where(filter=FieldFilter("userId", "==", user_id))
-    )
+    return erasure.belonging_to(RESULTS, user_id)
 
 
 def delete_user_data(user_id: str) -> None:

@@ -735,10 +735,7 @@ def deliver(contact: str, ref: DocumentReference) -> None:
 
 def _conversations_of(user_id: str, contacts: Iterable[str]) -> list[DocumentReference]:
     """A user's conversations: those recorded as theirs, and those of their phone or email."""
-    from google.cloud.firestore import FieldFilter
-
-    db = clients.firestore()
-    query = db.collection(CONVERSATIONS).where(filter=FieldFilter("userId", "==", user_id))
+    query = erasure.belonging_to(CONVERSATIONS, user_id)
     refs = {snapshot.id: snapshot.reference for snapshot in query.stream()}
     for contact in contacts:
         if contact and "/" not in contact:
@@ -753,17 +750,12 @@ def delete_user_data(user_id: str, contacts: list[str]) -> None:
         user_id: The user.
         contacts: Their phone number and email (conversations are keyed by contact).
     """
-    from google.cloud.firestore import FieldFilter
-
-    db = clients.firestore()
     for ref in _conversations_of(user_id, contacts):
         erasure.delete_matching(ref.collection(MESSAGES))
         ref.delete()
     for contact in contacts:
         if contact:
-            events = db.collection(WEBHOOK_EVENTS).where(
-                filter=FieldFilter("contact", "==", contact)
-            )
+            events = erasure.belonging_to(WEBHOOK_EVENTS, contact, field="contact")
             erasure.delete_matching(events)
 
 

@@ -305,12 +305,9 @@ def logout(token: str) -> LogoutResponse:
 
 def _user_tokens(user_id: str, phone: str | None) -> list[Any]:
     """The queries finding a user's tokens: bound to them, or issued for their phone."""
-    from google.cloud.firestore import FieldFilter
-
-    tokens = clients.firestore().collection(AUTH_TOKENS)
-    queries = [tokens.where(filter=FieldFilter("userId", "==", user_id))]
+    queries = [erasure.belonging_to(AUTH_TOKENS, user_id)]
     if phone:
-        queries.append(tokens.where(filter=FieldFilter("phone", "==", phone)))
+        queries.append(erasure.belonging_to(AUTH_TOKENS, phone, field="phone"))
     return queries
 
 
@@ -331,11 +328,7 @@ def revoke_user_tokens(user_id: str, phone: str | None) -> list[str]:
     Returns:
         The stored keys (hashes) of the deleted tokens.
     """
-    removed = []
-    for query in _user_tokens(user_id, phone):
-        removed += [snapshot.id for snapshot in query.stream()]
-        erasure.delete_matching(query)
-    return removed
+    return [key for query in _user_tokens(user_id, phone) for key in erasure.delete_matching(query)]
 
 
 def delete_user_data(user_id: str, phone: str | None) -> None:

@@ -317,20 +317,8 @@ def analysed_object(record: dict[str, Any]) -> str | None:
 
 def _referred(user_id: str) -> list[tuple[DocumentReference, bool]]:
     """The users whose `metadata.referredBy` is `user_id`, each with whether it is an archetype."""
-    from google.cloud.firestore import FieldFilter
-
-    query = (
-        clients.firestore()
-        .collection(USERS)
-        .where(filter=FieldFilter("metadata.referredBy", "==", user_id))
-    )
-    return [
-        (
-            snapshot.reference,
-            ((snapshot.to_dict() or {}).get("metadata") or {}).get("archetype") is True,
-        )
-        for snapshot in query.stream()
-    ]
+    query = erasure.belonging_to(USERS, user_id, field="metadata.referredBy")
+    return [(found.reference, is_archetype(found.to_dict() or {})) for found in query.stream()]
 
 
 def created_archetypes(user_id: str) -> list[str]:
@@ -354,13 +342,8 @@ def delete_user_data(user_id: str) -> None:
     The index entries go first, so a profile is never left without a way to
     find and delete its entries again.
     """
-    from google.cloud.firestore import FieldFilter
-
-    db = clients.firestore()
     for collection, _ in _INDEXES.values():
-        erasure.delete_matching(
-            db.collection(collection).where(filter=FieldFilter("userId", "==", user_id))
-        )
+        erasure.delete_matching(erasure.belonging_to(collection, user_id))
     user_ref(user_id).delete()
 
 
