@@ -23,7 +23,6 @@ already running), deletes the Firebase Auth user and the record itself.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from shared.agents import accounts
 from shared.platform import auth, clients, erasure, tasks
@@ -90,7 +89,7 @@ def _has_firebase_user(user_id: str) -> bool:
     from firebase_admin import exceptions as firebase_exceptions
 
     try:
-        firebase_auth.get_user(user_id, app=firebase())
+        firebase_auth.get_user(user_id, app=clients.firebase_app())
     except (firebase_auth.UserNotFoundError, ValueError):
         return False
     except firebase_exceptions.FirebaseError as exc:
@@ -107,15 +106,10 @@ def _disable_firebase_user(user_id: str) -> str | None:
     from firebase_admin import exceptions as firebase_exceptions
 
     try:
-        user = firebase_auth.update_user(user_id, disabled=True, app=firebase())
-        firebase_auth.revoke_refresh_tokens(user_id, app=firebase())
+        user = firebase_auth.update_user(user_id, disabled=True, app=clients.firebase_app())
+        firebase_auth.revoke_refresh_tokens(user_id, app=clients.firebase_app())
     except (firebase_auth.UserNotFoundError, ValueError):
         return None
     except firebase_exceptions.FirebaseError as exc:
         raise Unavailable("Firebase Auth is unavailable") from exc
     return str(user.email) if user.email and user.email_verified else None
-
-
-def firebase() -> Any:
-    """The Firebase Admin app (for the worker's last step too)."""
-    return clients.firebase_app()

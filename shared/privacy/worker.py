@@ -17,12 +17,11 @@ from collections.abc import Callable
 from typing import Any
 
 from shared.agents import accounts, agents, chat, data_store, demos
-from shared.platform import erasure, tasks
+from shared.platform import clients, erasure, tasks
 from shared.platform.config import get_settings
 from shared.platform.errors import Unavailable
 from shared.platform.tasks import TaskContext
 from shared.privacy.api import QUEUE, DeletionTask
-from shared.privacy.deletion import firebase
 from shared.social import augment, imessage, matches, phone_auth, photos, user_store
 
 logger = logging.getLogger(__name__)
@@ -34,7 +33,7 @@ def _delete_firebase_user(user_id: str) -> None:
     from firebase_admin import exceptions as firebase_exceptions
 
     try:
-        firebase_auth.delete_user(user_id, app=firebase())
+        firebase_auth.delete_user(user_id, app=clients.firebase_app())
     except (firebase_auth.UserNotFoundError, ValueError):
         return
     except firebase_exceptions.FirebaseError as exc:
