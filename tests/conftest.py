@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from shared.platform import coldstart
 from tests.fakes.face_models import write_models
 from tests.fakes.llm import API_KEY as LLM_API_KEY
 from tests.fakes.llm import FakeLlm
@@ -40,6 +41,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         folder = Path(str(item.fspath)).relative_to(TESTS).parts[0]
         if folder in ("unit", "integration", "rules", "packaging", "load", "bench"):
             item.add_marker(getattr(pytest.mark, folder))
+    # Collection imported the functions, which hold garbage collection until
+    # their first call; a test session is no cold start, so it collects.
+    coldstart.release()
 
 
 TEST_NUMBER = "+12015550100"

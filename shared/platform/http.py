@@ -27,7 +27,7 @@ from typing import Any, Literal
 import flask
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from shared.platform import auth
+from shared.platform import auth, coldstart
 from shared.platform.config import get_settings
 from shared.platform.errors import (
     BadGateway,
@@ -435,6 +435,7 @@ def http_function(router: Router) -> Callable[[flask.Request], flask.Response]:
     """
     configure_logging()
 
+    @coldstart.entry_point
     def entry_point(request: flask.Request) -> flask.Response:
         return router.dispatch(request)
 

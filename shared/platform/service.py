@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import flask
 from pydantic import BaseModel, ValidationError
 
+from shared.platform import coldstart
 from shared.platform.config import get_settings
 from shared.platform.errors import Unavailable
 from shared.platform.http import json_response
@@ -108,6 +109,7 @@ def service_function(
     """
     configure_logging()
 
+    @coldstart.entry_point
     def entry_point(request: flask.Request) -> flask.Response:
         body = request.get_data(cache=False)
         if not verify(body, request.headers.get(SIGNATURE_HEADER)):

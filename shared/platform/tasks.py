@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import flask
 from pydantic import BaseModel, ValidationError
 
-from shared.platform import clients
+from shared.platform import clients, coldstart
 from shared.platform.config import get_settings
 from shared.platform.errors import (
     BadRequest,
@@ -193,6 +193,7 @@ def task_worker(
     def decorate(
         handler: Callable[[PayloadT, TaskContext], None],
     ) -> Callable[[flask.Request], flask.Response]:
+        @coldstart.entry_point
         def entry_point(request: flask.Request) -> flask.Response:
             body = request.get_data()
             if not verify(body, request.headers.get(SIGNATURE_HEADER)):

@@ -160,6 +160,33 @@ def test_http_functions_load_nothing_their_first_request_may_not_need(name):
     assert loaded == ""
 
 
+@pytest.mark.parametrize("name", sorted(deployed_functions()))
+def test_every_function_holds_garbage_collection_from_its_import_to_its_first_call(name):
+    import subprocess
+    import sys
+
+    spec = deployed_functions()[name]
+    probe = (
+        "import gc, sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "import functions_framework\n"
+        f"app = functions_framework.create_app({spec.entry_point!r}, "
+        f"{str(spec.source / 'main.py')!r})\n"
+        "held = not gc.isenabled()\n"
+        "if not held or sys.argv[1] == 'event':\n"
+        "    print(held); sys.exit()\n"
+        "app.test_client().post('/', data=b'{}', content_type='application/json')\n"
+        "print(held, gc.isenabled(), gc.get_freeze_count() > 0)\n"
+    )
+    kind = "event" if spec.event_triggered else "http"
+
+    printed = subprocess.run(
+        [sys.executable, "-c", probe, kind], capture_output=True, text=True, check=True
+    ).stdout.splitlines()[-1]  # the function's request log comes first
+
+    assert printed == ("True" if spec.event_triggered else "True True True")
+
+
 def test_cloudbuild_is_generated_from_the_current_manifest():
     assert (ROOT / "cloudbuild.yaml").read_text() == render(load()), "run `make deploy-config`"
 
