@@ -65,8 +65,6 @@ def entry_point(function: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(function)
     def served(*args: P.args, **kwargs: P.kwargs) -> R:
-        if _state["done"]:
-            return function(*args, **kwargs)
         try:
             return function(*args, **kwargs)
         finally:
