@@ -1,11 +1,12 @@
 """Cyclic garbage collection held off from start-up to the end of the first call.
 
 A cold start is mostly imports: the first call of a function loads the
-Google clients, and our own modules load before it. Every few thousand new
-objects CPython runs a collection, and each full one walks every object
-alive, so start-up pays for walking the same module objects again and again
-while it builds them (measured with `bench/platform_overhead.py`: about 25 ms
-of a 400 ms start of `users`). Module objects live as long as the process,
+Google clients, and our own modules load before it. CPython collects the
+young objects every 700 new container objects, and walks every object alive
+(a full collection) each time the long-lived ones have grown by a quarter, so
+start-up pays for walking the same module objects again and again while it
+builds them (measured with `bench/platform_overhead.py`: about 25 ms of a
+400 ms start of `users`). Module objects live as long as the process,
 so nothing is gained by walking them.
 
 The entry-point builders (`http_function`, `task_worker`,
