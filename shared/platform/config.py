@@ -294,12 +294,34 @@ class Settings(BaseModel):
     agent_call_max_depth: int = Field(default=5, alias="AGENT_CALL_MAX_DEPTH", ge=0, le=20)
     sandbox_cpu_seconds: int = Field(default=30, alias="SANDBOX_CPU_SECONDS", gt=0)
     sandbox_wall_seconds: float = Field(default=60, alias="SANDBOX_WALL_SECONDS", gt=0)
-    sandbox_memory_mb: int = Field(default=1024, alias="SANDBOX_MEMORY_MB", ge=256)
+    sandbox_memory_mb: int = Field(
+        default=1024,
+        alias="SANDBOX_MEMORY_MB",
+        ge=256,
+        description="Memory of one run's processes together (and each one's address space).",
+    )
     sandbox_file_mb: int = Field(default=64, alias="SANDBOX_FILE_MB", gt=0)
     sandbox_open_files: int = Field(default=128, alias="SANDBOX_OPEN_FILES", ge=32)
     sandbox_output_bytes: int = Field(default=1_048_576, alias="SANDBOX_OUTPUT_BYTES", gt=0)
     sandbox_result_bytes: int = Field(default=4_194_304, alias="SANDBOX_RESULT_BYTES", gt=0)
-    sandbox_max_processes: int = Field(default=16, alias="SANDBOX_MAX_PROCESSES", gt=0)
+    sandbox_max_processes: int = Field(
+        default=16,
+        alias="SANDBOX_MAX_PROCESSES",
+        gt=0,
+        description="Processes one run may have at once (its whole tree).",
+    )
+    sandbox_max_tasks: int = Field(
+        default=64,
+        alias="SANDBOX_MAX_TASKS",
+        gt=0,
+        description="Tasks (processes and their threads together) one run may have at once.",
+    )
+    sandbox_disk_mb: int = Field(
+        default=128,
+        alias="SANDBOX_DISK_MB",
+        gt=0,
+        description="Size of a run's only writable space (a tmpfs, so it is memory too).",
+    )
     sandbox_uid: int = Field(
         default=65534,
         alias="SANDBOX_UID",

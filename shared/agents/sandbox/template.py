@@ -8,12 +8,18 @@ the child:
 1. writes `{"pid": ...}` so the host can supervise it;
 2. becomes a session leader (its own process group) and a child subreaper,
    so everything it starts stays in its process tree;
-3. when the template runs as root: enters new mount and network namespaces
-   (the only way out is the egress proxy's Unix socket), binds its working
-   directory over /tmp, /var/tmp and /dev/shm, and drops to an unprivileged
-   uid; otherwise it keeps the host's uid and network (the runner reports this);
+3. enters new mount, network, IPC and PID namespaces (and a user namespace
+   when the template is not root); the only way out is the egress proxy's
+   Unix socket. Its working directory becomes a tmpfs of `diskBytes` (in
+   the run's mount namespace only, so the host's directory stays empty and
+   the files die with the run), bound over /tmp, /var/tmp and /dev/shm;
+   every other mount is made read-only. In its IPC namespace SysV shared
+   memory is removed as soon as no process holds it (so it stays inside
+   the memory budget) and no SysV message queue can be made. Then it drops
+   to an unprivileged uid (root host), or enters a second user namespace
+   as the host's uid and drops every capability (other hosts);
 4. applies CPU, address-space, file-size and open-file limits, clears the
-   environment and changes into its temporary working directory;
+   environment and changes into its working directory;
 5. runs `async def run(input_dict, tools)` with the compatibility globals,
    streaming trace events and finally one `{"done": ...}` line;
 6. waits to be killed by the host, which kills the whole process tree.
@@ -38,6 +44,7 @@ import traceback
 from typing import Any
 
 _CLONE_NEWNS = 0x00020000
+_CLONE_NEWIPC = 0x08000000
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWNET = 0x40000000
 _CLONE_NEWPID = 0x20000000
@@ -51,6 +58,10 @@ _MS_PRIVATE = 0x40000
 _MS_BIND = 0x1000
 _CAPABILITY_VERSION_3 = 0x20080522
 _PR_SET_DUMPABLE = 4
+# One inode of the run's tmpfs per this many bytes of its size (bounds empty files).
+_BYTES_PER_INODE = 16 * 1024
+# Settings of the run's own IPC namespace (see the module docstring).
+_IPC_SETTINGS = (("shm_rmid_forced", "1"), ("msgmni", "0"))
 # Kernel file systems that refuse a bind remount in a user namespace; their
 # files are guarded by capabilities the run does not have.
 _PSEUDO_FILESYSTEMS = {"proc", "sysfs"}
@@ -162,9 +173,15 @@ def _check(result: int, what: str) -> None:
 
 
 def _bind_run_dir(libc: ctypes.CDLL, request: dict[str, Any]) -> None:
-    """Bind the egress socket into the run's directory, and that over the shared temp dirs."""
+    """Mount the run's tmpfs on its directory, bind the egress socket in, and it over temp dirs."""
     workdir, context = request["workdir"], request["context"]
     _check(libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "mount private")
+    size = int(request["limits"]["diskBytes"])
+    uid, gid = request["owner"]
+    inodes = max(size // _BYTES_PER_INODE, 64)
+    options = f"size={size},nr_inodes={inodes},mode=0700,uid={uid},gid={gid}"
+    flags = _MS_NOSUID | _MS_NODEV
+    _check(libc.mount(b"tmpfs", workdir.encode(), b"tmpfs", flags, options.encode()), "mount tmpfs")
     inside = os.path.join(workdir, _EGRESS_NAME)
     with open(inside, "wb"):
         pass
@@ -179,6 +196,7 @@ def _bind_run_dir(libc: ctypes.CDLL, request: dict[str, Any]) -> None:
                 f"bind {shadowed}",
             )
     context["egressSocket"] = os.path.join(_SHADOWED_DIRS[-1], _EGRESS_NAME)
+    request["writable"] = (workdir, *_SHADOWED_DIRS)
     request["workdir"] = _SHADOWED_DIRS[-1]
 
 
@@ -194,13 +212,13 @@ def _mounts() -> list[tuple[str, set[str], str]]:
     return found
 
 
-def _read_only_everywhere(libc: ctypes.CDLL) -> None:
-    """Remount every mount read-only except the run's own directory (and what is inside it)."""
+def _read_only_everywhere(libc: ctypes.CDLL, writable: tuple[str, ...]) -> None:
+    """Remount every mount read-only except those at or under `writable` (the run's tmpfs)."""
     flags = {"nosuid": _MS_NOSUID, "nodev": _MS_NODEV, "noexec": _MS_NOEXEC}
     flags |= {"noatime": 1024, "nodiratime": 2048}
     flags["relatime"] = 1 << 21
     for point, options, kind in _mounts():
-        inside = any(point == d or point.startswith(d + "/") for d in _SHADOWED_DIRS)
+        inside = any(point == d or point.startswith(d + "/") for d in writable)
         if inside or "ro" in options:
             continue
         extra = sum(bit for name, bit in flags.items() if name in options)
@@ -217,28 +235,35 @@ def _drop_capabilities(libc: ctypes.CDLL) -> None:
     _check(libc.capset(ctypes.byref(header), data), "capset")
 
 
-def _unshare(request: dict[str, Any]) -> None:
-    """Create the run's namespaces: mount, network and PID (and user, without root).
-
-    Root host: the run later drops to an unprivileged uid. Other hosts: a
-    user namespace maps the host's uid to itself and brings the rest.
-    """
-    libc = _libc()
-    if request["isolation"] == "root":
-        uid = int(request["uid"])
-        os.chown(request["workdir"], uid, uid)
-        _check(libc.unshare(_CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWPID), "unshare")
-        return
-    uid, gid = os.getuid(), os.getgid()
-    flags = _CLONE_NEWUSER | _CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWPID
-    _check(libc.unshare(flags), "unshare")
+def _map_ids(inside: tuple[int, int], outside: tuple[int, int]) -> None:
+    """Map one uid and gid of a new user namespace (the only mapping an unprivileged one gets)."""
     for name, text in (
         ("setgroups", "deny"),
-        ("uid_map", f"{uid} {uid} 1"),
-        ("gid_map", f"{gid} {gid} 1"),
+        ("uid_map", f"{inside[0]} {outside[0]} 1"),
+        ("gid_map", f"{inside[1]} {outside[1]} 1"),
     ):
         with open(f"/proc/self/{name}", "w") as mapping:
             mapping.write(text)
+
+
+def _unshare(request: dict[str, Any]) -> None:
+    """Create the run's namespaces: mount, network, IPC and PID (and user, without root).
+
+    Root host: the run later drops to an unprivileged uid. Other hosts: a
+    user namespace maps the host's uid to root, so the set-up can write the
+    IPC namespace's settings; `_enter` then leaves root behind.
+    """
+    libc = _libc()
+    flags = _CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWIPC | _CLONE_NEWPID
+    if request["isolation"] == "root":
+        uid = int(request["uid"])
+        request["owner"] = (uid, uid)
+        _check(libc.unshare(flags), "unshare")
+        return
+    request["host_ids"] = (os.getuid(), os.getgid())
+    request["owner"] = (0, 0)
+    _check(libc.unshare(_CLONE_NEWUSER | flags), "unshare")
+    _map_ids((0, 0), request["host_ids"])
 
 
 def _become_pid_one() -> None:
@@ -256,24 +281,31 @@ def _become_pid_one() -> None:
 
 
 def _enter(request: dict[str, Any]) -> None:
-    """Inside the namespaces: the run's directory, a fresh /proc, then no privileges.
+    """Inside the namespaces: the run's tmpfs, a fresh /proc, a read-only rest, no privileges.
 
-    Root host: drop to `uid`. Other hosts: the run keeps the host's uid, so
-    the whole file system is made read-only (the run's directory aside) and
-    every capability of the namespace is dropped, so nothing can be remounted.
+    Root host: drop to `uid`. Other hosts: enter a nested user namespace as
+    the host's uid (the mounts made above are locked there) and drop every
+    capability, so nothing can be remounted.
     """
     libc = _libc()
     _bind_run_dir(libc, request)
     _check(
         libc.mount(b"proc", b"/proc", b"proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None), "proc"
     )
+    for name, value in _IPC_SETTINGS:
+        with open(f"/proc/sys/kernel/{name}", "w") as setting:
+            setting.write(value)
+    # The run's own /proc stays as mounted: the user namespace is set up through it,
+    # and its files are guarded by uid and capabilities the run does not have.
+    _read_only_everywhere(libc, (*request["writable"], "/proc"))
     if request["isolation"] == "root":
         uid = int(request["uid"])
         os.setgroups([])
         os.setgid(uid)
         os.setuid(uid)
         return
-    _read_only_everywhere(libc)
+    _check(libc.unshare(_CLONE_NEWUSER), "unshare user")
+    _map_ids(request["host_ids"], (0, 0))
     _drop_capabilities(libc)
 
 
