@@ -220,21 +220,34 @@ def test_redirects_are_checked_again(runner, servers):
     assert secret.seen == []
 
 
-def test_processes_together_over_the_memory_budget_are_killed(runner):
-    # Each child stays far below the per-process limit; together they are over it.
-    code = (
-        "import os, time\n"
-        "async def run(input_dict, tools):\n"
-        "    for _ in range(5):\n"
-        "        if os.fork() == 0:\n"
-        "            block = b'x' * (100 << 20)\n"
-        "            time.sleep(30)\n"
-        "            os._exit(0)\n"
-        "    time.sleep(30)\n"
-        "    return 'all alive'\n"
-    )
+FORKS = (
+    "import os, time\n"
+    "async def run(input_dict, tools):\n"
+    "    for _ in range(5):\n"
+    "        if os.fork() == 0:\n"
+    "            block = b'x' * (100 << 20)\n"
+    "            time.sleep(30)\n"
+    "            os._exit(0)\n"
+    "    time.sleep(30)\n"
+    "    return 'all alive'\n"
+)
+# Anonymous memory files: memory in no process's resident size, on no file system.
+MEMFDS = (
+    "import os, time\n"
+    "async def run(input_dict, tools):\n"
+    "    fds = [os.memfd_create(f'm{i}') for i in range(6)]\n"
+    "    for fd in fds:\n"
+    "        for _ in range(60):\n"
+    "            os.write(fd, b'x' * (1 << 20))\n"
+    "    time.sleep(30)\n"
+    "    return 'all held'\n"
+)
 
-    done = run(runner, code)
+
+@pytest.mark.parametrize("code", [FORKS, MEMFDS], ids=["processes", "memfds"])
+def test_memory_together_over_the_budget_is_killed(runner, code):
+    # Each process (and file) stays far below the per-process limits; together they are over.
+    done = run(runner, code, fileBytes=64 * 1024 * 1024)
 
     assert done["outcome"] == "error"
     assert done["error"] == "Memory limit exceeded (256 MB for the run)"

@@ -175,18 +175,48 @@ class Usage:
     memory_bytes: int
 
 
+def _memfd_bytes(pids: list[int]) -> int:
+    """Memory held by the memfds (anonymous memory files) the processes have open, each once.
+
+    Such a file is memory that shows in no process's resident size until it
+    is mapped, and lives on no file system of the run's disk budget.
+    """
+    total = 0
+    seen: set[tuple[int, int]] = set()
+    for pid in pids:
+        folder = f"/proc/{pid}/fd"
+        try:
+            fds = os.listdir(folder)
+        except OSError:
+            continue
+        for fd in fds:
+            path = f"{folder}/{fd}"
+            try:
+                if not os.readlink(path).startswith("/memfd:"):
+                    continue
+                info = os.stat(path)
+            except OSError:
+                continue
+            if (info.st_dev, info.st_ino) not in seen:
+                seen.add((info.st_dev, info.st_ino))
+                total += info.st_blocks * 512
+    return total
+
+
 def tree_usage(root: int, memory_budget: int) -> Usage:
     """Processes, tasks (threads of all processes) and memory of a run's whole tree.
 
-    Memory is the resident size of all processes together; only when that
-    is over `memory_budget` is the proportional set size read instead (pages
-    a fork shares with its parent or the template count once), which is
-    exact but walks every process's page tables.
+    Memory is the resident size of all processes together plus the memfds
+    they hold; only when that is over `memory_budget` is the proportional
+    set size read in place of the resident size (pages a fork shares with
+    its parent or the template count once), which is exact but walks every
+    process's page tables.
     """
     tree = _tree(root)
-    memory = sum(process.resident_pages for process in tree) * _PAGE_BYTES
+    held = _memfd_bytes([process.pid for process in tree])
+    memory = held + sum(process.resident_pages for process in tree) * _PAGE_BYTES
     if memory > memory_budget:
-        memory = sum(
+        memory = held + sum(
             _proportional_bytes(process.pid, process.resident_pages * _PAGE_BYTES)
             for process in tree
         )

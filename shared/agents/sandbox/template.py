@@ -396,7 +396,12 @@ def _prepare(request: dict[str, Any]) -> None:
         _become_pid_one()
         _enter(request)
     _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    _libc().prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+    if request["isolation"] != "userns":
+        # A root host's runs share their uid with other processes of the machine. In a
+        # user namespace the uid is the host's own, no other run can see this one's
+        # processes (PID namespaces), and the host must read their /proc/PID/fd and
+        # smaps_rollup to keep the memory budget, so the run stays dumpable.
+        _libc().prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
     os.chdir(request["workdir"])
     os.environ.clear()
     signal.signal(signal.SIGXCPU, _on_cpu_limit)
