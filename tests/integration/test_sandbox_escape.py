@@ -16,8 +16,10 @@ which no run may ever reach.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import flask
@@ -26,7 +28,7 @@ import pytest
 from shared.agents.sandbox.runner import Limits, Runner, run_tree
 from shared.platform.config import get_settings
 from tests.fakes.server import serving
-from tests.integration.sandbox_hosts import host
+from tests.integration.sandbox_hosts import UNPRIVILEGED, host
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="isolation needs a root host")
 
@@ -348,3 +350,49 @@ def test_no_host_path_is_writable_and_nothing_survives_the_run(runner):
     assert first["result"]["msg"] == -1
     assert second["outcome"] == "success", second
     assert second["result"] == {**dict.fromkeys(dirs, False), "shm": -1}
+
+
+@pytest.fixture(params=["root", "userns"])
+def runner_outside_tmp(request: pytest.FixtureRequest, servers: dict[str, Any]) -> Iterator[Runner]:
+    """A runner whose directory (`SANDBOX_WORK_ROOT`) is not under a temp dir runs shadow."""
+    work_root = Path("/run") / f"sandbox-test-{uuid.uuid4().hex}"
+    work_root.mkdir(mode=0o700)
+    os.chown(work_root, int(UNPRIVILEGED), int(UNPRIVILEGED))
+    os.environ["SANDBOX_WORK_ROOT"] = str(work_root)
+    get_settings.cache_clear()
+    try:
+        with host(request.param) as instance:
+            yield instance
+    finally:
+        del os.environ["SANDBOX_WORK_ROOT"]
+        get_settings.cache_clear()
+        shutil.rmtree(work_root)
+
+
+def test_the_template_and_the_runners_directory_are_out_of_reach(runner_outside_tmp):
+    # The template's socket would start runs as asked, unisolated ones included.
+    root = runner_outside_tmp.root
+    code = (
+        "import os, socket\n"
+        "async def run(input_dict, tools):\n"
+        "    out = {}\n"
+        "    for path in input_dict['sockets']:\n"
+        "        conn = socket.socket(socket.AF_UNIX)\n"
+        "        try:\n"
+        "            conn.connect(path)\n"
+        "            out[path] = 'connected'\n"
+        "        except OSError as exc:\n"
+        "            out[path] = type(exc).__name__\n"
+        "    try:\n"
+        "        out['listing'] = os.listdir(input_dict['root'])\n"
+        "    except OSError as exc:\n"
+        "        out['listing'] = type(exc).__name__\n"
+        "    return out\n"
+    )
+    sockets = [str(root / "template.sock"), str(root / "egress.sock")]
+
+    done = run(runner_outside_tmp, code, {"sockets": sockets, "root": str(root)})
+
+    assert done["outcome"] == "success", done
+    assert {done["result"][path] for path in sockets} <= {"FileNotFoundError", "PermissionError"}
+    assert done["result"]["listing"] in ([], "FileNotFoundError", "PermissionError")

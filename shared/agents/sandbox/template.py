@@ -173,7 +173,11 @@ def _check(result: int, what: str) -> None:
 
 
 def _bind_run_dir(libc: ctypes.CDLL, request: dict[str, Any]) -> None:
-    """Mount the run's tmpfs on its directory, bind the egress socket in, and it over temp dirs."""
+    """Mount the run's tmpfs on its directory, bind the egress socket in, and it over temp dirs.
+
+    Afterwards the run's tmpfs is reachable only at the temp dirs, and the
+    runner's directory above it is an empty read-only tmpfs.
+    """
     workdir, context = request["workdir"], request["context"]
     _check(libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "mount private")
     size = int(request["limits"]["diskBytes"])
@@ -195,6 +199,17 @@ def _bind_run_dir(libc: ctypes.CDLL, request: dict[str, Any]) -> None:
                 libc.mount(workdir.encode(), shadowed.encode(), None, _MS_BIND | _MS_REC, None),
                 f"bind {shadowed}",
             )
+    # The runner's directory (the template's socket, the other runs' directories) is
+    # out of sight: under a temp dir it is shadowed already; elsewhere (SANDBOX_WORK_ROOT)
+    # an empty read-only tmpfs covers it.
+    runner_dir = os.path.dirname(workdir)
+    if not any(runner_dir.startswith(d + "/") for d in _SHADOWED_DIRS):
+        _check(
+            libc.mount(
+                b"tmpfs", runner_dir.encode(), b"tmpfs", _MS_RDONLY | flags | _MS_NOEXEC, b"size=4k"
+            ),
+            "hide the runner's directory",
+        )
     context["egressSocket"] = os.path.join(_SHADOWED_DIRS[-1], _EGRESS_NAME)
     request["writable"] = (workdir, *_SHADOWED_DIRS)
     request["workdir"] = _SHADOWED_DIRS[-1]
