@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import io
 import json
 import os
@@ -57,6 +58,11 @@ _MS_REC = 0x4000
 _MS_PRIVATE = 0x40000
 _MS_BIND = 0x1000
 _CAPABILITY_VERSION_3 = 0x20080522
+# mount_setattr(2): the same number on x86-64 and arm64 (the generic table).
+_SYS_MOUNT_SETATTR = 442
+_AT_FDCWD = -100
+_AT_RECURSIVE = 0x8000
+_MOUNT_ATTR_RDONLY = 0x1
 _PR_SET_DUMPABLE = 4
 # One inode of the run's tmpfs per this many bytes of its size (bounds empty files).
 _BYTES_PER_INODE = 16 * 1024
@@ -211,7 +217,6 @@ def _bind_run_dir(libc: ctypes.CDLL, request: dict[str, Any]) -> None:
             "hide the runner's directory",
         )
     context["egressSocket"] = os.path.join(_SHADOWED_DIRS[-1], _EGRESS_NAME)
-    request["writable"] = (workdir, *_SHADOWED_DIRS)
     request["workdir"] = _SHADOWED_DIRS[-1]
 
 
@@ -227,8 +232,42 @@ def _mounts() -> list[tuple[str, set[str], str]]:
     return found
 
 
+class _MountAttr(ctypes.Structure):
+    _fields_ = (
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    )
+
+
 def _read_only_everywhere(libc: ctypes.CDLL, writable: tuple[str, ...]) -> None:
-    """Remount every mount read-only except those at or under `writable` (the run's tmpfs)."""
+    """Make every mount read-only except the mounts at `writable` (the run's tmpfs binds).
+
+    One `mount_setattr` over the whole tree, then one per writable mount;
+    where the kernel has no `mount_setattr`, a bind remount of each mount.
+    """
+    read_only = _MountAttr(_MOUNT_ATTR_RDONLY, 0, 0, 0)
+    size = ctypes.sizeof(_MountAttr)
+    everything = libc.syscall(
+        _SYS_MOUNT_SETATTR, _AT_FDCWD, b"/", _AT_RECURSIVE, ctypes.byref(read_only), size
+    )
+    if everything != 0:
+        if ctypes.get_errno() != errno.ENOSYS:
+            _check(everything, "read-only /")
+        _remount_read_only(libc, writable)
+        return
+    read_write = _MountAttr(0, _MOUNT_ATTR_RDONLY, 0, 0)
+    for point in writable:
+        if os.path.isdir(point):
+            result = libc.syscall(
+                _SYS_MOUNT_SETATTR, _AT_FDCWD, point.encode(), 0, ctypes.byref(read_write), size
+            )
+            _check(result, f"writable {point}")
+
+
+def _remount_read_only(libc: ctypes.CDLL, writable: tuple[str, ...]) -> None:
+    """Remount every mount read-only except those at or under `writable`, one by one."""
     flags = {"nosuid": _MS_NOSUID, "nodev": _MS_NODEV, "noexec": _MS_NOEXEC}
     flags |= {"noatime": 1024, "nodiratime": 2048}
     flags["relatime"] = 1 << 21
@@ -240,7 +279,8 @@ def _read_only_everywhere(libc: ctypes.CDLL, writable: tuple[str, ...]) -> None:
         result = libc.mount(
             None, point.encode(), None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | extra, None
         )
-        if result != 0 and kind not in _PSEUDO_FILESYSTEMS:
+        # A point that no longer resolves is covered by another mount, out of the run's reach.
+        if result != 0 and kind not in _PSEUDO_FILESYSTEMS and ctypes.get_errno() != errno.ENOENT:
             _check(result, f"read-only {point}")
 
 
@@ -312,7 +352,7 @@ def _enter(request: dict[str, Any]) -> None:
             setting.write(value)
     # The run's own /proc stays as mounted: the user namespace is set up through it,
     # and its files are guarded by uid and capabilities the run does not have.
-    _read_only_everywhere(libc, (*request["writable"], "/proc"))
+    _read_only_everywhere(libc, (*_SHADOWED_DIRS, "/proc"))
     if request["isolation"] == "root":
         uid = int(request["uid"])
         os.setgroups([])
