@@ -200,8 +200,11 @@ _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _PORT = re.compile(r"[1-9][0-9]{0,4}")
 _DOTTED_QUAD = re.compile(r"(0|[1-9][0-9]{0,2})(\.(0|[1-9][0-9]{0,2})){3}")
 _NUMERIC_LABEL = re.compile(r"[0-9]+|0[xX][0-9A-Fa-f]*")
-_PCHARS = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*")
-_QUERY_CHARS = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*")
+# RFC 3986 path and query characters, plus those WHATWG (and so httpx) leaves unencoded.
+_PCHARS = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/\[\]{}|^`]|%[0-9A-Fa-f]{2})*")
+_QUERY_CHARS = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?\[\]{}|^`]|%[0-9A-Fa-f]{2})*")
+_ENCODED_DOT_OR_SLASH = re.compile("%(2e|2f|5c)", re.IGNORECASE)
+_DECODED = {"2e": ".", "2f": "/", "5c": "\\"}
 
 
 @dataclass(frozen=True)
@@ -211,8 +214,8 @@ class ParsedURL:
     Invariants: `scheme` is `http` or `https`; `host` is a lower-case ASCII
     DNS name, a canonical dotted-quad IPv4 address or a compressed IPv6
     address (no brackets, no zone); `port` is explicit; `path` starts with
-    "/" and holds no dot segments, encoded slashes or backslashes; `query`
-    has only URL characters. Nothing was dropped but a fragment.
+    "/" and holds no dot segments (not even encoded ones); `path` and
+    `query` have only URL characters. Nothing was dropped but a fragment.
 
     Attributes:
         scheme: `http` or `https`.
@@ -268,8 +271,8 @@ def parse_url(text: str) -> ParsedURL:
     trailing dot included), IPv4 addresses in any form but canonical dotted
     quad (`127.1`, `0x7f.1`, `2130706433`, `0177.0.0.1`), empty, zero,
     zero-padded or out-of-range ports, dot segments (`.`, `..`, also
-    percent-encoded), encoded slashes or backslashes in the path, and paths
-    that start with `//`.
+    percent-encoded or between encoded slashes), and paths that start
+    with `//`. Path and query keep their percent-encoding as written.
 
     Args:
         text: The URL.
@@ -332,11 +335,9 @@ def _checked_path(path: str) -> str:
     if not _PCHARS.fullmatch(path):
         raise URLRefused("The path holds characters URLs may not")
     for segment in path.split("/"):
-        decoded = segment.replace("%2e", ".").replace("%2E", ".")
-        if decoded in (".", ".."):
+        decoded = _ENCODED_DOT_OR_SLASH.sub(lambda m: _DECODED[m.group(1).lower()], segment)
+        if any(part in (".", "..") for part in re.split(r"[/\\]", decoded)):
             raise URLRefused("Dot segments are not accepted in the path")
-        if re.search("%(2f|5c)", segment, re.IGNORECASE):
-            raise URLRefused("Encoded slashes are not accepted in the path")
     return path
 
 

@@ -182,6 +182,13 @@ def test_malformed_allowlist_fails_at_load(environment):
         ("http://[::FFFF:127.0.0.1]:81/", "http://[::ffff:7f00:1]:81", "/"),
         ("http://xn--bcher-kva.example/", "http://xn--bcher-kva.example:80", "/"),
         ("http://a.example/p@q:r/~s", "http://a.example:80", "/p@q:r/~s"),
+        (
+            "http://gitlab.example/api/v4/projects/g%2Fp",
+            "http://gitlab.example:80",
+            "/api/v4/projects/g%2Fp",
+        ),
+        ("http://a.example/[x]?a[]=1&b={c}|d^e`f", "http://a.example:80", "/[x]?a[]=1&b={c}|d^e`f"),
+        ("http://a.example/a..b/.c/d.", "http://a.example:80", "/a..b/.c/d."),
     ],
 )
 def test_urls_read_once_into_their_parts(url, origin, target):
@@ -226,8 +233,9 @@ def test_urls_read_once_into_their_parts(url, origin, target):
         "http://example.com/a/./b",
         "http://example.com/a/%2e%2E/b",
         "http://example.com/..",
-        "http://example.com/a%2fb",
-        "http://example.com/a%5Cb",
+        "http://example.com/..%2f..%2fx",
+        "http://example.com/a/%2e%2e%5Cb",
+        "http://example.com/a%2F.%2Fb",
         "http://example.com//evil.com/",
         "http://example.com/a b",
         "http://example.com/%zz",
@@ -245,3 +253,20 @@ def test_urls_read_once_into_their_parts(url, origin, target):
 def test_urls_two_parsers_could_read_apart_are_refused(url):
     with pytest.raises(URLRefused):
         parse_url(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://bücher.example/ä ö/[x]?q=a b&ids[]=1&f={c}|d",
+        "http://api.example/v1/items?filter=name eq 'x'&$top=5",
+        "https://gitlab.example/api/v4/projects/group%2Fproject/issues",
+        "http://[2001:4860:4860::8888]:8080/path?x=%41",
+    ],
+)
+def test_urls_as_httpx_sends_them_are_accepted(url):
+    import httpx
+
+    sent = str(httpx.URL(url))
+
+    assert parse_url(sent).url == sent
