@@ -396,3 +396,31 @@ def test_the_template_and_the_runners_directory_are_out_of_reach(runner_outside_
     assert done["outcome"] == "success", done
     assert {done["result"][path] for path in sockets} <= {"FileNotFoundError", "PermissionError"}
     assert done["result"]["listing"] in ([], "FileNotFoundError", "PermissionError")
+
+
+def test_a_run_cannot_loosen_its_ipc_settings_or_make_namespaces(runner):
+    # Its own user and IPC namespaces would hold SysV memory outside every budget.
+    code = (
+        "import ctypes, os\n"
+        "async def run(input_dict, tools):\n"
+        "    libc = ctypes.CDLL(None, use_errno=True)\n"
+        "    out = {}\n"
+        "    for name in ('shm_rmid_forced', 'msgmni'):\n"
+        "        try:\n"
+        "            open(f'/proc/sys/kernel/{name}', 'w').write('32000')\n"
+        "            out[name] = 'written'\n"
+        "        except OSError as exc:\n"
+        "            out[name] = type(exc).__name__\n"
+        "    for name, flags in (('user', 0x10000000), ('user+ipc', 0x18000000)):\n"
+        "        if os.fork() == 0:\n"
+        "            os._exit(0 if libc.unshare(flags) == 0 else 1)\n"
+        "        out[name] = os.waitstatus_to_exitcode(os.wait()[1])\n"
+        "    return out\n"
+    )
+
+    done = run(runner, code)
+
+    assert done["outcome"] == "success", done
+    assert done["result"]["shm_rmid_forced"] in ("PermissionError", "OSError")
+    assert done["result"]["msgmni"] in ("PermissionError", "OSError")
+    assert (done["result"]["user"], done["result"]["user+ipc"]) == (1, 1)

@@ -114,3 +114,27 @@ def test_a_platform_url_with_a_path_prefixes_its_callbacks():
 
     assert "/v1/mcp/call" in rules.callbacks
     assert rules.platform == "https://api.example.com:443"
+
+
+def test_egress_resolves_once_and_pins_the_connection(monkeypatch):
+    import socket
+
+    import urllib3
+
+    from shared.platform.fetch import pinned_pool
+
+    answers = iter(["8.8.8.8", "127.0.0.1"])  # a rebinding name: public, then loopback
+    calls = []
+
+    def rebinding(host, port, *args, **kwargs):
+        calls.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+
+    target = check_target("GET", "https://rebind.example/x", RULES)
+    pool = pinned_pool(target, urllib3.Timeout(1))
+
+    assert calls == ["rebind.example"]
+    assert (pool.host, pool.port) == ("8.8.8.8", 443)
+    assert pool.conn_kw["server_hostname"] == "rebind.example"

@@ -15,9 +15,11 @@ the child:
    the files die with the run), bound over /tmp, /var/tmp and /dev/shm;
    every other mount is made read-only. In its IPC namespace SysV shared
    memory is removed as soon as no process holds it (so it stays inside
-   the memory budget) and no SysV message queue can be made. Then it drops
-   to an unprivileged uid (root host), or enters a second user namespace
-   as the host's uid and drops every capability (other hosts);
+   the memory budget) and no SysV message queue can be made; these settings
+   are out of the run's reach, and it can make no user (so no IPC)
+   namespace of its own. Then it drops to an unprivileged uid in a user
+   namespace of that uid alone (root host), or enters a second user
+   namespace as the host's uid (other hosts), and drops every capability;
 4. applies CPU, address-space, file-size and open-file limits, clears the
    environment and changes into its working directory;
 5. runs `async def run(input_dict, tools)` with the compatibility globals,
@@ -338,9 +340,11 @@ def _become_pid_one() -> None:
 def _enter(request: dict[str, Any]) -> None:
     """Inside the namespaces: the run's tmpfs, a fresh /proc, a read-only rest, no privileges.
 
-    Root host: drop to `uid`. Other hosts: enter a nested user namespace as
-    the host's uid (the mounts made above are locked there) and drop every
-    capability, so nothing can be remounted.
+    Root host: drop to `uid`, then enter a user namespace of that uid alone.
+    Other hosts: enter a nested user namespace as the host's uid (the mounts
+    made above are locked there). Either way every capability is dropped
+    (nothing can be remounted), and the run can make no user namespace, so
+    no IPC namespace of its own where the IPC settings would not hold.
     """
     libc = _libc()
     _bind_run_dir(libc, request)
@@ -348,8 +352,15 @@ def _enter(request: dict[str, Any]) -> None:
         libc.mount(b"proc", b"/proc", b"proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None), "proc"
     )
     for name, value in _IPC_SETTINGS:
-        with open(f"/proc/sys/kernel/{name}", "w") as setting:
-            setting.write(value)
+        _write_setting(f"kernel/{name}", value)
+    if request["isolation"] == "userns":
+        # The nested user namespace below, and no other.
+        _write_setting("user/max_user_namespaces", "1")
+        # The run keeps the host's uid, the owner of its namespaces' settings: a
+        # read-only /proc/sys fixes them.
+        _check(libc.mount(b"/proc/sys", b"/proc/sys", None, _MS_BIND, None), "bind /proc/sys")
+        remount = _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
+        _check(libc.mount(None, b"/proc/sys", None, remount, None), "read-only /proc/sys")
     # The run's own /proc stays as mounted: the user namespace is set up through it,
     # and its files are guarded by uid and capabilities the run does not have.
     _read_only_everywhere(libc, (*_SHADOWED_DIRS, "/proc"))
@@ -358,10 +369,21 @@ def _enter(request: dict[str, Any]) -> None:
         os.setgroups([])
         os.setgid(uid)
         os.setuid(uid)
-        return
-    _check(libc.unshare(_CLONE_NEWUSER), "unshare user")
-    _map_ids(request["host_ids"], (0, 0))
+        # The uid change made the process non-dumpable, its /proc/self root's; it maps
+        # its own namespace through /proc/self (and `_prepare` makes it non-dumpable again).
+        libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)
+        _check(libc.unshare(_CLONE_NEWUSER), "unshare user")
+        _map_ids((uid, uid), (uid, uid))
+        _write_setting("user/max_user_namespaces", "0")
+    else:
+        _check(libc.unshare(_CLONE_NEWUSER), "unshare user")
+        _map_ids(request["host_ids"], (0, 0))
     _drop_capabilities(libc)
+
+
+def _write_setting(name: str, value: str) -> None:
+    with open(f"/proc/sys/{name}", "w") as setting:
+        setting.write(value)
 
 
 def _apply_limits(limits: dict[str, int]) -> None:
