@@ -424,3 +424,46 @@ def test_a_run_cannot_loosen_its_ipc_settings_or_make_namespaces(runner):
     assert done["result"]["shm_rmid_forced"] in ("PermissionError", "OSError")
     assert done["result"]["msgmni"] in ("PermissionError", "OSError")
     assert (done["result"]["user"], done["result"]["user+ipc"]) == (1, 1)
+
+
+def test_the_egress_proxy_forwards_a_bounded_number_of_requests_at_once(tmp_path):
+    import socket
+    import threading
+    import time
+
+    from shared.agents.sandbox.egress import MAX_CONCURRENT_REQUESTS, EgressProxy, Rules
+
+    app = flask.Flask(__name__)
+
+    @app.route("/slow")
+    def slow() -> str:
+        time.sleep(1)
+        return "ok"
+
+    statuses: list[int] = []
+
+    def fetch(socket_path: str, url: str) -> None:
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.connect(socket_path)
+            head = f"GET / HTTP/1.1\r\nHost: egress\r\nX-Sandbox-Target: {url}\r\n"
+            conn.sendall((head + "Connection: close\r\n\r\n").encode())
+            statuses.append(int(conn.makefile("rb").readline().split()[1]))
+
+    with serving(app) as url:
+        proxy = EgressProxy(
+            str(tmp_path / "egress.sock"), Rules.build("http://127.0.0.1:9", (url,))
+        )
+        try:
+            threads = [
+                threading.Thread(target=fetch, args=(proxy.socket_path, f"{url}/slow"))
+                for _ in range(MAX_CONCURRENT_REQUESTS + 16)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:
+            proxy.close()
+
+    assert statuses.count(503) >= 16
+    assert statuses.count(200) <= MAX_CONCURRENT_REQUESTS

@@ -18,8 +18,9 @@ network namespace cannot bypass. A request arrives with its real URL in
    certificate check use the host name), with a request built from the
    parsed parts, so nothing parses the raw string again.
 
-Refusals are 403 with a reason. Bodies are capped both ways; redirects are
-returned to the caller (whose next request is checked again).
+Refusals are 403 with a reason. Bodies are capped both ways (10 MiB), at
+most `MAX_CONCURRENT_REQUESTS` are forwarded at once (503 beyond), and
+redirects are returned to the caller (whose next request is checked again).
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ TARGET_HEADER = "X-Sandbox-Target"
 CALLBACK_PATHS = frozenset(
     {"/agents/run-code/llm", "/agents/run-code/call", "/data-store/ops", "/mcp/tools", "/mcp/call"}
 )
+# Requests forwarded at once (each may hold a 10 MiB body in the host, outside any
+# run's memory budget); beyond it the proxy answers 503 at once.
+MAX_CONCURRENT_REQUESTS = 64
 _HOP_BY_HOP = {
     "connection",
     "keep-alive",
@@ -145,6 +149,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     rules = Rules(platform="", callbacks=frozenset(), allowed=frozenset())
     max_bytes = 10 * 1024 * 1024
     timeout_seconds = 60.0
+    slots: threading.BoundedSemaphore
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -171,6 +176,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(status, body, [("Content-Type", "application/json")])
 
     def _forward(self) -> None:
+        if not self.server.slots.acquire(blocking=False):
+            self._refuse(503, "Too many requests at once through the sandbox's egress")
+            return
+        try:
+            self._forward_one()
+        finally:
+            self.server.slots.release()
+
+    def _forward_one(self) -> None:
         import urllib3
 
         length_text = self.headers.get("Content-Length") or "0"
@@ -241,6 +255,7 @@ class EgressProxy:
         self.socket_path = socket_path
         self._server = _Server(socket_path, _Handler)
         self._server.rules = rules
+        self._server.slots = threading.BoundedSemaphore(MAX_CONCURRENT_REQUESTS)
         os.chmod(socket_path, 0o666)  # noqa: S103 - the sandbox uid must connect; dir is 0711
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
