@@ -19,7 +19,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from shared.platform.addresses import AllowEntry, parse_allow_entry, unsafe_in_production
+from shared.platform.addresses import (
+    AllowEntry,
+    parse_allow_entry,
+    parse_url,
+    unsafe_in_production,
+)
 
 Environment = Literal["local", "test", "production"]
 
@@ -441,6 +446,19 @@ class Settings(BaseModel):
             if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", origin):
                 raise ValueError(f"CORS_ORIGINS entry {origin!r} is not scheme://host[:port]")
         return origins
+
+    @field_validator("platform_url")
+    @classmethod
+    def _check_platform_url(cls, url: str) -> str:
+        parse_url(url)
+        return url
+
+    @field_validator("sandbox_egress_allowlist")
+    @classmethod
+    def _check_egress_allowlist(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            parse_url(url)
+        return urls
 
     @field_validator("fetch_allowed_addresses")
     @classmethod
