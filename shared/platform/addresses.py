@@ -25,6 +25,7 @@ addresses are refused when the settings load (`unsafe_in_production`).
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -184,3 +185,165 @@ def unsafe_in_production(entry: AllowEntry) -> bool:
         entry.network.version == network.version and entry.network.overlaps(network)
         for network in _NEVER_IN_PRODUCTION
     )
+
+
+class URLRefused(ValueError):
+    """A URL is not in the strict form outbound requests accept (the reason is safe to show)."""
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# RFC 3986 generic syntax, with the authority ending at the first "/", "?" or "#".
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)([^?#]*)(?:\?([^#]*))?(?:#.*)?")
+_NAME_PORT = re.compile(r"([A-Za-z0-9.-]+)(?::([0-9]*))?")
+_BRACKETED_PORT = re.compile(r"\[([0-9A-Fa-f:.]+)\](?::([0-9]*))?")
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_PORT = re.compile(r"[1-9][0-9]{0,4}")
+_DOTTED_QUAD = re.compile(r"(0|[1-9][0-9]{0,2})(\.(0|[1-9][0-9]{0,2})){3}")
+_NUMERIC_LABEL = re.compile(r"[0-9]+|0[xX][0-9A-Fa-f]*")
+# RFC 3986 path and query characters, plus those WHATWG (and so httpx) leaves unencoded.
+_PCHARS = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/\[\]{}|^`]|%[0-9A-Fa-f]{2})*")
+_QUERY_CHARS = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?\[\]{}|^`]|%[0-9A-Fa-f]{2})*")
+_ENCODED_DOT_OR_SLASH = re.compile("%(2e|2f|5c)", re.IGNORECASE)
+_DECODED = {"2e": ".", "2f": "/", "5c": "\\"}
+
+
+@dataclass(frozen=True)
+class ParsedURL:
+    """An http(s) URL read once, in the one reading every later step uses.
+
+    Invariants: `scheme` is `http` or `https`; `host` is a lower-case ASCII
+    DNS name, a canonical dotted-quad IPv4 address or a compressed IPv6
+    address (no brackets, no zone); `port` is explicit; `path` starts with
+    "/" and holds no dot segments (not even encoded ones); `path` and
+    `query` have only URL characters. Nothing was dropped but a fragment.
+
+    Attributes:
+        scheme: `http` or `https`.
+        host: The host as described above.
+        port: The port (the scheme's default when the URL names none).
+        path: The path, percent-encoding kept as written.
+        query: The query without its "?" ("" when none).
+    """
+
+    scheme: str
+    host: str
+    port: int
+    path: str
+    query: str
+
+    @property
+    def literal(self) -> IPAddress | None:
+        """The host as an IP address, when it is one."""
+        try:
+            return ipaddress.ip_address(self.host)
+        except ValueError:
+            return None
+
+    @property
+    def host_header(self) -> str:
+        """The `Host` header value: the host, with the port when it is not the default."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == _DEFAULT_PORTS[self.scheme] else f"{host}:{self.port}"
+
+    @property
+    def origin(self) -> str:
+        """`scheme://host:port`, the port always explicit."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def target(self) -> str:
+        """The request target: the path and the query."""
+        return f"{self.path}?{self.query}" if self.query else self.path
+
+    @property
+    def url(self) -> str:
+        """The URL rebuilt from the parsed parts."""
+        return f"{self.scheme}://{self.host_header}{self.target}"
+
+
+def parse_url(text: str) -> ParsedURL:
+    """Read an http(s) URL strictly, refusing every form two URL parsers could read apart.
+
+    Refused: anything but printable ASCII (whitespace, control characters,
+    non-ASCII), backslashes, user info (`user@host`), percent-encoding or a
+    zone id in the host, host names that are not plain DNS labels (a
+    trailing dot included), IPv4 addresses in any form but canonical dotted
+    quad (`127.1`, `0x7f.1`, `2130706433`, `0177.0.0.1`), empty, zero,
+    zero-padded or out-of-range ports, dot segments (`.`, `..`, also
+    percent-encoded or between encoded slashes), and paths that start
+    with `//`. Path and query keep their percent-encoding as written.
+
+    Args:
+        text: The URL.
+
+    Returns:
+        The parsed URL.
+
+    Raises:
+        URLRefused: The URL is not in that form.
+    """
+    if not text.isascii() or not text.isprintable() or " " in text:
+        raise URLRefused("URLs may hold only printable ASCII without spaces")
+    if "\\" in text:
+        raise URLRefused("URLs may not hold backslashes")
+    match = _URL.fullmatch(text)
+    if match is None:
+        raise URLRefused("Not an absolute URL")
+    scheme, authority, path, query = match.groups()
+    scheme = scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise URLRefused("Only http and https URLs are accepted")
+    if "@" in authority:
+        raise URLRefused("URLs with user info are not accepted")
+    if "%" in authority:
+        raise URLRefused("Percent-encoding and zone ids are not accepted in the host")
+    host, port_text = _host_and_port(authority)
+    port = _DEFAULT_PORTS[scheme]
+    if port_text is not None:
+        if not _PORT.fullmatch(port_text) or int(port_text) > 65535:
+            raise URLRefused("The port must be a number from 1 to 65535 without leading zeros")
+        port = int(port_text)
+    return ParsedURL(scheme, host, port, _checked_path(path or "/"), _checked_query(query))
+
+
+def _host_and_port(authority: str) -> tuple[str, str | None]:
+    bracketed = _BRACKETED_PORT.fullmatch(authority)
+    if bracketed is not None:
+        try:
+            address = ipaddress.IPv6Address(bracketed.group(1))
+        except ValueError as exc:
+            raise URLRefused("Not a valid IPv6 address") from exc
+        return address.compressed, bracketed.group(2)
+    named = _NAME_PORT.fullmatch(authority)
+    if named is None:
+        raise URLRefused("The host must be a DNS name or an IP address")
+    host = named.group(1).lower()
+    labels = host.split(".")
+    if _NUMERIC_LABEL.fullmatch(labels[-1]):
+        if not _DOTTED_QUAD.fullmatch(host) or any(int(label) > 255 for label in labels):
+            raise URLRefused("IPv4 addresses must be written as four decimal numbers")
+        return host, named.group(2)
+    if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        raise URLRefused("The host name is not a valid DNS name")
+    return host, named.group(2)
+
+
+def _checked_path(path: str) -> str:
+    if not path.startswith("/") or path.startswith("//"):
+        raise URLRefused("The path must start with a single /")
+    if not _PCHARS.fullmatch(path):
+        raise URLRefused("The path holds characters URLs may not")
+    for segment in path.split("/"):
+        decoded = _ENCODED_DOT_OR_SLASH.sub(lambda m: _DECODED[m.group(1).lower()], segment)
+        if any(part in (".", "..") for part in re.split(r"[/\\]", decoded)):
+            raise URLRefused("Dot segments are not accepted in the path")
+    return path
+
+
+def _checked_query(query: str | None) -> str:
+    if query is None:
+        return ""
+    if not _QUERY_CHARS.fullmatch(query):
+        raise URLRefused("The query holds characters URLs may not")
+    return query

@@ -19,7 +19,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from shared.platform.addresses import AllowEntry, parse_allow_entry, unsafe_in_production
+from shared.platform.addresses import (
+    AllowEntry,
+    parse_allow_entry,
+    parse_url,
+    unsafe_in_production,
+)
 
 Environment = Literal["local", "test", "production"]
 
@@ -294,12 +299,34 @@ class Settings(BaseModel):
     agent_call_max_depth: int = Field(default=5, alias="AGENT_CALL_MAX_DEPTH", ge=0, le=20)
     sandbox_cpu_seconds: int = Field(default=30, alias="SANDBOX_CPU_SECONDS", gt=0)
     sandbox_wall_seconds: float = Field(default=60, alias="SANDBOX_WALL_SECONDS", gt=0)
-    sandbox_memory_mb: int = Field(default=1024, alias="SANDBOX_MEMORY_MB", ge=256)
+    sandbox_memory_mb: int = Field(
+        default=1024,
+        alias="SANDBOX_MEMORY_MB",
+        ge=256,
+        description="Memory of one run's processes together (and each one's address space).",
+    )
     sandbox_file_mb: int = Field(default=64, alias="SANDBOX_FILE_MB", gt=0)
     sandbox_open_files: int = Field(default=128, alias="SANDBOX_OPEN_FILES", ge=32)
     sandbox_output_bytes: int = Field(default=1_048_576, alias="SANDBOX_OUTPUT_BYTES", gt=0)
     sandbox_result_bytes: int = Field(default=4_194_304, alias="SANDBOX_RESULT_BYTES", gt=0)
-    sandbox_max_processes: int = Field(default=16, alias="SANDBOX_MAX_PROCESSES", gt=0)
+    sandbox_max_processes: int = Field(
+        default=16,
+        alias="SANDBOX_MAX_PROCESSES",
+        gt=0,
+        description="Processes one run may have at once (its whole tree).",
+    )
+    sandbox_max_tasks: int = Field(
+        default=64,
+        alias="SANDBOX_MAX_TASKS",
+        gt=0,
+        description="Tasks (processes and their threads together) one run may have at once.",
+    )
+    sandbox_disk_mb: int = Field(
+        default=128,
+        alias="SANDBOX_DISK_MB",
+        gt=0,
+        description="Size of a run's only writable space (a tmpfs, so it is memory too).",
+    )
     sandbox_uid: int = Field(
         default=65534,
         alias="SANDBOX_UID",
@@ -419,6 +446,19 @@ class Settings(BaseModel):
             if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", origin):
                 raise ValueError(f"CORS_ORIGINS entry {origin!r} is not scheme://host[:port]")
         return origins
+
+    @field_validator("platform_url")
+    @classmethod
+    def _check_platform_url(cls, url: str) -> str:
+        parse_url(url)
+        return url
+
+    @field_validator("sandbox_egress_allowlist")
+    @classmethod
+    def _check_egress_allowlist(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            parse_url(url)
+        return urls
 
     @field_validator("fetch_allowed_addresses")
     @classmethod

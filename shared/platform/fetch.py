@@ -3,7 +3,9 @@
 Spec fetch, MCP, image URLs and message attachments all come through here.
 For every URL, and again for every redirect hop:
 
-1. only `http` and `https` URLs without credentials are accepted;
+1. the URL is read once and strictly (`shared.platform.addresses.parse_url`:
+   `http` and `https` only, no credentials, backslashes, odd IPv4 forms,
+   zone ids, dot segments or other forms URL parsers read differently);
 2. the host is resolved once (`getaddrinfo`) and every address it resolves
    to must be public (`shared.platform.addresses.refusal`) or allowlisted
    (`FETCH_ALLOWED_ADDRESSES`), else `BadRequest` (400);
@@ -32,10 +34,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 from shared.platform import ratelimit
-from shared.platform.addresses import AllowEntry, IPAddress, refusal
+from shared.platform.addresses import AllowEntry, IPAddress, URLRefused, parse_url, refusal
 from shared.platform.config import get_settings
 from shared.platform.errors import BadGateway, BadRequest
 
@@ -101,7 +103,7 @@ class Target:
     """A URL whose host has been resolved once to an address that may be reached.
 
     Attributes:
-        url: The URL as given.
+        url: The URL rebuilt from its parsed parts (the fragment dropped).
         scheme: `http` or `https`.
         host: The host name (IDNA-encoded) or IP literal, as the URL names it.
         port: The port (the scheme's default when the URL has none).
@@ -178,26 +180,17 @@ def check_url(url: str, policy: Policy | None = None) -> Target:
     """
     policy = policy or Policy.from_settings()
     try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as exc:
-        raise BadRequest(f"Not a valid URL: {exc}") from exc
-    scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS:
-        raise BadRequest("Only http and https URLs can be fetched")
-    if parts.username is not None or parts.password is not None:
-        raise BadRequest("URLs with credentials are not accepted")
-    host = _ascii_host(parts.hostname or "")
-    port = port or _DEFAULT_PORTS[scheme]
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    address = resolve_checked(host, port, policy)
+        parsed = parse_url(url.strip())
+    except URLRefused as exc:
+        raise BadRequest(f"Not an accepted URL: {exc}") from exc
+    address = resolve_checked(parsed.host, parsed.port, policy)
     return Target(
-        url=url.strip(),
-        scheme=scheme,
-        host=host,
-        port=port,
+        url=parsed.url,
+        scheme=parsed.scheme,
+        host=parsed.host,
+        port=parsed.port,
         address=address,
-        target=target,
+        target=parsed.target,
     )
 
 
@@ -219,6 +212,28 @@ def resolve_checked(host: str, port: int, policy: Policy) -> IPAddress:
         BadRequest: The host is, or resolves to, an address that may not be reached.
         BadGateway: The name does not resolve.
     """
+    addresses = resolve(host, port)
+    for address in addresses:
+        reason = refusal(address)
+        if reason and not any(entry.matches(address, port) for entry in policy.allowlist):
+            resolved = "is" if _is_literal(host) else f"resolves to {address},"
+            raise BadRequest(f"Refusing to connect to {host}: it {resolved} {reason}")
+    return addresses[0]
+
+
+def resolve(host: str, port: int) -> list[IPAddress]:
+    """Every address `host` resolves to, once, IPv4 first (zone ids dropped).
+
+    Args:
+        host: A host name or IP literal.
+        port: The port the connection will use.
+
+    Returns:
+        The addresses, never empty.
+
+    Raises:
+        BadGateway: The name does not resolve.
+    """
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
@@ -228,14 +243,9 @@ def resolve_checked(host: str, port: int, policy: Policy) -> IPAddress:
         address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
         if address not in addresses:
             addresses.append(address)
-    for address in addresses:
-        reason = refusal(address)
-        if reason and not any(entry.matches(address, port) for entry in policy.allowlist):
-            resolved = "is" if _is_literal(host) else f"resolves to {address},"
-            raise BadRequest(f"Refusing to connect to {host}: it {resolved} {reason}")
     if not addresses:
         raise BadGateway(f"Could not resolve host {host}")
-    return sorted(addresses, key=lambda address: address.version)[0]
+    return sorted(addresses, key=lambda address: address.version)
 
 
 def fetch(
@@ -289,30 +299,12 @@ def fetch(
 def _open(
     target: Target, headers: dict[str, str], policy: Policy, deadline: float
 ) -> urllib3.BaseHTTPResponse:
-    import certifi
     import urllib3
 
     remaining = _remaining(target, deadline, policy)
     timeout = urllib3.Timeout(
         connect=min(policy.connect_timeout, remaining), read=min(policy.read_timeout, remaining)
     )
-    pool: urllib3.HTTPConnectionPool
-    if target.scheme == "https":
-        pool = urllib3.HTTPSConnectionPool(
-            str(target.address),
-            target.port,
-            timeout=timeout,
-            retries=False,
-            maxsize=1,
-            cert_reqs="CERT_REQUIRED",
-            ca_certs=certifi.where(),
-            server_hostname=target.host,
-            assert_hostname=target.host,
-        )
-    else:
-        pool = urllib3.HTTPConnectionPool(
-            str(target.address), target.port, timeout=timeout, retries=False, maxsize=1
-        )
     request_headers = {
         "User-Agent": "series-fetcher/1",
         "Accept-Encoding": "identity",
@@ -320,7 +312,7 @@ def _open(
         "Host": target.host_header,
     }
     try:
-        return pool.urlopen(
+        return pinned_pool(target, timeout).urlopen(
             "GET",
             target.target,
             headers=request_headers,
@@ -332,6 +324,41 @@ def _open(
         )
     except urllib3.exceptions.HTTPError as exc:
         raise BadGateway(_failure(target, exc, policy)) from exc
+
+
+def pinned_pool(target: Target, timeout: urllib3.Timeout) -> urllib3.HTTPConnectionPool:
+    """A one-connection pool to the target's checked address, never to its name.
+
+    For https the TLS SNI name and the certificate check use the URL's host
+    name (verified against certifi's roots). The caller sends the request
+    with `target.target` and a `Host` header of `target.host_header`, and
+    `assert_same_host=False`, `retries=False`, `redirect=False`.
+
+    Args:
+        target: A checked target.
+        timeout: Connect and read timeouts.
+
+    Returns:
+        The pool (close it when done).
+    """
+    import certifi
+    import urllib3
+
+    if target.scheme == "https":
+        return urllib3.HTTPSConnectionPool(
+            str(target.address),
+            target.port,
+            timeout=timeout,
+            retries=False,
+            maxsize=1,
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=certifi.where(),
+            server_hostname=target.host,
+            assert_hostname=target.host,
+        )
+    return urllib3.HTTPConnectionPool(
+        str(target.address), target.port, timeout=timeout, retries=False, maxsize=1
+    )
 
 
 def _read_capped(
@@ -379,17 +406,6 @@ def _failure(target: Target, exc: Exception, policy: Policy) -> str:
 
 def _origin(target: Target) -> str:
     return f"{target.scheme}://{target.host_header}"
-
-
-def _ascii_host(host: str) -> str:
-    if not host:
-        raise BadRequest("The URL has no host")
-    if _is_literal(host):
-        return host
-    try:
-        return host.encode("idna").decode("ascii").lower()
-    except UnicodeError as exc:
-        raise BadRequest("The URL's host name is not valid") from exc
 
 
 def _is_literal(host: str) -> bool:

@@ -2,9 +2,10 @@
 
 These tests drive the real template process (no emulators needed), in both
 isolation modes: `root` (namespaces and an unprivileged uid) and `userns`
-(what a non-root host gets: a user namespace, a read-only file system, no
-capabilities). Running both here needs a root host; without root they are
-skipped.
+(what a non-root host gets, as production runs it: the runner in a process
+that has dropped to an unprivileged uid, each run in a user namespace, a
+read-only file system, no capabilities; see `sandbox_hosts`). Running both
+here needs a root host; without root they are skipped.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from shared.agents.sandbox.runner import Limits, Runner, run_tree
+from tests.integration.sandbox_hosts import host
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="isolation needs a root host")
 
@@ -30,15 +32,16 @@ LIMITS = Limits(
     resultBytes=256 * 1024,
     wallSeconds=5,
     maxProcesses=8,
+    maxTasks=32,
+    diskBytes=16 * 1024 * 1024,
 )
 CONTEXT = {"platformUrl": "http://127.0.0.1:9", "token": "run-token", "agentName": "probe"}
 
 
 @pytest.fixture(scope="module", params=["root", "userns"])
 def runner(request: pytest.FixtureRequest) -> Iterator[Runner]:
-    instance = Runner(isolation=request.param)
-    yield instance
-    instance.close()
+    with host(request.param) as instance:
+        yield instance
 
 
 def run(runner: Runner, code: str, input_dict: Any = None, **limits: Any) -> dict[str, Any]:
@@ -296,9 +299,13 @@ def test_a_concurrent_runs_files_are_out_of_reach(runner):
     thread = threading.Thread(target=lambda: first.update(run(runner, writer)))
     thread.start()
     deadline = time.monotonic() + 5
-    while not list(runner.root.glob("run-*/secret.txt")) and time.monotonic() < deadline:
+    while not list(runner.root.glob("run-*")) and time.monotonic() < deadline:
         time.sleep(0.02)
-    [host_path] = [str(p) for p in runner.root.glob("run-*/secret.txt")]
+    time.sleep(0.5)
+    [run_dir] = runner.root.glob("run-*")
+    host_path = str(run_dir / "secret.txt")
+    # The file lives in the first run's own tmpfs: not even the host's directory holds it.
+    assert list(run_dir.iterdir()) == []
     reader = (
         "async def run(input_dict, tools):\n"
         "    out = {}\n"

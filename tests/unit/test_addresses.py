@@ -7,7 +7,13 @@ import ipaddress
 import pytest
 
 from shared.platform import clients
-from shared.platform.addresses import parse_allow_entry, refusal, unsafe_in_production
+from shared.platform.addresses import (
+    URLRefused,
+    parse_allow_entry,
+    parse_url,
+    refusal,
+    unsafe_in_production,
+)
 from shared.platform.config import get_settings
 
 
@@ -165,3 +171,102 @@ def test_malformed_allowlist_fails_at_load(environment):
 
     with pytest.raises(ValueError, match="FETCH_ALLOWED_ADDRESSES"):
         get_settings()
+
+
+@pytest.mark.parametrize(
+    ("url", "origin", "target"),
+    [
+        ("http://example.com", "http://example.com:80", "/"),
+        ("HTTPS://Example.COM/a/b?c=d&e=%20#frag", "https://example.com:443", "/a/b?c=d&e=%20"),
+        ("http://127.0.0.1:8000/x", "http://127.0.0.1:8000", "/x"),
+        ("http://[::FFFF:127.0.0.1]:81/", "http://[::ffff:7f00:1]:81", "/"),
+        ("http://xn--bcher-kva.example/", "http://xn--bcher-kva.example:80", "/"),
+        ("http://a.example/p@q:r/~s", "http://a.example:80", "/p@q:r/~s"),
+        (
+            "http://gitlab.example/api/v4/projects/g%2Fp",
+            "http://gitlab.example:80",
+            "/api/v4/projects/g%2Fp",
+        ),
+        ("http://a.example/[x]?a[]=1&b={c}|d^e`f", "http://a.example:80", "/[x]?a[]=1&b={c}|d^e`f"),
+        ("http://a.example/a..b/.c/d.", "http://a.example:80", "/a..b/.c/d."),
+    ],
+)
+def test_urls_read_once_into_their_parts(url, origin, target):
+    parsed = parse_url(url)
+
+    assert (parsed.origin, parsed.target) == (origin, target)
+    assert parse_url(parsed.url) == parsed
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://user@example.com/",
+        "http://user:pass@example.com/",
+        "http://example.com\\@evil.com/",
+        "http://example.com:80\\@evil.com/",
+        "http://exa mple.com/",
+        "http://example.com/\tx",
+        "http://example.com/\nx",
+        "http://bücher.example/",
+        "http://%65xample.com/",
+        "http://[fe80::1%25eth0]/",
+        "http://[::1%eth0]/",
+        "http://2130706433/",
+        "http://0x7f.1/",
+        "http://0x7f000001/",
+        "http://127.1/",
+        "http://0177.0.0.1/",
+        "http://127.0.0.01/",
+        "http://256.0.0.1/",
+        "http://1.2.3.4.5/",
+        "http://example.com./",
+        "http://-example.com/",
+        "http://exa_mple.com/",
+        "http://example.com:/",
+        "http://example.com:0/",
+        "http://example.com:080/",
+        "http://example.com:65536/",
+        "http://example.com:8a/",
+        "http://example.com:1:2/",
+        "http://example.com/a/../b",
+        "http://example.com/a/./b",
+        "http://example.com/a/%2e%2E/b",
+        "http://example.com/..",
+        "http://example.com/..%2f..%2fx",
+        "http://example.com/a/%2e%2e%5Cb",
+        "http://example.com/a%2F.%2Fb",
+        "http://example.com//evil.com/",
+        "http://example.com/a b",
+        "http://example.com/%zz",
+        "http://example.com/?a=<b>",
+        "http:/example.com/",
+        "http:example.com/",
+        "//example.com/",
+        "ftp://example.com/",
+        "file:///etc/passwd",
+        "http://",
+        "http://[::1/",
+        "http://[example.com]/",
+    ],
+)
+def test_urls_two_parsers_could_read_apart_are_refused(url):
+    with pytest.raises(URLRefused):
+        parse_url(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://bücher.example/ä ö/[x]?q=a b&ids[]=1&f={c}|d",
+        "http://api.example/v1/items?filter=name eq 'x'&$top=5",
+        "https://gitlab.example/api/v4/projects/group%2Fproject/issues",
+        "http://[2001:4860:4860::8888]:8080/path?x=%41",
+    ],
+)
+def test_urls_as_httpx_sends_them_are_accepted(url):
+    import httpx
+
+    sent = str(httpx.URL(url))
+
+    assert parse_url(sent).url == sent

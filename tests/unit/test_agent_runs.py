@@ -7,7 +7,7 @@ import time
 import pytest
 
 from shared.agents.runs import _llm_overrides, output_warnings
-from shared.agents.sandbox.egress import EgressRefused, check_target, origin
+from shared.agents.sandbox.egress import EgressRefused, Rules, check_target
 from shared.platform import auth, service
 from shared.platform.errors import Unauthorized
 
@@ -80,12 +80,61 @@ def test_service_signatures_bind_body_and_time():
 )
 def test_egress_refuses_non_public_targets(url):
     with pytest.raises(EgressRefused):
-        check_target(url, frozenset())
+        check_target("GET", url, RULES)
 
 
-def test_egress_allows_listed_origins_and_public_addresses():
-    check_target(
-        "http://127.0.0.1:8000/agents/run-code/llm", frozenset({origin("http://127.0.0.1:8000")})
-    )
-    check_target("https://8.8.8.8/", frozenset())
-    assert origin("HTTPS://Example.com/x") == "https://example.com:443"
+RULES = Rules.build("http://127.0.0.1:8000", ("http://localhost:9000",))
+
+
+def test_egress_allows_callbacks_listed_origins_and_public_addresses():
+    target = check_target("POST", "http://127.0.0.1:8000/agents/run-code/llm", RULES)
+    assert (str(target.address), target.target) == ("127.0.0.1", "/agents/run-code/llm")
+    listed = check_target("GET", "http://LOCALHOST:9000/any/path?q=1", RULES)
+    assert (listed.host_header, listed.target) == ("localhost:9000", "/any/path?q=1")
+    assert str(check_target("GET", "https://8.8.8.8/", RULES).address) == "8.8.8.8"
+
+
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [
+        ("GET", "http://127.0.0.1:8000/agents/run-code/llm"),
+        ("POST", "http://127.0.0.1:8000/users/me"),
+        ("POST", "http://127.0.0.1:8000/agents/run-code/llm?x=1"),
+        ("POST", "http://127.0.0.1:8000/agents/run-code/llm/../../../users/me"),
+        ("POST", "http://127.0.0.1:9000\\@127.0.0.1:8000/agents/run-code/llm"),
+    ],
+)
+def test_egress_reaches_the_platform_only_at_callbacks(method, url):
+    with pytest.raises(EgressRefused):
+        check_target(method, url, RULES)
+
+
+def test_a_platform_url_with_a_path_prefixes_its_callbacks():
+    rules = Rules.build("https://api.example.com/v1/", ())
+
+    assert "/v1/mcp/call" in rules.callbacks
+    assert rules.platform == "https://api.example.com:443"
+
+
+def test_egress_resolves_once_and_pins_the_connection(monkeypatch):
+    import socket
+
+    import urllib3
+
+    from shared.platform.fetch import pinned_pool
+
+    answers = iter(["8.8.8.8", "127.0.0.1"])  # a rebinding name: public, then loopback
+    calls = []
+
+    def rebinding(host, port, *args, **kwargs):
+        calls.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+
+    target = check_target("GET", "https://rebind.example/x", RULES)
+    pool = pinned_pool(target, urllib3.Timeout(1))
+
+    assert calls == ["rebind.example"]
+    assert (pool.host, pool.port) == ("8.8.8.8", 443)
+    assert pool.conn_kw["server_hostname"] == "rebind.example"

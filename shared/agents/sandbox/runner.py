@@ -5,11 +5,19 @@ interpreter with an empty environment that has imported the agent runtime)
 and the egress proxy. Each run connects to the template, which forks a
 child for it; the runner then watches that child:
 
-- wall clock: past `wall_seconds` the run is killed;
-- processes: the run's process tree (its descendants, and anything in its
-  session) is counted every few milliseconds and killed when it grows past
-  `max_processes` (RLIMIT_NPROC is per uid and not enforced under gVisor);
-- output: at most `output_bytes + result_bytes` are read from the run;
+- one budget for the run's whole process tree (its descendants, and
+  anything in its session), read from /proc every 20 ms: past
+  `maxProcesses` processes, `maxTasks` tasks (processes and their threads)
+  or `memoryBytes` of memory for all processes together (resident memory,
+  and when that is over, the proportional share of shared pages, so pages
+  a fork shares with the template count once) the run is killed. cgroups
+  are not ours to use here and RLIMIT_NPROC is per uid and not enforced
+  under gVisor, so the supervisor keeps these; each process also has
+  RLIMIT_AS of `memoryBytes` as a second line;
+- disk: the run's only writable space is a tmpfs of `diskBytes` in its own
+  mount namespace (see `template.py`), gone with the run;
+- wall clock: past `wallSeconds` the run is killed;
+- output: at most `outputBytes + resultBytes` are read from the run;
 - end: the whole tree and its process group are killed, and the temporary
   working directory is removed.
 
@@ -38,9 +46,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from shared.agents.sandbox.egress import EgressProxy, origin
+from shared.agents.sandbox.egress import EgressProxy, Rules
 from shared.platform.config import get_settings
 from shared.platform.errors import Unavailable
 
@@ -51,6 +59,8 @@ _POLL_SECONDS = 0.02
 _KILL_ROUNDS = 200
 _LINE_MARGIN = 64 * 1024
 _PR_SET_DUMPABLE = 4
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+_PF_EXITING = 0x4  # the kernel's flag for a task inside exit (/proc/PID/stat field 9)
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,8 @@ class Limits:
     resultBytes: int  # noqa: N815
     wallSeconds: float  # noqa: N815
     maxProcesses: int  # noqa: N815
+    maxTasks: int  # noqa: N815
+    diskBytes: int  # noqa: N815
 
     @classmethod
     def from_settings(cls) -> Limits:
@@ -79,69 +91,171 @@ class Limits:
             resultBytes=s.sandbox_result_bytes,
             wallSeconds=s.sandbox_wall_seconds,
             maxProcesses=s.sandbox_max_processes,
+            maxTasks=s.sandbox_max_tasks,
+            diskBytes=s.sandbox_disk_mb * 1024 * 1024,
         )
 
 
-def _process_table() -> list[tuple[int, int, int, bool]]:
-    """(pid, ppid, session, alive) of every process; zombies are not alive."""
+class _Process(NamedTuple):
+    pid: int
+    ppid: int
+    session: int
+    alive: bool
+    threads: int
+    resident_pages: int
+
+
+def _process_table() -> list[_Process]:
+    """Every process, from one read of its /proc/PID/stat.
+
+    Zombies and exiting processes (killed, tearing down their namespaces in
+    the kernel; they never run user code again) are not alive.
+    """
     table = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
+            # os.open/os.read: a third of the cost of open(), and this runs every poll.
+            fd = os.open(f"/proc/{entry}/stat", os.O_RDONLY)
+            try:
+                fields = os.read(fd, 4096).rsplit(b")", 1)[1].split()
+            finally:
+                os.close(fd)
         except OSError:
             continue
-        table.append((int(entry), int(fields[1]), int(fields[3]), fields[0] not in (b"Z", b"X")))
+        table.append(
+            _Process(
+                pid=int(entry),
+                ppid=int(fields[1]),
+                session=int(fields[3]),
+                alive=fields[0] not in (b"Z", b"X") and not int(fields[6]) & _PF_EXITING,
+                threads=int(fields[17]),
+                resident_pages=int(fields[21]),
+            )
+        )
     return table
 
 
-def run_tree(root: int) -> set[int]:
+def _tree(root: int) -> list[_Process]:
     """The live processes of a run: the root, its descendants and its session."""
     table = _process_table()
     children: dict[int, list[int]] = {}
     members = set()
-    for pid, ppid, session, _ in table:
-        children.setdefault(ppid, []).append(pid)
-        if session == root:
-            members.add(pid)
-    stack = [root] if any(pid == root for pid, _, _, _ in table) else []
+    for process in table:
+        children.setdefault(process.ppid, []).append(process.pid)
+        if process.session == root:
+            members.add(process.pid)
+    stack = [root] if any(process.pid == root for process in table) else []
     while stack:
         pid = stack.pop()
         members.add(pid)
         stack.extend(children.get(pid, []))
-    alive = {pid for pid, _, _, live in table if live}
-    return members & alive
+    return [process for process in table if process.alive and process.pid in members]
+
+
+def run_tree(root: int) -> set[int]:
+    """The live processes of a run: the root, its descendants and its session."""
+    return {process.pid for process in _tree(root)}
+
+
+def _proportional_bytes(pid: int, resident_bytes: int) -> int:
+    """A process's proportional set size (shared pages divided among their sharers).
+
+    Falls back to its resident size when /proc/PID/smaps_rollup cannot be
+    read (the process is gone, or the kernel has none).
+    """
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as rollup:
+            for line in rollup:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return resident_bytes
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a run's whole tree holds at one moment."""
+
+    processes: int
+    tasks: int
+    memory_bytes: int
+
+
+def _memfd_bytes(pids: list[int]) -> int:
+    """Memory held by the memfds (anonymous memory files) the processes have open, each once.
+
+    Such a file is memory that shows in no process's resident size until it
+    is mapped, and lives on no file system of the run's disk budget.
+    """
+    total = 0
+    seen: set[tuple[int, int]] = set()
+    for pid in pids:
+        folder = f"/proc/{pid}/fd"
+        try:
+            fds = os.listdir(folder)
+        except OSError:
+            continue
+        for fd in fds:
+            path = f"{folder}/{fd}"
+            try:
+                if not os.readlink(path).startswith("/memfd:"):
+                    continue
+                info = os.stat(path)
+            except OSError:
+                continue
+            if (info.st_dev, info.st_ino) not in seen:
+                seen.add((info.st_dev, info.st_ino))
+                total += info.st_blocks * 512
+    return total
+
+
+def tree_usage(root: int, memory_budget: int) -> Usage:
+    """Processes, tasks (threads of all processes) and memory of a run's whole tree.
+
+    Memory is the resident size of all processes together plus the memfds
+    they hold; only when that is over `memory_budget` is the proportional
+    set size read in place of the resident size (pages a fork shares with
+    its parent or the template count once), which is exact but walks every
+    process's page tables.
+    """
+    tree = _tree(root)
+    held = _memfd_bytes([process.pid for process in tree])
+    memory = held + sum(process.resident_pages for process in tree) * _PAGE_BYTES
+    if memory > memory_budget:
+        memory = held + sum(
+            _proportional_bytes(process.pid, process.resident_pages * _PAGE_BYTES)
+            for process in tree
+        )
+    return Usage(len(tree), sum(process.threads for process in tree), memory)
 
 
 def kill_tree(root: int) -> None:
-    """Kill every process of a run's tree, the root last.
+    """Kill every process of a run's tree, and return once none of it can run again.
 
-    The root is stopped first: it cannot fork any more, and as the run's
-    child subreaper it keeps every orphan of the run in its tree until the
-    rest is dead.
+    The root is stopped first, so it cannot fork any more; then every
+    process of the tree (its process group too) is killed, and whatever a
+    later scan still finds alive (a child forked just before its parent
+    died, reparented to the root or the template, both subreapers) is killed
+    again. In the isolated modes the run's PID namespace dies with its first
+    process, the kernel killing the rest. Processes already inside exit
+    count as dead (see `_process_table`).
     """
     with contextlib.suppress(OSError):
         os.kill(root, signal.SIGSTOP)
     for _ in range(_KILL_ROUNDS):
-        others = run_tree(root) - {root}
-        if not others:
-            break
-        for pid in others:
+        tree = run_tree(root)
+        if not tree:
+            return
+        for pid in tree:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.killpg(root, signal.SIGKILL)
         time.sleep(0.001)
-    else:
-        logger.error("sandbox run tree survived killing", extra={"root": root})
-    with contextlib.suppress(OSError):
-        os.killpg(root, signal.SIGKILL)
-    with contextlib.suppress(OSError):
-        os.kill(root, signal.SIGKILL)
-    for _ in range(_KILL_ROUNDS):
-        if not run_tree(root):
-            return
-        time.sleep(0.001)
+    logger.error("sandbox run tree survived killing", extra={"root": root})
 
 
 class Runner:
@@ -190,13 +304,9 @@ class Runner:
             self.root.chmod(0o711)
             if self._proxy is None:
                 settings = get_settings()
-                urls = [
-                    settings.platform_url,
-                    *settings.sandbox_egress_allowlist,
-                    *self._extra_origins,
-                ]
-                allowed = frozenset(origin(url) for url in urls)
-                self._proxy = EgressProxy(self.egress_socket, allowed)
+                allowed = (*settings.sandbox_egress_allowlist, *self._extra_origins)
+                rules = Rules.build(settings.platform_url, allowed)
+                self._proxy = EgressProxy(self.egress_socket, rules)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.template_socket)
             template = subprocess.Popen(  # noqa: S603 - our own interpreter and script
@@ -207,6 +317,10 @@ class Runner:
                     str(_HERE / "compat"),
                     self.template_socket,
                 ],
+                # The very binary this process runs, named as `sys.executable` so it finds
+                # the same environment: the path itself may cross directories this uid
+                # cannot search (an interpreter under another user's home).
+                executable="/proc/self/exe",
                 env={},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -330,7 +444,7 @@ def _outcome(done: Any) -> dict[str, Any]:
 
 
 class _Watch:
-    """Reads a run's messages while enforcing its wall clock, process and output limits."""
+    """Reads a run's messages while keeping its budget (wall clock, tasks, memory, output)."""
 
     def __init__(self, conn: socket.socket, limits: Limits) -> None:
         self.conn = conn
@@ -346,8 +460,8 @@ class _Watch:
             if time.monotonic() > self._deadline:
                 self.failure = f"Timed out after {self.limits.wallSeconds:g} seconds"
                 return
-            if self.root is not None and len(run_tree(self.root)) > self.limits.maxProcesses:
-                self.failure = f"Process limit exceeded ({self.limits.maxProcesses})"
+            if self.root is not None and (failure := self._over_budget(self.root)):
+                self.failure = failure
                 return
             ready, _, _ = select.select([self.conn], [], [], _POLL_SECONDS)
             if not ready:
@@ -369,6 +483,17 @@ class _Watch:
                     return
                 if isinstance(message, dict):
                     yield message
+
+    def _over_budget(self, root: int) -> str | None:
+        limits = self.limits
+        usage = tree_usage(root, limits.memoryBytes)
+        if usage.processes > limits.maxProcesses:
+            return f"Process limit exceeded ({limits.maxProcesses})"
+        if usage.tasks > limits.maxTasks:
+            return f"Task limit exceeded ({limits.maxTasks} processes and threads)"
+        if usage.memory_bytes > limits.memoryBytes:
+            return f"Memory limit exceeded ({limits.memoryBytes // (1024 * 1024)} MB for the run)"
+        return None
 
 
 _runners: dict[str, Runner] = {}

@@ -8,12 +8,20 @@ the child:
 1. writes `{"pid": ...}` so the host can supervise it;
 2. becomes a session leader (its own process group) and a child subreaper,
    so everything it starts stays in its process tree;
-3. when the template runs as root: enters new mount and network namespaces
-   (the only way out is the egress proxy's Unix socket), binds its working
-   directory over /tmp, /var/tmp and /dev/shm, and drops to an unprivileged
-   uid; otherwise it keeps the host's uid and network (the runner reports this);
+3. enters new mount, network, IPC and PID namespaces (and a user namespace
+   when the template is not root); the only way out is the egress proxy's
+   Unix socket. Its working directory becomes a tmpfs of `diskBytes` (in
+   the run's mount namespace only, so the host's directory stays empty and
+   the files die with the run), bound over /tmp, /var/tmp and /dev/shm;
+   every other mount is made read-only. In its IPC namespace SysV shared
+   memory is removed as soon as no process holds it (so it stays inside
+   the memory budget) and no SysV message queue can be made; these settings
+   are out of the run's reach, and it can make no user (so no IPC)
+   namespace of its own. Then it drops to an unprivileged uid in a user
+   namespace of that uid alone (root host), or enters a second user
+   namespace as the host's uid (other hosts), and drops every capability;
 4. applies CPU, address-space, file-size and open-file limits, clears the
-   environment and changes into its temporary working directory;
+   environment and changes into its working directory;
 5. runs `async def run(input_dict, tools)` with the compatibility globals,
    streaming trace events and finally one `{"done": ...}` line;
 6. waits to be killed by the host, which kills the whole process tree.
@@ -27,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import io
 import json
 import os
@@ -38,6 +47,7 @@ import traceback
 from typing import Any
 
 _CLONE_NEWNS = 0x00020000
+_CLONE_NEWIPC = 0x08000000
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWNET = 0x40000000
 _CLONE_NEWPID = 0x20000000
@@ -50,7 +60,16 @@ _MS_REC = 0x4000
 _MS_PRIVATE = 0x40000
 _MS_BIND = 0x1000
 _CAPABILITY_VERSION_3 = 0x20080522
+# mount_setattr(2): the same number on x86-64 and arm64 (the generic table).
+_SYS_MOUNT_SETATTR = 442
+_AT_FDCWD = -100
+_AT_RECURSIVE = 0x8000
+_MOUNT_ATTR_RDONLY = 0x1
 _PR_SET_DUMPABLE = 4
+# One inode of the run's tmpfs per this many bytes of its size (bounds empty files).
+_BYTES_PER_INODE = 16 * 1024
+# Settings of the run's own IPC namespace (see the module docstring).
+_IPC_SETTINGS = (("shm_rmid_forced", "1"), ("msgmni", "0"))
 # Kernel file systems that refuse a bind remount in a user namespace; their
 # files are guarded by capabilities the run does not have.
 _PSEUDO_FILESYSTEMS = {"proc", "sysfs"}
@@ -162,9 +181,19 @@ def _check(result: int, what: str) -> None:
 
 
 def _bind_run_dir(libc: ctypes.CDLL, request: dict[str, Any]) -> None:
-    """Bind the egress socket into the run's directory, and that over the shared temp dirs."""
+    """Mount the run's tmpfs on its directory, bind the egress socket in, and it over temp dirs.
+
+    Afterwards the run's tmpfs is reachable only at the temp dirs, and the
+    runner's directory above it is an empty read-only tmpfs.
+    """
     workdir, context = request["workdir"], request["context"]
     _check(libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "mount private")
+    size = int(request["limits"]["diskBytes"])
+    uid, gid = request["owner"]
+    inodes = max(size // _BYTES_PER_INODE, 64)
+    options = f"size={size},nr_inodes={inodes},mode=0700,uid={uid},gid={gid}"
+    flags = _MS_NOSUID | _MS_NODEV
+    _check(libc.mount(b"tmpfs", workdir.encode(), b"tmpfs", flags, options.encode()), "mount tmpfs")
     inside = os.path.join(workdir, _EGRESS_NAME)
     with open(inside, "wb"):
         pass
@@ -178,6 +207,17 @@ def _bind_run_dir(libc: ctypes.CDLL, request: dict[str, Any]) -> None:
                 libc.mount(workdir.encode(), shadowed.encode(), None, _MS_BIND | _MS_REC, None),
                 f"bind {shadowed}",
             )
+    # The runner's directory (the template's socket, the other runs' directories) is
+    # out of sight: under a temp dir it is shadowed already; elsewhere (SANDBOX_WORK_ROOT)
+    # an empty read-only tmpfs covers it.
+    runner_dir = os.path.dirname(workdir)
+    if not any(runner_dir.startswith(d + "/") for d in _SHADOWED_DIRS):
+        _check(
+            libc.mount(
+                b"tmpfs", runner_dir.encode(), b"tmpfs", _MS_RDONLY | flags | _MS_NOEXEC, b"size=4k"
+            ),
+            "hide the runner's directory",
+        )
     context["egressSocket"] = os.path.join(_SHADOWED_DIRS[-1], _EGRESS_NAME)
     request["workdir"] = _SHADOWED_DIRS[-1]
 
@@ -194,20 +234,55 @@ def _mounts() -> list[tuple[str, set[str], str]]:
     return found
 
 
-def _read_only_everywhere(libc: ctypes.CDLL) -> None:
-    """Remount every mount read-only except the run's own directory (and what is inside it)."""
+class _MountAttr(ctypes.Structure):
+    _fields_ = (
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    )
+
+
+def _read_only_everywhere(libc: ctypes.CDLL, writable: tuple[str, ...]) -> None:
+    """Make every mount read-only except the mounts at `writable` (the run's tmpfs binds).
+
+    One `mount_setattr` over the whole tree, then one per writable mount;
+    where the kernel has no `mount_setattr`, a bind remount of each mount.
+    """
+    read_only = _MountAttr(_MOUNT_ATTR_RDONLY, 0, 0, 0)
+    size = ctypes.sizeof(_MountAttr)
+    everything = libc.syscall(
+        _SYS_MOUNT_SETATTR, _AT_FDCWD, b"/", _AT_RECURSIVE, ctypes.byref(read_only), size
+    )
+    if everything != 0:
+        if ctypes.get_errno() != errno.ENOSYS:
+            _check(everything, "read-only /")
+        _remount_read_only(libc, writable)
+        return
+    read_write = _MountAttr(0, _MOUNT_ATTR_RDONLY, 0, 0)
+    for point in writable:
+        if os.path.isdir(point):
+            result = libc.syscall(
+                _SYS_MOUNT_SETATTR, _AT_FDCWD, point.encode(), 0, ctypes.byref(read_write), size
+            )
+            _check(result, f"writable {point}")
+
+
+def _remount_read_only(libc: ctypes.CDLL, writable: tuple[str, ...]) -> None:
+    """Remount every mount read-only except those at or under `writable`, one by one."""
     flags = {"nosuid": _MS_NOSUID, "nodev": _MS_NODEV, "noexec": _MS_NOEXEC}
     flags |= {"noatime": 1024, "nodiratime": 2048}
     flags["relatime"] = 1 << 21
     for point, options, kind in _mounts():
-        inside = any(point == d or point.startswith(d + "/") for d in _SHADOWED_DIRS)
+        inside = any(point == d or point.startswith(d + "/") for d in writable)
         if inside or "ro" in options:
             continue
         extra = sum(bit for name, bit in flags.items() if name in options)
         result = libc.mount(
             None, point.encode(), None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | extra, None
         )
-        if result != 0 and kind not in _PSEUDO_FILESYSTEMS:
+        # A point that no longer resolves is covered by another mount, out of the run's reach.
+        if result != 0 and kind not in _PSEUDO_FILESYSTEMS and ctypes.get_errno() != errno.ENOENT:
             _check(result, f"read-only {point}")
 
 
@@ -217,28 +292,35 @@ def _drop_capabilities(libc: ctypes.CDLL) -> None:
     _check(libc.capset(ctypes.byref(header), data), "capset")
 
 
-def _unshare(request: dict[str, Any]) -> None:
-    """Create the run's namespaces: mount, network and PID (and user, without root).
-
-    Root host: the run later drops to an unprivileged uid. Other hosts: a
-    user namespace maps the host's uid to itself and brings the rest.
-    """
-    libc = _libc()
-    if request["isolation"] == "root":
-        uid = int(request["uid"])
-        os.chown(request["workdir"], uid, uid)
-        _check(libc.unshare(_CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWPID), "unshare")
-        return
-    uid, gid = os.getuid(), os.getgid()
-    flags = _CLONE_NEWUSER | _CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWPID
-    _check(libc.unshare(flags), "unshare")
+def _map_ids(inside: tuple[int, int], outside: tuple[int, int]) -> None:
+    """Map one uid and gid of a new user namespace (the only mapping an unprivileged one gets)."""
     for name, text in (
         ("setgroups", "deny"),
-        ("uid_map", f"{uid} {uid} 1"),
-        ("gid_map", f"{gid} {gid} 1"),
+        ("uid_map", f"{inside[0]} {outside[0]} 1"),
+        ("gid_map", f"{inside[1]} {outside[1]} 1"),
     ):
         with open(f"/proc/self/{name}", "w") as mapping:
             mapping.write(text)
+
+
+def _unshare(request: dict[str, Any]) -> None:
+    """Create the run's namespaces: mount, network, IPC and PID (and user, without root).
+
+    Root host: the run later drops to an unprivileged uid. Other hosts: a
+    user namespace maps the host's uid to root, so the set-up can write the
+    IPC namespace's settings; `_enter` then leaves root behind.
+    """
+    libc = _libc()
+    flags = _CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWIPC | _CLONE_NEWPID
+    if request["isolation"] == "root":
+        uid = int(request["uid"])
+        request["owner"] = (uid, uid)
+        _check(libc.unshare(flags), "unshare")
+        return
+    request["host_ids"] = (os.getuid(), os.getgid())
+    request["owner"] = (0, 0)
+    _check(libc.unshare(_CLONE_NEWUSER | flags), "unshare")
+    _map_ids((0, 0), request["host_ids"])
 
 
 def _become_pid_one() -> None:
@@ -256,25 +338,52 @@ def _become_pid_one() -> None:
 
 
 def _enter(request: dict[str, Any]) -> None:
-    """Inside the namespaces: the run's directory, a fresh /proc, then no privileges.
+    """Inside the namespaces: the run's tmpfs, a fresh /proc, a read-only rest, no privileges.
 
-    Root host: drop to `uid`. Other hosts: the run keeps the host's uid, so
-    the whole file system is made read-only (the run's directory aside) and
-    every capability of the namespace is dropped, so nothing can be remounted.
+    Root host: drop to `uid`, then enter a user namespace of that uid alone.
+    Other hosts: enter a nested user namespace as the host's uid (the mounts
+    made above are locked there). Either way every capability is dropped
+    (nothing can be remounted), and the run can make no user namespace, so
+    no IPC namespace of its own where the IPC settings would not hold.
     """
     libc = _libc()
     _bind_run_dir(libc, request)
     _check(
         libc.mount(b"proc", b"/proc", b"proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None), "proc"
     )
+    for name, value in _IPC_SETTINGS:
+        _write_setting(f"kernel/{name}", value)
+    if request["isolation"] == "userns":
+        # The nested user namespace below, and no other.
+        _write_setting("user/max_user_namespaces", "1")
+        # The run keeps the host's uid, the owner of its namespaces' settings: a
+        # read-only /proc/sys fixes them.
+        _check(libc.mount(b"/proc/sys", b"/proc/sys", None, _MS_BIND, None), "bind /proc/sys")
+        remount = _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
+        _check(libc.mount(None, b"/proc/sys", None, remount, None), "read-only /proc/sys")
+    # The run's own /proc stays as mounted: the user namespace is set up through it,
+    # and its files are guarded by uid and capabilities the run does not have.
+    _read_only_everywhere(libc, (*_SHADOWED_DIRS, "/proc"))
     if request["isolation"] == "root":
         uid = int(request["uid"])
         os.setgroups([])
         os.setgid(uid)
         os.setuid(uid)
-        return
-    _read_only_everywhere(libc)
+        # The uid change made the process non-dumpable, its /proc/self root's; it maps
+        # its own namespace through /proc/self (and `_prepare` makes it non-dumpable again).
+        libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)
+        _check(libc.unshare(_CLONE_NEWUSER), "unshare user")
+        _map_ids((uid, uid), (uid, uid))
+        _write_setting("user/max_user_namespaces", "0")
+    else:
+        _check(libc.unshare(_CLONE_NEWUSER), "unshare user")
+        _map_ids(request["host_ids"], (0, 0))
     _drop_capabilities(libc)
+
+
+def _write_setting(name: str, value: str) -> None:
+    with open(f"/proc/sys/{name}", "w") as setting:
+        setting.write(value)
 
 
 def _apply_limits(limits: dict[str, int]) -> None:
@@ -364,7 +473,12 @@ def _prepare(request: dict[str, Any]) -> None:
         _become_pid_one()
         _enter(request)
     _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    _libc().prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+    if request["isolation"] != "userns":
+        # A root host's runs share their uid with other processes of the machine. In a
+        # user namespace the uid is the host's own, no other run can see this one's
+        # processes (PID namespaces), and the host must read their /proc/PID/fd and
+        # smaps_rollup to keep the memory budget, so the run stays dumpable.
+        _libc().prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
     os.chdir(request["workdir"])
     os.environ.clear()
     signal.signal(signal.SIGXCPU, _on_cpu_limit)
