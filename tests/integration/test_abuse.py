@@ -1,0 +1,138 @@
+"""Abuse resistance, tried from outside as a throwaway account would.
+
+Three classes, each with its siblings: inputs no parser chokes on (numbers,
+nesting, text, headers), ids no one can squat or probe (sessions are per
+owner), ratings and other users' state no stranger can move (referrals,
+close-loop, notifications), and the rate limits on what a throwaway account
+can do cheaply.
+"""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from devstack.tokens import mint_token
+from shared.platform import clients
+from tests.integration.helpers import sign_up
+
+JSON = {"Content-Type": "application/json"}
+HUGE_INT = "1" * 5_000  # above CPython's 4,300-digit conversion guard
+LONG_FRACTION = "0." + "1" * 5_000
+LONG_EXPONENT = "1e" + "9" * 5_000
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+# Inputs: any body the JSON layer cannot turn into values is a 422, never a 500,
+# on open routes before authentication and on authenticated ones alike.
+
+OPEN_ROUTES = [
+    ("/auth/send-code", '{"phone": %s}'),
+    ("/auth/verify-code", '{"phone": "+12015550100", "code": %s}'),
+    ("/auth/logout", '{"token": %s}'),
+    ("/log/client", '{"eventType": "e", "metadata": {"n": %s}}'),
+]
+
+
+@pytest.mark.parametrize("number", [HUGE_INT, "-" + HUGE_INT, LONG_FRACTION, LONG_EXPONENT])
+@pytest.mark.parametrize(("path", "template"), OPEN_ROUTES)
+def test_numbers_the_parser_refuses_are_422_on_open_routes(stack, path, template, number):
+    response = requests.post(
+        stack.url(path), data=(template % number).encode(), headers=JSON, timeout=10
+    )
+
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"][0] == "body"
+
+
+@pytest.mark.parametrize("number", [HUGE_INT, "9" * 25, LONG_FRACTION])
+def test_numbers_the_parser_refuses_are_422_with_their_place(stack, unique, number):
+    user = mint_token(f"n-{unique}@example.com")
+    requests.get(stack.url("/users/me"), headers=bearer(user.id_token), timeout=10)
+    body = '{"responseCost": 0.1, "metadata": {"n": [1, ' + number + "]}}"
+
+    response = requests.post(
+        stack.url("/users/me/usage"),
+        data=body.encode(),
+        headers={**bearer(user.id_token), **JSON},
+        timeout=10,
+    )
+
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["body", "metadata", "n", 1]
+    ledger = clients.firestore().collection("accounts").document(user.uid).collection("usage")
+    assert not list(ledger.stream())
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "[" * 100_000,  # unclosed and deeper than any parser recursion
+        '{"a":' * 50 + "1" + "}" * 50,  # well formed, deeper than MAX_JSON_DEPTH
+        '"\\ud800"',
+        "\ufeff{}",
+    ],
+)
+def test_unreadable_bodies_are_422_before_authentication(stack, raw):
+    response = requests.post(
+        stack.url("/auth/send-code"), data=raw.encode(), headers=JSON, timeout=10
+    )
+
+    assert response.status_code == 422, response.text
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [("Content-Length", "9" * 5_000), ("Content-Length", "-1"), ("Content-Length", "1e3")],
+)
+def test_malformed_length_headers_are_4xx(stack, header, value):
+    from http.client import HTTPConnection
+    from urllib.parse import urlsplit
+
+    target = urlsplit(stack.url("/auth/send-code"))
+    connection = HTTPConnection(target.hostname, target.port, timeout=10)
+    connection.putrequest("POST", target.path)
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader(header, value)
+    connection.endheaders()
+    connection.send(b'{"phone": "+12015550100"}')
+    status = connection.getresponse().status
+    connection.close()
+
+    assert 400 <= status < 500
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/users/me/export", {"maxItems": HUGE_INT}),
+        ("/users/me/export", {"maxItems": "1e3"}),
+        ("/users/me/export", {"maxItems": "Infinity"}),
+        ("/users/check-phone", {"phone": "1" * 5_000}),
+    ],
+)
+def test_numbers_and_lengths_in_query_strings_are_422(stack, path, params):
+    alice = sign_up(stack)
+
+    response = requests.get(stack.url(path), params=params, headers=alice.headers, timeout=10)
+
+    assert response.status_code == 422, response.text
+
+
+def test_nul_and_non_nfc_text_are_stored_as_sent(stack):
+    decomposed = "Zoe\u0301"
+    alice = sign_up(stack)
+
+    response = requests.put(
+        stack.url(f"/users/{alice.user_id}"),
+        json={"bio": "a\u0000b", "location": decomposed},
+        headers=alice.headers,
+        timeout=10,
+    )
+
+    assert response.status_code == 200, response.text
+    stored = requests.get(stack.url(f"/users/{alice.user_id}"), headers=alice.headers, timeout=10)
+    assert (stored.json()["bio"], stored.json()["location"]) == ("a\u0000b", decomposed)
