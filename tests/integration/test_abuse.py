@@ -136,3 +136,55 @@ def test_nul_and_non_nfc_text_are_stored_as_sent(stack):
     assert response.status_code == 200, response.text
     stored = requests.get(stack.url(f"/users/{alice.user_id}"), headers=alice.headers, timeout=10)
     assert (stored.json()["bio"], stored.json()["location"]) == ("a\u0000b", decomposed)
+
+
+# Ids a client chooses: sessions are per owner, so an id is never taken from its
+# later owner, and another user's session is answered exactly like a missing one.
+
+SESSION_CONFIG = {"provider": "openai", "model": "gpt-4.1-mini", "parameters": {}}
+OTHER_CONFIG = {"provider": "openai", "model": "gpt-4.1-mini", "parameters": {"temperature": 1}}
+
+
+def session_call(stack, who, method: str, session_id: str, config=None) -> requests.Response:
+    path = f"/sessions/{session_id}" + ("" if method == "DELETE" else "/config")
+    return requests.request(method, stack.url(path), json=config, headers=who.headers, timeout=10)
+
+
+def test_a_session_id_taken_first_by_a_stranger_does_not_block_its_owner(stack, unique):
+    mallory, alice = sign_up(stack), sign_up(stack)
+
+    squat = session_call(stack, mallory, "POST", unique, OTHER_CONFIG)
+    owner = session_call(stack, alice, "POST", unique, SESSION_CONFIG)
+
+    assert (squat.status_code, owner.status_code) == (200, 200), owner.text
+    assert session_call(stack, alice, "GET", unique).json() == SESSION_CONFIG
+    assert session_call(stack, mallory, "GET", unique).json() == OTHER_CONFIG
+    assert session_call(stack, alice, "DELETE", unique).status_code == 200
+    assert session_call(stack, mallory, "GET", unique).json() == OTHER_CONFIG
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
+def test_another_users_session_answers_like_a_missing_one(stack, unique, method):
+    alice, mallory = sign_up(stack), sign_up(stack)
+    assert session_call(stack, alice, "POST", unique, SESSION_CONFIG).status_code == 200
+    config = OTHER_CONFIG if method == "POST" else None
+
+    taken = session_call(stack, mallory, method, unique, config)
+    free = session_call(stack, mallory, method, f"free{unique}", config)
+
+    assert taken.status_code == free.status_code, taken.text
+    assert taken.json() == {**free.json(), **({"session_id": unique} if method == "POST" else {})}
+    assert session_call(stack, alice, "GET", unique).json() == SESSION_CONFIG
+
+
+def test_an_admin_reads_only_their_own_sessions_by_id(stack, unique):
+    alice = sign_up(stack)
+    minted = mint_token(f"admin-{unique}@example.com", admin=True)
+    admin = type("Admin", (), {"headers": bearer(minted.id_token)})()
+    session_call(stack, alice, "POST", unique, SESSION_CONFIG)
+
+    read = session_call(stack, admin, "GET", unique)
+    removed = session_call(stack, admin, "DELETE", unique)
+
+    assert (read.status_code, removed.status_code) == (404, 404)
+    assert session_call(stack, alice, "GET", unique).json() == SESSION_CONFIG

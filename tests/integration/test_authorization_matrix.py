@@ -158,7 +158,8 @@ CASES: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ("PUT", "/admin/users/{user_id:id}"): (ADMIN, {"json": {}}),
     ("POST", "/chat"): (OWN, {"json": {}}),
     ("GET", "/chat/{ticket_id:id}"): (OWNED, {}),
-    ("POST", "/sessions/{session_id:id}/config"): (OWNED, {"json": SESSION_CONFIG}),
+    # Sessions are per owner: the victim's id names the caller's own session.
+    ("POST", "/sessions/{session_id:id}/config"): (OWN, {"json": SESSION_CONFIG}),
     ("GET", "/sessions/{session_id:id}/config"): (OWNED, {}),
     ("DELETE", "/sessions/{session_id:id}"): (OWNED, {}),
     ("POST", "/storage/upload-photo"): (OWNED, PHOTO_FORM),
