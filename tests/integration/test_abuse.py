@@ -14,7 +14,14 @@ import requests
 
 from devstack.tokens import mint_token
 from shared.platform import clients
-from tests.integration.helpers import sign_up
+from shared.platform.config import get_settings
+from tests.integration.helpers import (
+    confirm_referral,
+    phone_token,
+    random_number,
+    sign_up,
+)
+from tests.integration.test_privacy import fixed_number_token, wait_deleted
 
 JSON = {"Content-Type": "application/json"}
 HUGE_INT = "1" * 5_000  # above CPython's 4,300-digit conversion guard
@@ -188,3 +195,180 @@ def test_an_admin_reads_only_their_own_sessions_by_id(stack, unique):
 
     assert (read.status_code, removed.status_code) == (404, 404)
     assert session_call(stack, alice, "GET", unique).json() == SESSION_CONFIG
+
+
+# Ratings, matches and notifications: a referral claimed by the referred user alone
+# changes nothing of the referrer's until the referrer takes part.
+
+
+def elo(user_id: str) -> int:
+    return clients.firestore().collection("users").document(user_id).get().get("elo")
+
+
+def close_loop(stack, who, source: str, target: str, outcome: str) -> requests.Response:
+    return requests.post(
+        stack.url("/users/close-loop"),
+        params={"sourceId": source, "targetId": target},
+        json={"outcome": outcome},
+        headers=who.headers,
+        timeout=30,
+    )
+
+
+def test_throwaway_referrals_cannot_move_the_referrers_rating(stack):
+    victim = sign_up(stack)
+    throwaways = [sign_up(stack, metadata={"referredBy": victim.user_id}) for _ in range(4)]
+
+    answers = [
+        close_loop(stack, mallory, victim.user_id, mallory.user_id, outcome)
+        for mallory in throwaways
+        for outcome in ("declined", "accepted", "no_response")
+    ]
+
+    assert {answer.status_code for answer in answers} == {409}, answers[0].text
+    assert elo(victim.user_id) == 1600
+    stored = [match.to_dict() for match in clients.firestore().collection("matches").stream()]
+    assert {(m["status"], m["confirmed"]) for m in stored} == {("open", False)}
+    assert not list(clients.firestore().collection("notifications").stream())
+
+
+def test_a_referral_counts_once_its_referrer_confirms_it(stack):
+    referrer = sign_up(stack)
+    friend = sign_up(stack, metadata={"referredBy": referrer.user_id})
+
+    confirmed = confirm_referral(stack, referrer, friend)
+    again = confirm_referral(stack, referrer, friend)
+    closed = close_loop(stack, friend, referrer.user_id, friend.user_id, "declined")
+
+    assert confirmed.status_code == 200, confirmed.text
+    assert confirmed.json() == again.json()
+    assert confirmed.json()["confirmed"] is True
+    assert closed.status_code == 200, closed.text
+    assert (elo(referrer.user_id), elo(friend.user_id)) == (1584, 1616)
+
+
+def test_the_referrer_closing_an_unconfirmed_referral_takes_part(stack):
+    referrer = sign_up(stack)
+    friend = sign_up(stack, metadata={"referredBy": referrer.user_id})
+
+    closed = close_loop(stack, referrer, referrer.user_id, friend.user_id, "accepted")
+
+    assert closed.status_code == 200, closed.text
+    assert (elo(referrer.user_id), elo(friend.user_id)) == (1616, 1584)
+
+
+def test_only_the_referrer_may_confirm_a_referral(stack):
+    referrer, stranger = sign_up(stack), sign_up(stack)
+    friend = sign_up(stack, metadata={"referredBy": referrer.user_id})
+
+    by_referred = confirm_referral(stack, referrer, friend, caller=friend)
+    by_stranger = confirm_referral(stack, referrer, friend, caller=stranger)
+    reversed_roles = confirm_referral(stack, friend, referrer)
+    no_referral = confirm_referral(stack, referrer, stranger)
+
+    assert (by_referred.status_code, by_stranger.status_code) == (403, 403)
+    assert (reversed_roles.status_code, no_referral.status_code) == (404, 404)
+    match = next(iter(clients.firestore().collection("matches").stream())).to_dict()
+    assert match["confirmed"] is False and match["claimedBy"] == friend.user_id
+
+
+def test_an_archetype_cannot_be_named_as_referrer(stack, unique):
+    creator = sign_up(stack)
+    admin = bearer(mint_token(f"admin-{unique}@example.com", admin=True).id_token)
+    archetype = requests.post(
+        stack.url("/users"),
+        json={"name": {"first": "Arch"}, "metadata": {"archetype": True}},
+        headers=admin,
+        timeout=10,
+    ).json()["userId"]
+    clients.firestore().collection("users").document(archetype).update(
+        {"metadata.referredBy": creator.user_id}
+    )
+    matches_before = len(list(clients.firestore().collection("matches").stream()))
+
+    response = requests.post(
+        stack.url("/users"),
+        json={"metadata": {"referredBy": archetype}},
+        headers=bearer(phone_token(stack, random_number())["token"]),
+        timeout=10,
+    )
+
+    assert response.status_code == 422, response.text
+    assert len(list(clients.firestore().collection("matches").stream())) == matches_before
+
+
+# Rate limits on what a throwaway account can do cheaply: 429 with Retry-After.
+
+
+@pytest.fixture
+def limits(monkeypatch):
+    def apply(**values: int) -> None:
+        for name, value in values.items():
+            monkeypatch.setenv(name, str(value))
+        get_settings.cache_clear()
+
+    yield apply
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def create_profile(stack, token: str, **body) -> requests.Response:
+    return requests.post(stack.url("/users"), json=body, headers=bearer(token), timeout=10)
+
+
+def assert_limited(response: requests.Response) -> None:
+    assert response.status_code == 429, response.text
+    assert 0 < int(response.headers["Retry-After"]) <= 86_400
+
+
+def test_profiles_per_address_are_limited(stack, limits):
+    limits(PROFILES_PER_IP_PER_DAY=2)
+    tokens = [phone_token(stack, random_number())["token"] for _ in range(3)]
+
+    answers = [create_profile(stack, token) for token in tokens]
+
+    assert [a.status_code for a in answers[:2]] == [201, 201]
+    assert_limited(answers[2])
+    assert len(list(clients.firestore().collection("users").stream())) == 2
+
+
+def test_profiles_per_phone_are_limited_across_deletions(stack, limits):
+    limits(PROFILES_PER_PHONE_PER_DAY=1)
+    first = fixed_number_token(stack)["token"]
+    user_id = create_profile(stack, first).json()["userId"]
+    deleted = requests.delete(stack.url("/users/me"), headers=bearer(first), timeout=10)
+    assert deleted.status_code == 202, deleted.text
+    wait_deleted(user_id)
+
+    again = create_profile(stack, fixed_number_token(stack)["token"])
+
+    assert_limited(again)
+    assert not list(clients.firestore().collection("users").stream())
+
+
+@pytest.mark.parametrize("setting", ["REFERRALS_PER_REFERRER_PER_DAY", "REFERRALS_PER_IP_PER_DAY"])
+def test_referral_matches_per_day_are_limited(stack, limits, setting):
+    victim = sign_up(stack)
+    limits(**{setting: 2})
+    tokens = [phone_token(stack, random_number())["token"] for _ in range(3)]
+
+    answers = [
+        create_profile(stack, token, metadata={"referredBy": victim.user_id}) for token in tokens
+    ]
+
+    assert [a.status_code for a in answers[:2]] == [201, 201]
+    assert_limited(answers[2])
+    assert len(list(clients.firestore().collection("matches").stream())) == 2
+    assert len(list(clients.firestore().collection("users").stream())) == 3
+
+
+def test_augmentation_runs_per_day_are_limited(stack, limits):
+    limits(AUGMENTATIONS_PER_USER_PER_DAY=1)
+    alice = sign_up(stack)
+    path = stack.url(f"/users/{alice.user_id}/augment")
+
+    first = requests.post(path, headers=alice.headers, timeout=30)
+    second = requests.post(path, headers=alice.headers, timeout=30)
+
+    assert first.status_code == 200, first.text
+    assert_limited(second)
