@@ -129,6 +129,22 @@ def test_numbers_and_lengths_in_query_strings_are_422(stack, path, params):
     assert response.status_code == 422, response.text
 
 
+@pytest.mark.parametrize("value", [HUGE_INT, LONG_FRACTION, "[" * 5_000 + "]" * 5_000])
+def test_webhook_bodies_no_parser_can_read_are_422(stack, limits, value):
+    limits(LOOPMESSAGE_WEBHOOK_SECRET="hook-secret")
+    body = '{"event": "message_inbound", "webhook_id": "w", "contact": ' + value + "}"
+
+    response = requests.post(
+        stack.url("/agent/webhook"),
+        data=body.encode(),
+        headers={"Authorization": "hook-secret", **JSON},
+        timeout=10,
+    )
+
+    assert response.status_code == 422, response.text
+    assert not list(clients.firestore().collection("webhook_events").stream())
+
+
 def test_nul_and_non_nfc_text_are_stored_as_sent(stack):
     decomposed = "Zoe\u0301"
     alice = sign_up(stack)
@@ -302,7 +318,7 @@ def test_an_archetype_cannot_be_named_as_referrer(stack, unique):
 
 @pytest.fixture
 def limits(monkeypatch):
-    def apply(**values: int) -> None:
+    def apply(**values: int | str) -> None:
         for name, value in values.items():
             monkeypatch.setenv(name, str(value))
         get_settings.cache_clear()

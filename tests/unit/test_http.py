@@ -248,12 +248,3 @@ def test_numbers_and_nesting_json_cannot_turn_into_values_are_422(raw, loc):
 
     assert response.status_code == 422
     assert response.get_json()["detail"][0]["loc"] == loc
-
-
-@pytest.mark.parametrize(
-    ("header", "count"), [("3", 3), (None, 0), ("", 0), ("9" * 5_000, 0), ("-1", 0), ("٣", 0)]
-)
-def test_a_task_retry_count_header_that_is_not_a_small_number_counts_as_zero(header, count):
-    from shared.platform.tasks import _retry_count
-
-    assert _retry_count(header) == count
