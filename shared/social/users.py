@@ -405,25 +405,17 @@ def _count_creation(phone: str | None, client_host: str | None, referrer: str | 
     """Count a non-admin's profile creation (and its referral) against the daily limits."""
     settings = get_settings()
     address = client_host or "unknown"
-    limits = [
-        (f"profiles-ip:{address}", settings.profiles_per_ip_per_day, "from this address"),
-    ]
+    profiles, referrals = "Too many profiles created", "Too many referrals"
+    limits = [(f"profiles-ip:{address}", settings.profiles_per_ip_per_day, profiles)]
     if phone:
-        limits.append(
-            (f"profiles-phone:{phone}", settings.profiles_per_phone_per_day, "for this number")
-        )
+        limits.append((f"profiles-phone:{phone}", settings.profiles_per_phone_per_day, profiles))
     if referrer:
-        limits += [
-            (f"referrals-ip:{address}", settings.referrals_per_ip_per_day, "from this address"),
-            (
-                f"referrals-of:{referrer}",
-                settings.referrals_per_referrer_per_day,
-                "naming this referrer",
-            ),
-        ]
-    for key, limit, scope in limits:
-        what = "Too many referrals" if key.startswith("referrals") else "Too many profiles created"
-        ratelimit.consume(key, limit, _DAY, f"{what} {scope}; try again later")
+        limits.append((f"referrals-ip:{address}", settings.referrals_per_ip_per_day, referrals))
+        limits.append(
+            (f"referrals-of:{referrer}", settings.referrals_per_referrer_per_day, referrals)
+        )
+    for key, limit, message in limits:
+        ratelimit.consume(key, limit, _DAY, f"{message} today; try again later")
 
 
 @dataclass(frozen=True)
