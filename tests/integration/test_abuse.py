@@ -16,6 +16,7 @@ from devstack.tokens import mint_token
 from shared.platform import clients
 from shared.platform.config import get_settings
 from tests.integration.helpers import (
+    SignedUp,
     confirm_referral,
     phone_token,
     random_number,
@@ -203,7 +204,7 @@ def test_another_users_session_answers_like_a_missing_one(stack, unique, method)
 def test_an_admin_reads_only_their_own_sessions_by_id(stack, unique):
     alice = sign_up(stack)
     minted = mint_token(f"admin-{unique}@example.com", admin=True)
-    admin = type("Admin", (), {"headers": bearer(minted.id_token)})()
+    admin = SignedUp(user_id=minted.uid, phone=None, token=minted.id_token)
     session_call(stack, alice, "POST", unique, SESSION_CONFIG)
 
     read = session_call(stack, admin, "GET", unique)
