@@ -85,11 +85,11 @@ def close_loop(
     body=profiles.CreateUserRequest,
     response=profiles.User,
     status_code=201,
-    responses={403: "Forbidden", 404: "Not Found", 409: "Conflict"},
+    responses={403: "Forbidden", 404: "Not Found", 409: "Conflict", 429: "Too Many Requests"},
 )
 def create_user(ctx: RequestContext, body: profiles.CreateUserRequest) -> profiles.User:
     """Create a new user (a phone token is bound to the user it creates)."""
-    return profiles.create_user(ctx.user, body)
+    return profiles.create_user(ctx.user, body, ctx.client_host)
 
 
 @router.get(
@@ -109,11 +109,30 @@ def get_user_by_phone(ctx: RequestContext, phone_number: str) -> profiles.User:
     auth="user",
     summary="Augment User",
     response=profiles.User,
-    responses={**_PRIVATE, 409: "Conflict", 503: "Service Unavailable"},
+    responses={
+        **_PRIVATE,
+        409: "Conflict",
+        429: "Too Many Requests",
+        503: "Service Unavailable",
+    },
 )
 def augment_user(ctx: RequestContext, user_id: str) -> profiles.User:
     """Queue LinkedIn augmentation: the user's own data, and archetype users from their network."""
     return augment.request_augmentation(ctx.user, user_id)
+
+
+@router.post(
+    "/users/{user_id:id}/referrals/{referred_id:id}/confirm",
+    auth="user",
+    summary="Confirm Referral",
+    response=matches.ReferralConfirmed,
+    responses=_PRIVATE,
+)
+def confirm_referral(
+    ctx: RequestContext, user_id: str, referred_id: str
+) -> matches.ReferralConfirmed:
+    """Confirm, as the referrer, that you referred this user: their match then counts."""
+    return matches.confirm_referral(ctx.user, user_id, referred_id)
 
 
 @router.get(

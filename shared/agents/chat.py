@@ -15,6 +15,14 @@ name) the caller may call: the last user message is its `inputText`
 (the request's parameters are the rest of its input), and the reply is
 its result's `outputText` (or the whole result as JSON). The ticket itself
 costs nothing; the agent's own model calls are charged as agent runs.
+
+Sessions (`POST/GET /sessions/{id}/config`, `DELETE /sessions/{id}`) are
+per owner: the id a client names is looked up among the caller's own
+sessions only (`sessions/{ownerId}:{sessionId}`), so another user's session
+with the same id is neither readable, writable nor detectable (404, and a
+save creates the caller's own), admins included. Sessions stored before
+this scoping (`sessions/{sessionId}`) are moved by
+`migrations.m002_owner_scoped_sessions`.
 """
 
 from __future__ import annotations
@@ -23,14 +31,14 @@ import json
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ConfigDict, Field
 
 from shared.agents import accounts, agents, runs
 from shared.llm import gateway
 from shared.platform import clients, erasure, tasks
-from shared.platform.auth import Principal, can_access_owned, owned_record
+from shared.platform.auth import Principal, owned_record
 from shared.platform.config import get_settings
 from shared.platform.errors import (
     DomainError,
@@ -43,6 +51,9 @@ from shared.platform.errors import (
 from shared.platform.models import Model
 from shared.platform.transactions import Plan, write_if_unchanged
 from shared.platform.values import StorableMap
+
+if TYPE_CHECKING:
+    from google.cloud.firestore import DocumentReference
 
 logger = logging.getLogger(__name__)
 
@@ -280,23 +291,35 @@ def _finished(status: TicketStatus, error: str | None) -> dict[str, Any]:
     return {"status": status, "error": error, "reservedMicros": 0, "updatedAt": datetime.now(UTC)}
 
 
+def session_ref(owner_id: str, session_id: str) -> DocumentReference:
+    """The document of one user's session: `sessions/{ownerId}:{sessionId}`.
+
+    Session ids are chosen by clients (the web UI makes them up), so they
+    are scoped by their owner: two users' sessions never share a document,
+    whatever ids they pick, and nobody can take an id before its owner does.
+    A session id never holds `:` (`DocId`), so the document id names one
+    owner and one session.
+    """
+    return clients.firestore().collection(SESSIONS).document(f"{owner_id}:{session_id}")
+
+
 def save_session(principal: Principal, session_id: str, body: ProviderConfigBody) -> SessionSaved:
-    """Create or update a session's provider configuration (owner only).
+    """Create or update one of the caller's sessions.
 
     Raises:
         InvalidInput: The configuration does not fit the catalog.
-        Forbidden: The session belongs to someone else.
+        Forbidden: The caller has no user id yet.
     """
+    if not principal.user_id:
+        raise Forbidden("Create your user first")
     gateway.check_config(body.provider, body.model, body.parameters)
-    ref = clients.firestore().collection(SESSIONS).document(session_id)
+    owner_id = principal.user_id
 
     def decide(record: dict[str, Any] | None) -> Plan[SessionSaved]:
-        if record is not None and not can_access_owned(principal, record.get("ownerId")):
-            raise Forbidden("Session belongs to another user")
         now = datetime.now(UTC)
         data = {
             "sessionId": session_id,
-            "ownerId": (record or {}).get("ownerId", principal.user_id),
+            "ownerId": owner_id,
             "provider_config": body.model_dump(),
             "updatedAt": now,
             "createdAt": (record or {}).get("createdAt", now),
@@ -305,31 +328,32 @@ def save_session(principal: Principal, session_id: str, body: ProviderConfigBody
             SessionSaved(message="Session config saved", session_id=session_id), update=data
         )
 
-    return write_if_unchanged(ref, decide)
+    return write_if_unchanged(session_ref(owner_id, session_id), decide)
 
 
 def _owned_session(principal: Principal, session_id: str) -> tuple[Any, dict[str, Any]]:
-    ref = clients.firestore().collection(SESSIONS).document(session_id)
-    record = ref.get().to_dict()
-    record = owned_record(principal, record, "Session")
-    return ref, record
+    """One of the caller's own sessions (another user's id names nothing: 404 alike)."""
+    if not principal.user_id:
+        raise NotFound("Session not found")
+    ref = session_ref(principal.user_id, session_id)
+    return ref, owned_record(principal, ref.get().to_dict(), "Session")
 
 
 def get_session(principal: Principal, session_id: str) -> ProviderConfigBody:
-    """Return a session's provider configuration (owner only).
+    """Return one of the caller's sessions' provider configuration.
 
     Raises:
-        NotFound: No such session, or someone else's.
+        NotFound: The caller has no session with this id.
     """
     _, record = _owned_session(principal, session_id)
     return ProviderConfigBody.model_validate(record["provider_config"])
 
 
 def delete_session(principal: Principal, session_id: str) -> SessionDeleted:
-    """Delete a session (owner only).
+    """Delete one of the caller's sessions.
 
     Raises:
-        NotFound: No such session, or someone else's.
+        NotFound: The caller has no session with this id.
     """
     ref, _ = _owned_session(principal, session_id)
     ref.delete()

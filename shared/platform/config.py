@@ -171,6 +171,36 @@ class Settings(BaseModel):
     twilio_from_number: str | None = Field(default=None, alias="TWILIO_FROM_NUMBER")
 
     elo_k_factor: float = Field(default=32, alias="ELO_K_FACTOR", gt=0)
+    profiles_per_phone_per_day: int = Field(
+        default=3,
+        alias="PROFILES_PER_PHONE_PER_DAY",
+        gt=0,
+        description="Profiles a non-admin may create with one phone number in 24 hours.",
+    )
+    profiles_per_ip_per_day: int = Field(
+        default=20,
+        alias="PROFILES_PER_IP_PER_DAY",
+        gt=0,
+        description="Profiles non-admins may create from one client address in 24 hours.",
+    )
+    referrals_per_ip_per_day: int = Field(
+        default=10,
+        alias="REFERRALS_PER_IP_PER_DAY",
+        gt=0,
+        description="Referral matches new profiles may claim from one client address in 24 hours.",
+    )
+    referrals_per_referrer_per_day: int = Field(
+        default=20,
+        alias="REFERRALS_PER_REFERRER_PER_DAY",
+        gt=0,
+        description="Referral matches naming one referrer that may be claimed in 24 hours.",
+    )
+    augmentations_per_user_per_day: int = Field(
+        default=5,
+        alias="AUGMENTATIONS_PER_USER_PER_DAY",
+        gt=0,
+        description="LinkedIn augmentation runs a non-admin may start for themself in 24 hours.",
+    )
 
     max_json_body_bytes: int = Field(default=1_048_576, alias="MAX_JSON_BODY_BYTES", gt=0)
 

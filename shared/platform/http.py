@@ -46,7 +46,7 @@ from shared.platform.errors import (
 )
 from shared.platform.logging import configure_logging, request_log_context
 from shared.platform.models import Model
-from shared.platform.values import DOC_ID_PATTERN, UnstorableValue, check_json
+from shared.platform.values import DOC_ID_PATTERN, UnreadableJson, UnstorableValue, parse_json
 
 logger = logging.getLogger(__name__)
 
@@ -617,23 +617,16 @@ def _read_json(route: Route, request: flask.Request) -> Any:
         )
     _require_media_type(request, ("application/json",))
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        position = exc.pos if isinstance(exc, json.JSONDecodeError) else 0
+        return parse_json(raw)
+    except UnreadableJson as exc:
+        where = ["body"] if exc.position is None else ["body", exc.position]
         raise RequestValidationFailed(
-            [{"loc": ["body", position], "msg": "JSON decode error", "type": "json_invalid"}]
+            [{"loc": where, "msg": str(exc), "type": "json_invalid"}]
         ) from exc
-    except RecursionError as exc:
-        raise RequestValidationFailed(
-            [{"loc": ["body"], "msg": "JSON nested too deeply", "type": "json_invalid"}]
-        ) from exc
-    try:
-        check_json(data)
     except UnstorableValue as exc:
         raise RequestValidationFailed(
             [{"loc": ["body", *exc.path], "msg": str(exc), "type": "value_error"}]
         ) from exc
-    return data
 
 
 def _read_form(route: Route, request: flask.Request) -> dict[str, str]:

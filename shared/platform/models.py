@@ -4,6 +4,11 @@ A function imports the models of all its routes; building their validators
 at import time would cost every cold start for routes the first request
 does not touch (and would import `email_validator` for any `EmailStr`).
 `defer_build` moves that work to the first validation of each model.
+
+Numbers are finite everywhere: pydantic reads the strings `"1e999"` and
+`"Infinity"` (query strings, forms, JSON strings in lax mode) as floats
+infinity and NaN, which JSON cannot carry back; `allow_inf_nan=False`
+refuses them with a 422 in every model.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 class Model(BaseModel):
     """A pydantic model whose validator is built when first used."""
 
-    model_config = ConfigDict(defer_build=True)
+    model_config = ConfigDict(defer_build=True, allow_inf_nan=False)
 
 
 class NoNulls(Model):

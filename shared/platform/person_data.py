@@ -59,6 +59,7 @@ _MAX_SKILLS = 20
 _MAX_EXPERIENCE = 5
 _MAX_EDUCATION = 3
 _DEFAULT_RETRY_SECONDS = 60
+_MAX_RETRY_SECONDS = 3600
 
 
 class OutOfCredits(PaymentRequired):
@@ -196,18 +197,31 @@ class PeopleDataLabs:
 
 
 def _retry_after(response: requests.Response) -> int:
-    """Seconds until the rate-limit window resets (`x-ratelimit-reset`, then `retry-after`)."""
-    reset = response.headers.get("x-ratelimit-reset", "")
+    """Seconds until the rate-limit window resets (`x-ratelimit-reset`, then `retry-after`).
+
+    Either header is a number of at most ten ASCII digits (or, for the reset,
+    an ISO timestamp); anything else falls back to the next source, and the
+    answer is between 1 second and `_MAX_RETRY_SECONDS`.
+    """
+    reset = response.headers.get("x-ratelimit-reset", "").strip()
+    moment: datetime | None = None
     try:
-        if reset.isdigit():
+        if _small_number(reset):
             moment = datetime.fromtimestamp(int(reset), UTC)
-        else:
+        elif len(reset) <= 64:
             moment = datetime.fromisoformat(reset.replace("Z", "+00:00"))
-        return max(1, int((moment - datetime.now(UTC)).total_seconds()) + 1)
-    except ValueError:
-        pass
-    retry = response.headers.get("retry-after", "")
-    return int(retry) if retry.isdigit() else _DEFAULT_RETRY_SECONDS
+    except (ValueError, OverflowError, OSError):
+        moment = None
+    if moment is not None and moment.tzinfo is not None:
+        seconds = int((moment - datetime.now(UTC)).total_seconds()) + 1
+    else:
+        retry = response.headers.get("retry-after", "").strip()
+        seconds = int(retry) if _small_number(retry) else _DEFAULT_RETRY_SECONDS
+    return min(max(1, seconds), _MAX_RETRY_SECONDS)
+
+
+def _small_number(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 10
 
 
 def profile_url(value: Any) -> str | None:

@@ -30,6 +30,7 @@ from shared.platform.config import get_settings
 from shared.platform.errors import Unavailable
 from shared.platform.http import json_response
 from shared.platform.logging import configure_logging
+from shared.platform.values import UnreadableJson, UnstorableValue, parse_json
 
 logger = logging.getLogger(__name__)
 
@@ -116,9 +117,11 @@ def service_function(
             logger.warning("refused an unsigned service call")
             return json_response({"detail": "Invalid signature"}, 401)
         try:
-            payload = model.model_validate(json.loads(body))
-        except (ValueError, ValidationError) as exc:
-            detail = exc.errors(include_url=False) if isinstance(exc, ValidationError) else []
+            payload = model.model_validate(parse_json(body))
+        except (UnreadableJson, UnstorableValue) as exc:
+            return json_response({"detail": [{"loc": ["body"], "msg": str(exc)}]}, 422)
+        except ValidationError as exc:
+            detail = exc.errors(include_url=False)
             return json_response({"detail": json.loads(json.dumps(detail, default=str))}, 422)
         return handler(payload)
 

@@ -173,6 +173,12 @@ class TaskContext:
     retry_count: int
 
 
+def _retry_count(header: str | None) -> int:
+    """The delivery's retry count (a header that is not a small number counts as 0)."""
+    text = (header or "").strip()
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else 0
+
+
 def task_worker(
     model: type[PayloadT],
 ) -> Callable[[Callable[[PayloadT, TaskContext], None]], Callable[[flask.Request], flask.Response]]:
@@ -203,7 +209,7 @@ def task_worker(
                 # Cloud Tasks sends the short name; the emulator the full path.
                 queue=request.headers.get("X-CloudTasks-QueueName", "").rsplit("/", 1)[-1],
                 task_name=request.headers.get("X-CloudTasks-TaskName", ""),
-                retry_count=int(request.headers.get("X-CloudTasks-TaskRetryCount", "0") or 0),
+                retry_count=_retry_count(request.headers.get("X-CloudTasks-TaskRetryCount")),
             )
             try:
                 payload = model.model_validate_json(body)

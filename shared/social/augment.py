@@ -5,7 +5,10 @@ writes `metadata.augmentation = {runId, status: "queued", total, done: 0,
 failed: 0, requested_at}` on the user and enqueues, on `archetype-generation`,
 one task to enrich the user and one per contact of `metadata.network` (task
 names `augment-{runId}-{index}`, so a repeated enqueue is one task). A run
-still queued refuses a second one (409) until it is an hour old.
+still queued refuses a second one (409) until it is an hour old. Each run
+costs the platform a person-data lookup and a model call per contact, so a
+non-admin may start `AUGMENTATIONS_PER_USER_PER_DAY` runs in 24 hours (429
+with `Retry-After` beyond).
 
 The worker (`run_task`, in `archetype_worker`) is idempotent:
 
@@ -48,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ConfigDict, Field, ValidationError
 
 from shared.llm import gateway
-from shared.platform import clients, erasure, tasks
+from shared.platform import clients, erasure, ratelimit, tasks
 from shared.platform.auth import Principal, require_self_or_admin
 from shared.platform.config import get_settings
 from shared.platform.errors import Conflict, DomainError, InvalidInput, Unavailable
@@ -134,9 +137,17 @@ def request_augmentation(principal: Principal, user_id: str) -> User:
         Forbidden: The caller is someone else.
         NotFound: No such user.
         Conflict: A run of this user is still queued (and less than an hour old).
+        RateLimited: The caller started their daily number of runs already.
         Unavailable: The task queue could not be reached (the run is marked failed).
     """
     require_self_or_admin(principal, user_id)
+    if not principal.is_admin:
+        ratelimit.consume(
+            f"augment:{user_id}",
+            get_settings().augmentations_per_user_per_day,
+            timedelta(days=1),
+            "Too many augmentations today; try again later",
+        )
     run_id = uuid.uuid4().hex
     contacts: list[Contact] = []
 

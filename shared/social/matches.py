@@ -5,6 +5,22 @@ sorted. Matches exist only where an introduction was made: a `referral`
 match when a user is created with `metadata.referredBy` (the referrer and
 the new user), and `archetype` matches from LinkedIn augmentation.
 
+No user's word alone changes another user's rating:
+
+- a referral is claimed by the referred user alone (anyone may name anyone
+  in `metadata.referredBy`), so it starts `confirmed: false`, with
+  `claimedBy` the new user. It counts only once the referrer has taken part:
+  by confirming it (`POST /users/{referrerId}/referrals/{referredId}/confirm`,
+  `confirm_referral`) or by closing the loop on it themself. Until then the
+  referred user's close-loop is refused (409) and writes nothing: no
+  outcome, no rating, no notification. Matches stored before this rule
+  carry no `confirmed` and count as unconfirmed;
+- an archetype match is between a user and a person made up from their own
+  network: nobody can contradict its outcome, so closing it records the
+  outcome and moves no rating (otherwise a user could win against
+  archetypes of their own making without end);
+- admins may close any match, confirmed or not, and their outcome counts.
+
 Closing the loop (`POST /users/close-loop`) records how the introduction of
 `sourceId` to `targetId` ended; only a party to the match or an admin may
 report it, and only for a match that exists (404 otherwise). A match with an
@@ -15,7 +31,8 @@ included, gets 404 for it.
 - `declined`: the target declined; a loss for the source, a win for the target;
 - `no_response`, `cancelled`: recorded, Elo unchanged.
 
-For a win or a loss both users' Elo moves by the standard formula: with
+For a win or a loss of a rated match (a confirmed referral, or any referral
+an admin closes) both users' Elo moves by the standard formula: with
 expected score `E = 1 / (1 + 10 ** ((R_target - R_source) / 400))` and score
 `S` (1 or 0), the source gains `round(K * (S - E))` and the target loses the
 same (`K` is `ELO_K_FACTOR`, 32). The close is one compare-and-set commit on
@@ -93,6 +110,16 @@ class CloseLoopBody(Model):
         return self
 
 
+class ReferralConfirmed(Model):
+    """A referral match its referrer has confirmed."""
+
+    matchId: str  # noqa: N815 - API field name
+    referrerId: str  # noqa: N815 - API field name
+    referredId: str  # noqa: N815 - API field name
+    status: Literal["open", "closed"]
+    confirmed: Literal[True]
+
+
 class CloseLoopResult(Model):
     """The closed match."""
 
@@ -115,7 +142,10 @@ def _match_ref(first: str, second: str) -> DocumentReference:
 
 
 def referral_match(referrer_id: str, user_id: str) -> tuple[DocumentReference, dict[str, Any]]:
-    """Return the `create` of the referral match between a referrer and the user they referred.
+    """Return the `create` of the referral match a new user claims with a referrer.
+
+    The match is unconfirmed (`confirmed: false`, `claimedBy` the new user)
+    until the referrer confirms it or closes the loop on it.
 
     Args:
         referrer_id: The existing user named in `metadata.referredBy`.
@@ -124,7 +154,8 @@ def referral_match(referrer_id: str, user_id: str) -> tuple[DocumentReference, d
     Returns:
         The match document and its content, for the new user's commit.
     """
-    return _new_match(referrer_id, user_id, "referral", None)
+    ref, match = _new_match(referrer_id, user_id, "referral", None)
+    return ref, {**match, "confirmed": False, "claimedBy": user_id}
 
 
 def archetype_match(
@@ -156,6 +187,53 @@ def _new_match(
         "status": "open",
         "createdAt": datetime.now(UTC),
     }
+
+
+def _referrer_of(match: dict[str, Any]) -> str | None:
+    return (match.get("referrer") or {}).get("userId")
+
+
+def _unconfirmed_referral(match: dict[str, Any]) -> bool:
+    """A referral the referrer has not taken part in yet (older matches count as such)."""
+    return match.get("source") == "referral" and match.get("confirmed") is not True
+
+
+def confirm_referral(principal: Principal, referrer_id: str, referred_id: str) -> ReferralConfirmed:
+    """Confirm, as its referrer, a referral match another user claimed (idempotent).
+
+    Args:
+        principal: The referrer, or an admin.
+        referrer_id: The user named in the new user's `metadata.referredBy`.
+        referred_id: The user who named them.
+
+    Returns:
+        The confirmed match.
+
+    Raises:
+        Forbidden: The caller is not the referrer (nor an admin).
+        NotFound: No referral match between the two with `referrer_id` as its referrer.
+    """
+    if principal.user_id != referrer_id and not principal.is_admin:
+        raise Forbidden("Only the referrer may confirm a referral")
+    if referrer_id == referred_id:
+        raise NotFound("No referral between these users")
+
+    def confirm(match: dict[str, Any] | None) -> Plan[dict[str, Any]]:
+        if match is None or match.get("source") != "referral" or _referrer_of(match) != referrer_id:
+            raise NotFound("No referral between these users")
+        if match.get("confirmed") is True:
+            return Plan(match)
+        changes = {"confirmed": True, "confirmedAt": datetime.now(UTC)}
+        return Plan({**match, **changes}, update=changes)
+
+    match = write_if_unchanged(_match_ref(referrer_id, referred_id), confirm)
+    return ReferralConfirmed(
+        matchId=str(match["matchId"]),
+        referrerId=referrer_id,
+        referredId=referred_id,
+        status="closed" if match.get("status") == "closed" else "open",
+        confirmed=True,
+    )
 
 
 def elo_delta(source_elo: float, target_elo: float, score: float, k_factor: float) -> int:
@@ -201,7 +279,9 @@ def close_loop(
         Forbidden: The caller is neither party nor admin.
         NotFound: No match between the two, one of them does not exist, or one
             is an archetype the caller did not create.
-        Conflict: The match was already closed with another outcome.
+        Conflict: The match was already closed with another outcome, or it is
+            a referral its referrer has not confirmed and the caller is the
+            referred user.
         InvalidInput: Source equals target, the referrer phone is invalid, or the
             referrer given is not the one on the match.
     """
@@ -229,9 +309,12 @@ def close_loop(
             return Plan(match)
         if len(profiles) < 2:
             raise NotFound("User not found")
+        by_referrer = principal.user_id == _referrer_of(match)
+        if _unconfirmed_referral(match) and not (by_referrer or principal.is_admin):
+            raise Conflict("The referrer has not confirmed this introduction yet")
         notify_phone = _referrer_phone(match, ref_phone, referrer[1])
         delta = 0
-        if outcome in _SCORES:
+        if outcome in _SCORES and match.get("source") == "referral":
             source_elo = profiles[source_id].get("elo", DEFAULT_ELO)
             target_elo = profiles[target_id].get("elo", DEFAULT_ELO)
             delta = elo_delta(source_elo, target_elo, _SCORES[outcome], k_factor)
@@ -239,6 +322,7 @@ def close_loop(
         closed = {
             "sourceId": source_id,
             "targetId": target_id,
+            "confirmed": True,
             "status": "closed",
             "outcome": outcome,
             "details": details,

@@ -19,8 +19,18 @@ Who may change what:
 - fields the User model does not allow to be null (name, metadata, network,
   notes...) refuse null with 422 rather than storing it.
 
-A new user created with `metadata.referredBy` (an existing user) gets a
-referral match with the referrer, which close-loop can later settle.
+A new user created with `metadata.referredBy` (an existing user who is not
+an archetype) gets a referral match with the referrer, unconfirmed until the
+referrer takes part (see `shared.social.matches`), which close-loop can
+later settle.
+
+What a throwaway account can do cheaply is limited per 24 hours, for
+non-admins (429 with `Retry-After` beyond; `shared.platform.ratelimit`):
+profiles created per phone number (`PROFILES_PER_PHONE_PER_DAY`) and per
+client address (`PROFILES_PER_IP_PER_DAY`), and referral matches claimed
+per client address (`REFERRALS_PER_IP_PER_DAY`) and per referrer
+(`REFERRALS_PER_REFERRER_PER_DAY`). A refused creation creates nothing
+(the hits counted before the refusal stay counted).
 
 Archetypes (`metadata.archetype`, made by LinkedIn augmentation from a
 user's network, `metadata.referredBy` naming that creator) are about people
@@ -34,12 +44,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, EmailStr, Field, field_validator
 
+from shared.platform import ratelimit
 from shared.platform.auth import Principal, require_self_or_admin
+from shared.platform.config import get_settings
 from shared.platform.errors import Conflict, Forbidden, InvalidInput, NotFound
 from shared.platform.models import Model, NoNulls
 from shared.platform.values import DocId, StorableMap
@@ -48,6 +60,7 @@ from shared.social.phone_auth import bind_token_write, normalize_phone
 from shared.social.profile_types import ObjectRef, PictureData
 from shared.social.user_store import DEFAULT_ELO
 
+_DAY = timedelta(days=1)
 SYSTEM_METADATA = ("notes", "archetype", "referredBy", "linkedin_info", "picture_data")
 
 _Strict = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -318,7 +331,9 @@ def _own_contacts(principal: Principal, body: CreateUserRequest) -> tuple[str | 
     return phone, email
 
 
-def create_user(principal: Principal, body: CreateUserRequest) -> User:
+def create_user(
+    principal: Principal, body: CreateUserRequest, client_host: str | None = None
+) -> User:
     """Create a user, claiming its phone and email, and bind the caller's phone token.
 
     Phone-token callers create their own user with their verified phone;
@@ -328,6 +343,7 @@ def create_user(principal: Principal, body: CreateUserRequest) -> User:
     Args:
         principal: The caller.
         body: The new user's data.
+        client_host: The caller's address, for the per-address limits.
 
     Returns:
         The created user.
@@ -335,8 +351,10 @@ def create_user(principal: Principal, body: CreateUserRequest) -> User:
     Raises:
         Conflict: The caller already has a user, or the phone or email is taken.
         Forbidden: A non-admin set a system field, another phone or an unverified email.
-        InvalidInput: The phone number is invalid, or the picture is not one of our images.
-        NotFound: The referrer or the picture does not exist.
+        InvalidInput: The phone number is invalid, the referrer is not another
+            existing user, or the picture is not one of our images.
+        NotFound: The picture does not exist.
+        RateLimited: A per-phone, per-address or per-referrer limit applies.
     """
     phone, email = _own_contacts(principal, body)
     own_uid = principal.kind == "firebase" and not principal.is_admin
@@ -344,9 +362,12 @@ def create_user(principal: Principal, body: CreateUserRequest) -> User:
     referrer = body.metadata.referredBy
     referral = []
     if referrer is not None:
-        if referrer == user_id or not user_store.exists(referrer):
+        found = user_store.load_many([referrer]).get(referrer)
+        if referrer == user_id or found is None or user_store.is_archetype(found):
             raise InvalidInput("referredBy must be another existing user", ("body", "metadata"))
         referral = [matches.referral_match(referrer, user_id)]
+    if not principal.is_admin:
+        _count_creation(phone, client_host, referrer)
     picture = _new_picture(principal, user_id, body.profilePic)
     record = new_profile_record(
         user_id,
@@ -378,6 +399,23 @@ def create_user(principal: Principal, body: CreateUserRequest) -> User:
             photos.delete_object(picture.source)
         photos.enqueue_analysis(user_id, picture.target, picture.generation)
     return to_user(record)
+
+
+def _count_creation(phone: str | None, client_host: str | None, referrer: str | None) -> None:
+    """Count a non-admin's profile creation (and its referral) against the daily limits."""
+    settings = get_settings()
+    address = client_host or "unknown"
+    profiles, referrals = "Too many profiles created", "Too many referrals"
+    limits = [(f"profiles-ip:{address}", settings.profiles_per_ip_per_day, profiles)]
+    if phone:
+        limits.append((f"profiles-phone:{phone}", settings.profiles_per_phone_per_day, profiles))
+    if referrer:
+        limits.append((f"referrals-ip:{address}", settings.referrals_per_ip_per_day, referrals))
+        limits.append(
+            (f"referrals-of:{referrer}", settings.referrals_per_referrer_per_day, referrals)
+        )
+    for key, limit, message in limits:
+        ratelimit.consume(key, limit, _DAY, f"{message} today; try again later")
 
 
 @dataclass(frozen=True)

@@ -67,8 +67,21 @@ def web_sign_up(stack, email: str, *, verified: bool = True, **profile) -> Signe
     return SignedUp(user_id=user.uid, phone=None, token=user.id_token)
 
 
+def confirm_referral(
+    stack, referrer: SignedUp, referred: SignedUp, caller: SignedUp | None = None
+) -> requests.Response:
+    """The referrer (or `caller`) confirms the referral the referred user claimed."""
+    return requests.post(
+        stack.url(f"/users/{referrer.user_id}/referrals/{referred.user_id}/confirm"),
+        headers=(caller or referrer).headers,
+        timeout=10,
+    )
+
+
 def introduced(stack) -> tuple[SignedUp, SignedUp]:
-    """Two users with a referral match: the second was referred by the first."""
+    """Two users with a confirmed referral match: the second was referred by the first."""
     alice = sign_up(stack)
     bob = sign_up(stack, metadata={"referredBy": alice.user_id})
+    confirmed = confirm_referral(stack, alice, bob)
+    assert confirmed.status_code == 200, confirmed.text
     return alice, bob

@@ -182,8 +182,8 @@ def test_sessions_are_owner_scoped(stack, user, unique):
     assert saved.status_code == 200
     assert fetched.json() == config
     assert foreign_read.status_code == 404
-    assert foreign_write.status_code == 403
-    assert foreign_delete.status_code == 404
+    assert foreign_write.status_code == 200  # the other user's own session of that id
+    assert foreign_delete.status_code == 200  # ... which they may delete
     assert deleted.json() == {"message": "Session deleted"}
     assert gone.status_code == 404
 
@@ -199,7 +199,7 @@ def test_session_config_is_validated(stack, user, unique):
     )
 
     assert response.status_code == 422
-    assert not clients.firestore().collection("sessions").document(unique).get().exists
+    assert not list(clients.firestore().collection("sessions").stream())
 
 
 def test_chat_with_nothing_left_is_402_and_writes_no_ticket(stack, user):

@@ -2,6 +2,9 @@
 
 Every operation, without a token, with a user's and with an admin's: no 5xx,
 and every status, content type and body is the one the document declares.
+Besides what the schema describes, JSON bodies may carry one hostile value
+(`fuzz_hooks.py`): an integer of thousands of digits or beyond int64, or a
+structure nested deeper than the API's limit.
 The routes that fetch user-supplied URLs (`/mcp/**`, `/specs/**`) answer 502
 when the URL's server fails, as documented: there only the conformance
 checks run. Bounded (a few examples per operation, a fixed seed) so CI stays
@@ -11,6 +14,7 @@ dig deeper.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +25,7 @@ from devstack.tokens import mint_token
 
 CONFORMANCE = "status_code_conformance,content_type_conformance,response_schema_conformance"
 OUTBOUND = "^/(mcp|specs)/"
+HOOKS = Path(__file__).with_name("fuzz_hooks.py")
 
 
 def fuzz(url: str, headers: list[str], *options: str) -> subprocess.CompletedProcess[str]:
@@ -47,6 +52,7 @@ def fuzz(url: str, headers: list[str], *options: str) -> subprocess.CompletedPro
         text=True,
         timeout=600,
         check=False,
+        env={**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS)},
     )
 
 

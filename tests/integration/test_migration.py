@@ -51,3 +51,22 @@ def test_legacy_accounts_move_with_their_ledger(stack, unique):
     )
     me = requests.get(stack.url("/users/me"), headers=headers, timeout=10).json()
     assert me["usageInfo"]["spendRemaining"] == 0.25
+
+
+def test_sessions_stored_under_bare_ids_move_under_their_owner(stack, unique):
+    from migrations.m002_owner_scoped_sessions import migrate as migrate_sessions
+
+    db = clients.firestore()
+    alice = web_sign_up(stack, f"s-{unique}@example.com")
+    config = {"provider": "openai", "model": "gpt-4.1-mini", "parameters": {}}
+    legacy = {"sessionId": "old", "ownerId": alice.user_id, "provider_config": config}
+    db.collection("sessions").document("old").set(legacy)
+    db.collection("sessions").document("orphan").set({"provider_config": config})
+
+    moved = migrate_sessions()
+    again = migrate_sessions()
+
+    assert (moved, again) == (2, 0)
+    read = requests.get(stack.url("/sessions/old/config"), headers=alice.headers, timeout=10)
+    assert read.status_code == 200 and read.json() == config
+    assert sorted(doc.id for doc in db.collection("sessions").stream()) == [f"{alice.user_id}:old"]

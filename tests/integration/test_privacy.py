@@ -23,7 +23,14 @@ from shared.platform.tasks import SIGNATURE_HEADER, sign
 from shared.privacy.worker import STEPS
 from shared.social import matches
 from tests.conftest import TEST_NUMBER, TEST_NUMBER_CODE
-from tests.integration.helpers import SignedUp, phone_token, random_number, sign_up, web_sign_up
+from tests.integration.helpers import (
+    SignedUp,
+    confirm_referral,
+    phone_token,
+    random_number,
+    sign_up,
+    web_sign_up,
+)
 from tests.integration.test_agents import new_agent
 from tests.integration.test_augment import ARCHETYPE, network, wait_run
 from tests.integration.test_chat import chat_body, wait_ticket
@@ -93,6 +100,7 @@ def everything(stack, fake, unique: str) -> Victim:
     ok(call(stack, "POST", f"/users/{user.user_id}/augment", user.headers))
     wait_run(stack, user)
     friend = sign_up(stack, metadata={"referredBy": user.user_id})
+    ok(confirm_referral(stack, user, friend))
     ok(close_loop(stack, friend, friend.user_id, user.user_id))
 
     ok(call(stack, "GET", "/users/me", user.headers))
@@ -350,6 +358,7 @@ def test_an_admin_restarts_a_deletion_the_queue_gave_up_on(stack, unique):
 def test_a_match_closed_while_its_party_is_deleted_keeps_its_outcome(stack, monkeypatch):
     referrer = sign_up(stack)
     friend = sign_up(stack, metadata={"referredBy": referrer.user_id})
+    ok(confirm_referral(stack, referrer, friend))
     read_matches = matches._matches_of
     closed: list[str] = []
 

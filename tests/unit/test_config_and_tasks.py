@@ -82,3 +82,43 @@ def test_settings_repr_hides_secrets(environment, monkeypatch):
     assert "very-secret-value" not in text
     assert "sk-hidden" not in text
     assert get_settings().configured_llm_providers() == ["openai"]
+
+
+def _deliver(body: bytes, retry_header: str) -> tuple[int, list[int]]:
+    import flask
+    from pydantic import BaseModel
+    from werkzeug.test import EnvironBuilder
+
+    class Payload(BaseModel):
+        n: int
+        extra: object = None
+
+    seen: list[int] = []
+
+    @tasks.task_worker(Payload)
+    def worker(payload: Payload, context: tasks.TaskContext) -> None:
+        seen.append(context.retry_count)
+
+    environ = EnvironBuilder(
+        method="POST",
+        data=body,
+        headers={
+            tasks.SIGNATURE_HEADER: tasks.sign(body),
+            "X-CloudTasks-TaskRetryCount": retry_header,
+        },
+    ).get_environ()
+    return worker(flask.Request(environ)).status_code, seen
+
+
+@pytest.mark.parametrize(
+    ("body", "header", "status", "seen"),
+    [
+        (b'{"n": 1}', "2", 200, [2]),
+        (b'{"n": 1}', "9" * 5_000, 200, [0]),
+        (b'{"n": 1}', "-1", 200, [0]),
+        (b'{"n": ' + b"1" * 5_000 + b"}", "0", 200, []),
+        (b'{"n": 1, "extra": ' + b"[" * 5_000 + b"]" * 5_000 + b"}", "0", 200, []),
+    ],
+)
+def test_a_task_no_parser_can_read_is_dropped_never_a_crash(body, header, status, seen):
+    assert _deliver(body, header) == (status, seen)

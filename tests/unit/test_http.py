@@ -6,7 +6,7 @@ import json
 
 import flask
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from werkzeug.test import EnvironBuilder
 
 from shared.platform.errors import Conflict, InvalidInput, NotFound, RateLimited, Unavailable
@@ -47,6 +47,15 @@ def get_item(ctx: RequestContext, item_id: int, query: Query) -> Item:
 )
 def create_item(ctx: RequestContext, body: Body) -> dict:
     return {"item_id": 1, "name": body.name}
+
+
+class Loose(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+@router.post("/loose", auth="none", summary="Loose", body=Loose, max_body_bytes=1_000_000)
+def create_loose(ctx: RequestContext, body: Loose) -> dict:
+    return {}
 
 
 @router.get("/files/{path:path}", auth="none", summary="File")
@@ -222,3 +231,20 @@ def test_other_library_errors_stay_500(kind):
 
 def test_every_503_carries_retry_after():
     assert call("GET", "/boom/down").headers["Retry-After"] == "5"
+
+
+@pytest.mark.parametrize(
+    ("raw", "loc"),
+    [
+        ('{"name": ' + "1" * 5_000 + "}", ["body", "name"]),
+        ('{"name": [1, -' + "9" * 30 + "]}", ["body", "name", 1]),
+        ('{"name": 0.' + "1" * 100 + "}", ["body", "name"]),
+        ('{"name": 1e' + "9" * 5_000 + "}", ["body", "name"]),
+        ("[" * 100_000, ["body"]),
+    ],
+)
+def test_numbers_and_nesting_json_cannot_turn_into_values_are_422(raw, loc):
+    response = call("POST", "/loose", data=raw, content_type="application/json")
+
+    assert response.status_code == 422
+    assert response.get_json()["detail"][0]["loc"] == loc
