@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deploy.manifest import ROOT
+from shared.platform.config import LOCAL_LLM_MODEL
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,6 @@ DEV_PORTS = {
 }
 PROFILES_BUCKET = "series-v1-profiles"
 STORAGE_EVENTS_TOPIC = "storage-events"
-LOCAL_LLM_MODEL = "smollm2-135m-instruct"  # the catalog's model of provider `local`
 LLM_VENV = ROOT / ".venv-llm"
 EVENTARC_PATH = "/_eventarc/"
 STARTUP_TIMEOUT = 120.0
