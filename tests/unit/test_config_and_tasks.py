@@ -89,7 +89,15 @@ def test_settings_repr_hides_secrets(environment, monkeypatch):
 
 
 def _no_llm_keys(monkeypatch) -> None:
+    """No model credentials, and none of the settings production refuses (emulators)."""
     for name in (
+        "FIRESTORE_EMULATOR_HOST",
+        "FIREBASE_AUTH_EMULATOR_HOST",
+        "STORAGE_EMULATOR_HOST",
+        "CLOUD_TASKS_EMULATOR_HOST",
+        "VERTEXAI_BASE_URL",
+        "SIGNING_CREDENTIALS_FILE",
+        "FETCH_ALLOWED_ADDRESSES",
         "GEMINI_API_KEY",
         "VERTEXAI_ENABLED",
         "OPENAI_API_KEY",
