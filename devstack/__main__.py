@@ -65,6 +65,11 @@ def _dev() -> None:
             gateway_url,
             gateway_url,
         )
+        logging.getLogger(__name__).info(
+            "what LoopMessage sent: %s/ ; what People Data Labs answered: %s/",
+            standin_urls["loopmessage"],
+            standin_urls["pdl"],
+        )
         run_simple("127.0.0.1", GATEWAY_PORT, app, threaded=True, use_reloader=False)
 
 
