@@ -32,8 +32,9 @@ counts as failed. With no provider configured, lookups are recorded as
 
 The model's answer is read leniently (`shared.llm.structured`). Outside
 production, with no key for `ARCHETYPE_LLM_PROVIDER`, the local model
-answers from a brief profile; its unusable answers are not retried (they
-would be unusable again) but replaced by `fallback_draft`.
+answers from a brief profile; its unusable answers (off the schema, or a
+bio that is not prose) are not retried (they would be unusable again) but
+replaced by `fallback_draft`.
 
 Contacts' emails stay in the user's own `metadata.network` and the task
 bodies: archetypes, matches, result documents and logs never hold them.
@@ -77,6 +78,7 @@ _TERMINAL = ("completed", "completed_with_errors", "stopped", "failed")
 # The local model reads 2048 tokens in all: a brief profile and a short answer.
 SMALL_MODEL_MAX_TOKENS = 200
 _BRIEF_FIELDS = ("job_title", "job_company_name", "industry", "location_name")
+_MIN_BIO_WORDS = 6
 
 ARCHETYPE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -342,12 +344,20 @@ def _draft(contact: Contact, match: PersonMatch | None) -> tuple[ArchetypeDraft,
     )
     answer = gateway.complete(request)
     try:
-        return ArchetypeDraft.model_validate(structured.json_object(answer.content)), answer.cost
+        draft = ArchetypeDraft.model_validate(structured.json_object(answer.content))
     except ValidationError as exc:
-        if small:
-            logger.info("local model's archetype unusable; drafted from the contact")
-            return fallback_draft(contact, match), answer.cost
-        raise Unavailable("The model's archetype did not match the schema") from exc
+        if not small:
+            raise Unavailable("The model's archetype did not match the schema") from exc
+        draft = None
+    if draft is None or (small and not is_prose(draft.bio)):
+        logger.info("local model's archetype unusable; drafted from the contact")
+        return fallback_draft(contact, match), answer.cost
+    return draft, answer.cost
+
+
+def is_prose(text: str) -> bool:
+    """Tell whether a small model's bio reads as sentences (not a fragment, JSON or a template)."""
+    return len(text.split()) >= _MIN_BIO_WORDS and not any(mark in text for mark in '{}[]"')
 
 
 def _brief(profile: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import pytest
 
 from shared.llm.structured import json_object
 from shared.platform.person_data import PersonMatch
-from shared.social.augment import Contact, fallback_draft
+from shared.social.augment import Contact, fallback_draft, is_prose
 from shared.social.imessage import FALLBACK_REPLY, parse_answer
 
 
@@ -83,3 +83,17 @@ def test_fallback_archetype_comes_from_the_contact_and_its_profile():
         "Ziggy is in your network.",
         0.9,
     )
+
+
+@pytest.mark.parametrize(
+    ("bio", "prose"),
+    [
+        ("Maya builds data platforms and mentors new engineers in Seattle.", True),
+        ('{"job_title""', False),
+        ("Tidepool Ventures", False),
+        ("{}, {}. The person in the user's network is Maya Okafor.", False),
+        ("A founder with a track record of success in [industry].", False),
+    ],
+)
+def test_a_small_models_bio_must_read_as_prose(bio, prose):
+    assert is_prose(bio) is prose
