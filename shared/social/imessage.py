@@ -512,7 +512,9 @@ def reply(task: ReplyTask) -> None:
         _describe_attachments(user_id, snapshot)
     request = _request(user_id, conversation)
     result = gateway.complete(request)
-    answer = parse_answer(result.content, small_model=request.provider == LOCAL_LLM_PROVIDER)
+    said = "\n".join(_content(snapshot.to_dict()) for snapshot in pending)
+    small = request.provider == LOCAL_LLM_PROVIDER
+    answer = parse_answer(result.content, small_model=small, said=said)
     if answer is None:
         logger.warning("model answer unusable; messages stay unanswered")
         return
@@ -522,18 +524,21 @@ def reply(task: ReplyTask) -> None:
     deliver(task.contact, outbound)
 
 
-def parse_answer(content: str, *, small_model: bool) -> ModelAnswer | None:
+def parse_answer(content: str, *, small_model: bool, said: str = "") -> ModelAnswer | None:
     """Read the model's answer leniently (`shared.llm.structured`).
 
     A usable `reply` is kept with whichever profile updates are valid (the
-    others are dropped). Otherwise a cloud model's answer is unusable (None:
-    the messages stay unanswered, a bump retries them); the small local model
-    is taken at its word when it answered in plain prose, else answered with
+    others are dropped); the small local model invents facts, so its updates
+    are kept only when the texter's own words (`said`) contain them.
+    Without a usable `reply`, a cloud model's answer is unusable (None: the
+    messages stay unanswered, a bump retries them); the small local model is
+    taken at its word when it answered in plain prose, else answered with
     `FALLBACK_REPLY`, so a local walkthrough always gets a reply.
 
     Args:
         content: The model's answer text.
         small_model: It came from the local model (provider `local`).
+        said: What the texter wrote in the messages answered.
 
     Returns:
         The answer to send, or None.
@@ -541,10 +546,15 @@ def parse_answer(content: str, *, small_model: bool) -> ModelAnswer | None:
     parsed = structured.json_object(content)
     reply = parsed.get("reply") if parsed is not None else None
     if isinstance(reply, str) and reply.strip():
-        return ModelAnswer(
-            reply=reply.strip()[:MAX_REPLY_CHARS],
-            profile_updates=_valid_updates(parsed.get("profile_updates") if parsed else None),
-        )
+        updates = _valid_updates(parsed.get("profile_updates") if parsed else None)
+        if small_model:
+            stated = {
+                name: value
+                for name, value in updates.model_dump(exclude_none=True).items()
+                if str(value).lower() in said.lower()
+            }
+            updates = ProfileUpdates.model_validate(stated)
+        return ModelAnswer(reply=reply.strip()[:MAX_REPLY_CHARS], profile_updates=updates)
     if not small_model:
         return None
     prose = content.strip() if parsed is None and "{" not in content else ""

@@ -97,3 +97,15 @@ def test_fallback_archetype_comes_from_the_contact_and_its_profile():
 )
 def test_a_small_models_bio_must_read_as_prose(bio, prose):
     assert is_prose(bio) is prose
+
+
+def test_the_local_models_profile_updates_must_be_in_the_texters_words():
+    answer = parse_answer(
+        '{"reply": "Hi!", "profile_updates": {"first_name": "Emily", "location": "Denver",'
+        ' "age": 34}}',
+        small_model=True,
+        said="hi! who is this?\nI'm Sam and I live in denver",
+    )
+
+    assert answer is not None
+    assert answer.profile_updates.model_dump(exclude_none=True) == {"location": "Denver"}
