@@ -2,7 +2,7 @@
 
 python -m devstack dev       start every emulator and the gateway on :8000
 python -m devstack token     print an ID token for a local user (needs `dev` running)
-python -m devstack reset     wipe the running `dev` stack's data and seed the demo user again
+python -m devstack reset     wipe the running `dev` stack's data and records, seed the demo user
 python -m devstack openapi   regenerate shared/openapi.json from the route tables
 """
 
@@ -22,12 +22,14 @@ GATEWAY_PORT = 8000
 DEMO_EMAIL = "demo@example.com"
 DEV_TEST_NUMBERS = '{"+12015550100": "123456"}'
 DEV_CORS_ORIGINS = ["http://localhost:3000"]  # the gofannon web UI's dev server
+DEV_DEBOUNCE_SECONDS = "5"  # long enough to double-text by hand
 
 
 def _dev() -> None:
     from werkzeug.serving import run_simple
 
-    from devstack.emulators import DEV_PORTS, running_local_llm, running_stack
+    from devstack import standins
+    from devstack.emulators import DEV_PORTS, running_local_llm, running_stack, running_standins
 
     gateway_url = f"http://127.0.0.1:{GATEWAY_PORT}"
     from shared.platform.config import get_settings
@@ -40,9 +42,13 @@ def _dev() -> None:
             gateway_url=gateway_url,
         ) as stack,
         running_local_llm(DEV_PORTS["llm"]) as local_llm_url,
+        running_standins(DEV_PORTS) as standin_urls,
     ):
         os.environ.update(stack.env(gateway_url))
         os.environ.setdefault("LOCAL_LLM_BASE_URL", local_llm_url)
+        for name, value in standins.settings(standin_urls).items():
+            os.environ.setdefault(name, value)
+        os.environ.setdefault("IMESSAGE_DEBOUNCE_SECONDS", DEV_DEBOUNCE_SECONDS)
         os.environ.setdefault("APP_ENV", "local")
         os.environ.setdefault("CORS_ORIGINS", json.dumps(DEV_CORS_ORIGINS))
         os.environ.setdefault("TEST_PHONE_NUMBERS", DEV_TEST_NUMBERS)
@@ -59,6 +65,11 @@ def _dev() -> None:
             gateway_url,
             gateway_url,
         )
+        logging.getLogger(__name__).info(
+            "what LoopMessage sent: %s/ ; what People Data Labs answered: %s/",
+            standin_urls["loopmessage"],
+            standin_urls["pdl"],
+        )
         run_simple("127.0.0.1", GATEWAY_PORT, app, threaded=True, use_reloader=False)
 
 
@@ -73,10 +84,11 @@ def _token(email: str, admin: bool) -> None:
 
 
 def _reset() -> None:
-    from devstack.emulators import DEV_PORTS, PROFILES_BUCKET, wipe_data
+    from devstack.emulators import DEV_PORTS, PROFILES_BUCKET, wipe_data, wipe_standins
     from devstack.seed import seed_demo_user
 
     wipe_data(DEV_PROJECT, DEV_PORTS)
+    wipe_standins(DEV_PORTS)
     os.environ.update(
         {
             "GOOGLE_CLOUD_PROJECT": DEV_PROJECT,
@@ -89,7 +101,9 @@ def _reset() -> None:
     clients.reset()
     seed_demo_user(DEMO_EMAIL)
     logging.getLogger(__name__).info(
-        "wiped Firestore, Auth and gs://%s; seeded %s", PROFILES_BUCKET, DEMO_EMAIL
+        "wiped Firestore, Auth, gs://%s and the stand-ins' records; seeded %s",
+        PROFILES_BUCKET,
+        DEMO_EMAIL,
     )
 
 

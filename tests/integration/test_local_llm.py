@@ -104,3 +104,40 @@ def test_real_structured_completion_follows_the_schema(stack, alice):
     assert isinstance(person["name"], str)
     assert isinstance(person["age"], int)
     assert all(isinstance(hobby, str) for hobby in person["hobbies"])
+
+
+def test_the_concierge_and_archetype_prompts_work_with_the_real_model(local_provider, monkeypatch):
+    """What `make dev` does with no cloud key: both features on SmolLM2, within its context."""
+    from shared.llm import gateway
+    from shared.platform.config import get_settings
+    from shared.platform.person_data import PersonMatch
+    from shared.social import augment, imessage
+
+    monkeypatch.delenv("GEMINI_API_KEY")
+    clients.reset()
+    provider, model = get_settings().imessage_llm()
+    assert (provider, model) == ("local", LOCAL_LLM_MODEL)
+    result = gateway.complete(
+        gateway.LlmRequest(
+            provider=provider,
+            model=model,
+            messages=[
+                gateway.Message(role="system", content=imessage.SYSTEM_PROMPT),
+                gateway.Message(role="system", content='Their profile: {"first_name": null}'),
+                gateway.Message(role="user", content="hi! I'm Sam from Denver. who is this?"),
+            ],
+            parameters={"max_tokens": imessage.SMALL_MODEL_MAX_TOKENS},
+            responseSchema=imessage.RESPONSE_SCHEMA,
+        )
+    )
+    answer = imessage.parse_answer(result.content, small_model=True)
+    assert answer is not None
+    assert answer.reply.strip()
+
+    contact = augment.Contact(name="Maya Okafor", email="maya@example.com", timeSpent=120)
+    profile = {"job_title": "staff engineer", "job_company_name": "lumenfold", "x": "y" * 5000}
+    draft, cost = augment._draft(contact, PersonMatch(url=None, content=profile, likelihood=8))
+    assert draft.name.first
+    assert draft.bio
+    assert 0 <= draft.probability <= 1
+    assert cost == 0
