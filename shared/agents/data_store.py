@@ -15,7 +15,11 @@
 A record's value is at most `DATA_STORE_RECORD_BYTES` of JSON. The UI's
 routes and agent code (`data_store` in the sandbox, through `POST
 /data-store/ops` with a run token) both land here, always scoped to the
-caller's own user id.
+caller's own user id. Agent code is further held to its run's grant: every
+operation needs the namespace declared with that access (`read` for get,
+get_many, get_all, list_keys; `write` for set, set_many, delete, clear;
+`both` for either), `list_namespaces` shows only declared namespaces, and a
+token of a deleted or revoked user is refused (`accounts.require_live_run`).
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
+from shared.agents import accounts
 from shared.platform import clients, erasure
-from shared.platform.auth import Principal
+from shared.platform.auth import Principal, RunGrant
 from shared.platform.config import get_settings
 from shared.platform.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
 from shared.platform.models import Model
@@ -432,7 +437,14 @@ def _op_list_keys(principal: Principal, user_id: str, body: OpBody) -> Any:
 
 
 def _op_list_namespaces(principal: Principal, user_id: str, body: OpBody) -> Any:
-    return [item.namespace for item in list_namespaces(principal).namespaces]
+    grant = principal.run
+    return [
+        item.namespace
+        for item in list_namespaces(principal).namespaces
+        if grant is None
+        or grant.may_use(item.namespace, "read")
+        or grant.may_use(item.namespace, "write")
+    ]
 
 
 def _op_get_all(principal: Principal, user_id: str, body: OpBody) -> Any:
@@ -463,16 +475,35 @@ _OPS = {
     "clear": _op_clear,
 }
 _REQUIRED = {"get": "key", "set": "key", "delete": "key", "get_many": "keys", "set_many": "items"}
+_WRITES = frozenset({"set", "set_many", "delete", "clear"})
+
+
+def _allow(grant: RunGrant, body: OpBody) -> None:
+    """Refuse an operation on a namespace the running agent did not declare with that access."""
+    if body.op == "list_namespaces":
+        return
+    access: Literal["read", "write"] = "write" if body.op in _WRITES else "read"
+    if not grant.may_use(body.namespace, access):
+        raise Forbidden(
+            f"This agent did not declare namespace '{body.namespace}' for {access} "
+            "in its dataStoreConfig"
+        )
 
 
 def run_op(principal: Principal, body: OpBody) -> OpResult:
     """One `data_store` operation of agent code, on the run's user's records.
 
     Raises:
+        Unauthorized: The run's user was deleted or revoked.
+        Forbidden: Not a run token, or a namespace the run may not use that way.
         InvalidInput: A required argument of the operation is missing, or not JSON.
         PayloadTooLarge: A record or the namespace would be too large.
     """
     user_id = _user(principal)
+    if principal.run is None:
+        raise Forbidden("Only agent code may call this")
+    _allow(principal.run, body)
+    accounts.require_live_run(principal.run)
     required = _REQUIRED.get(body.op)
     if required and getattr(body, required) is None:
         raise InvalidInput(f"'{required}' is required for {body.op}", loc=("body", required))
