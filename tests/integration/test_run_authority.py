@@ -1,0 +1,302 @@
+"""What a run of agent code may do, tried from outside as an attacker would.
+
+Each test takes the run token a real run holds (agent code can read it and
+send it anywhere) and uses it as far as it goes: namespaces the agent did
+not declare, another user's public agent spending its caller's allowance,
+a token outliving its deleted user, one user's runs crowding out everyone's.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+import requests
+
+from devstack.tokens import mint_token
+from shared.agents import accounts
+from shared.llm import gateway
+from shared.platform import clients, erasure
+from shared.platform.auth import Principal
+from shared.platform.config import get_settings
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="isolation needs a root host")
+
+LEAKS_TOKEN = """async def run(input_dict, tools):
+    out = {"token": _sandbox_runtime.context["token"]}
+    try:
+        out["secret"] = data_store.use_namespace("secrets").get("k")
+    except Exception as exc:
+        out["secret_error"] = str(exc)
+    out["namespaces"] = data_store.list_namespaces()
+    return out
+"""
+SLEEPS = """import asyncio
+
+async def run(input_dict, tools):
+    await asyncio.sleep(4)
+    return 1
+"""
+LLM = {
+    "provider": "openai",
+    "model": "gpt-4.1-mini",
+    "messages": [{"role": "user", "content": "x"}],
+    "parameters": {"max_tokens": 300},
+}
+
+
+def signed_in(unique: str, name: str) -> tuple[dict[str, str], str]:
+    user = mint_token(f"{name}-{unique}@example.com")
+    return {"Authorization": f"Bearer {user.id_token}"}, user.uid
+
+
+@pytest.fixture
+def alice(stack, unique):
+    return signed_in(unique, "alice")
+
+
+@pytest.fixture
+def bob(stack, unique):
+    return signed_in(unique, "bob")
+
+
+@pytest.fixture
+def settings_env(monkeypatch):
+    def apply(**values: str) -> None:
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+
+    yield apply
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def post(stack, path, headers, body, timeout=60):
+    return requests.post(stack.url(path), json=body, headers=headers, timeout=timeout)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def deploy(stack, headers, name, code, *, public=False, **fields):
+    body = {"name": name, "description": "d", "code": code, "friendlyName": name, **fields}
+    created = post(stack, "/agents", headers, body)
+    assert created.status_code == 201, created.text
+    agent_id = created.json()["_id"]
+    suffix = "?public=true" if public else ""
+    assert post(stack, f"/agents/{agent_id}/deploy{suffix}", headers, None).status_code == 201
+    return agent_id
+
+
+def put_record(stack, headers, namespace, key, value):
+    path = f"/data-store/namespaces/{namespace}/records/{key}"
+    response = requests.put(stack.url(path), json={"value": value}, headers=headers, timeout=10)
+    assert response.status_code == 200, response.text
+
+
+def op(stack, token, **body):
+    return post(stack, "/data-store/ops", bearer(token), {"agent": "x", **body}, timeout=10)
+
+
+def spend_micros(user_id: str) -> int:
+    record = clients.firestore().collection("accounts").document(user_id).get().to_dict()
+    return int(record["usageInfo"]["spendRemainingMicros"])
+
+
+def test_a_run_token_is_held_to_the_namespaces_its_agent_declares(stack, alice, unique):
+    headers, _ = alice
+    put_record(stack, headers, "secrets", "k", "alice's secret")
+    put_record(stack, headers, "notes", "n", "a note")
+    name = f"reader-{unique}"
+    deploy(
+        stack,
+        headers,
+        name,
+        LEAKS_TOKEN,
+        dataStoreConfig=[{"namespace": "notes", "access": "read"}],
+    )
+
+    answer = post(stack, f"/rest/{name}", headers, {})
+
+    assert answer.status_code == 200, answer.text
+    result = answer.json()
+    assert "secret" not in result
+    assert "did not declare namespace 'secrets'" in result["secret_error"]
+    assert result["namespaces"] == ["notes"]
+    token = result["token"]
+    assert op(stack, token, op="get", namespace="notes", key="n").json() == {
+        "value": {"value": "a note"}
+    }
+    refused = [
+        op(stack, token, op="get", namespace="secrets", key="k"),
+        op(stack, token, op="get_all", namespace="secrets"),
+        op(stack, token, op="get_many", namespace="secrets", keys=["k"]),
+        op(stack, token, op="list_keys", namespace="secrets"),
+        op(stack, token, op="set", namespace="secrets", key="k", value="overwritten"),
+        op(stack, token, op="delete", namespace="secrets", key="k"),
+        op(stack, token, op="clear", namespace="secrets"),
+        op(stack, token, op="set", namespace="notes", key="n", value="read-only"),
+        op(stack, token, op="set_many", namespace="fresh", items={"a": 1}),
+    ]
+    assert [r.status_code for r in refused] == [403] * len(refused)
+    listed = op(stack, token, op="list_namespaces", namespace="default").json()
+    assert listed == {"value": ["notes"]}
+    kept = requests.get(
+        stack.url("/data-store/namespaces/secrets/records/k"), headers=headers, timeout=10
+    )
+    assert kept.json()["value"] == "alice's secret"
+
+
+def test_a_public_agent_of_another_user_gets_its_caller_only_within_limits(
+    stack, alice, bob, unique, settings_env
+):
+    caller, caller_id = alice
+    owner, _ = bob
+    put_record(stack, caller, "secrets", "k", "alice's secret")
+    own_agent = deploy(
+        stack, caller, f"mine-{unique}", "async def run(input_dict, tools):\n    return 1\n"
+    )
+    estimate = accounts.to_micros(gateway.estimate_cost(gateway.LlmRequest.model_validate(LLM)))
+    budget = 3 * max(estimate, 1)
+    settings_env(PUBLIC_RUN_LLM_BUDGET=str(accounts.to_dollars(budget)))
+    name = f"spy-{unique}"
+    deploy(
+        stack,
+        owner,
+        name,
+        LEAKS_TOKEN,
+        public=True,
+        gofannonAgents=[own_agent],
+        dataStoreConfig=[{"namespace": "spy", "access": "both"}],
+    )
+    accounts.get_account(Principal(kind="firebase", subject=caller_id, user_id=caller_id))
+    before = spend_micros(caller_id)
+
+    answer = post(stack, f"/rest/{name}", caller, {})
+
+    assert answer.status_code == 200, answer.text
+    result = answer.json()
+    assert "secret" not in result and result["namespaces"] == []
+    token = result["token"]
+    assert op(stack, token, op="get", namespace="secrets", key="k").status_code == 403
+    called = post(
+        stack,
+        "/agents/run-code/call",
+        bearer(token),
+        {"agentName": f"mine-{unique}", "inputDict": {}},
+    )
+    assert called.status_code == 404
+    answers = [
+        post(stack, "/agents/run-code/llm", bearer(token), LLM).status_code for _ in range(8)
+    ]
+    assert 200 in answers and answers[-1] == 402
+    assert 0 < before - spend_micros(caller_id) <= budget
+
+
+def test_a_run_token_dies_with_its_user(stack, alice):
+    headers, user_id = alice
+    put_record(stack, headers, "notes", "n", "kept")
+    body = {"code": LEAKS_TOKEN, "inputDict": {}, "tools": {}}
+    ran = post(stack, "/agents/run-code", headers, body)
+    token = ran.json()["result"]["token"]
+    assert op(stack, token, op="get", namespace="notes", key="n").status_code == 200
+
+    assert requests.delete(stack.url("/users/me"), headers=headers, timeout=30).status_code == 202
+    deletion = clients.firestore().collection("deletions").document(user_id)
+    deadline = time.monotonic() + 120
+    while deletion.get().exists:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+    write = op(stack, token, op="set", namespace="notes", key="n", value="back")
+    read = op(stack, token, op="get", namespace="notes", key="n")
+    llm = post(stack, "/agents/run-code/llm", bearer(token), LLM)
+    call = post(stack, "/agents/run-code/call", bearer(token), {"agentName": "x", "inputDict": {}})
+    assert [r.status_code for r in (write, read, llm, call)] == [401] * 4
+    assert not clients.firestore().collection("accounts").document(user_id).get().exists
+    assert list(erasure.belonging_to("data_store", user_id).limit(1).stream()) == []
+
+
+def test_one_user_cannot_hold_more_than_their_share_of_runs(stack, alice, bob, settings_env):
+    settings_env(RUNS_PER_USER="2")
+    headers, _ = alice
+    body = {"code": SLEEPS, "inputDict": {}, "tools": {}}
+    answers: list[requests.Response] = []
+
+    def run() -> None:
+        answers.append(post(stack, "/agents/run-code", headers, body))
+
+    threads = [threading.Thread(target=run) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)
+    other = post(
+        stack,
+        "/agents/run-code",
+        bob[0],
+        {"code": "async def run(input_dict, tools):\n    return 2\n", "inputDict": {}},
+    )
+    for thread in threads:
+        thread.join()
+
+    assert other.status_code == 200 and other.json()["result"] == 2
+    assert sorted(a.status_code for a in answers) == [200, 200, 429, 429, 429]
+    refused = next(a for a in answers if a.status_code == 429)
+    assert 1 <= int(refused.headers["Retry-After"]) <= 10
+    assert post(stack, "/agents/run-code", headers, body).status_code == 200
+
+
+def test_a_run_lease_ends_with_a_closed_stream_and_nested_calls_take_none(
+    stack, alice, settings_env
+):
+    settings_env(RUNS_PER_USER="1")
+    headers, user_id = alice
+    body = {"code": SLEEPS, "inputDict": {}, "tools": {}}
+    stream = requests.post(
+        stack.url("/agents/run-code/stream"), json=body, headers=headers, stream=True, timeout=60
+    )
+    assert stream.status_code == 200
+    next(stream.iter_lines())
+    assert post(stack, "/agents/run-code", headers, body).status_code == 429
+    stream.close()
+    leases = clients.firestore().collection("run_leases").document(user_id)
+    deadline = time.monotonic() + 30
+    while (leases.get().to_dict() or {}).get("runs"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+    helper = clients.firestore().collection("agents").document()
+    helper.set(
+        {
+            "ownerId": user_id,
+            "name": "helper",
+            "code": "async def run(input_dict, tools):\n    return 3\n",
+        }
+    )
+    nested = {
+        "code": "async def run(input_dict, tools):\n"
+        "    return await gofannon_client.call('helper', {})\n",
+        "inputDict": {},
+        "gofannonAgents": [helper.id],
+        "friendlyName": "outer",
+    }
+    answer = post(stack, "/agents/run-code", headers, nested)
+    assert answer.json()["result"] == 3, answer.text
+
+
+def test_expired_leases_of_a_dead_process_do_not_count(stack, alice, settings_env):
+    settings_env(RUNS_PER_USER="1")
+    headers, user_id = alice
+    clients.firestore().collection("run_leases").document(user_id).set(
+        {"userId": user_id, "runs": {"crashed": time.time() - 1}}
+    )
+
+    answer = post(
+        stack, "/agents/run-code", headers, {"code": SLEEPS.replace("4", "0"), "inputDict": {}}
+    )
+
+    assert answer.status_code == 200, answer.text
