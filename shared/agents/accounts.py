@@ -583,6 +583,20 @@ def _epoch(record: dict[str, Any]) -> float:
     return float(created.timestamp()) if isinstance(created, datetime) else 0.0
 
 
+def account_ref(user_id: str) -> DocumentReference:
+    """The account document of a user (for reads batched with other documents)."""
+    return _account_ref(user_id)
+
+
+def check_live_run(grant: RunGrant, record: dict[str, Any] | None) -> None:
+    """Refuse a run whose account (as just read) is gone, of another epoch, or revoked.
+
+    Raises:
+        Unauthorized: The run's user was deleted or revoked.
+    """
+    _refuse_run(grant, record)
+
+
 def _refuse_run(grant: RunGrant, record: dict[str, Any] | None) -> dict[str, Any]:
     """The account a run acts on, or Unauthorized when the run's user is gone or revoked."""
     if (

@@ -19,7 +19,10 @@ caller's own user id. Agent code is further held to its run's grant: every
 operation needs the namespace declared with that access (`read` for get,
 get_many, get_all, list_keys; `write` for set, set_many, delete, clear;
 `both` for either), `list_namespaces` shows only declared namespaces, and a
-token of a deleted or revoked user is refused (`accounts.require_live_run`).
+token of a deleted or revoked user is refused: reads through
+`accounts.require_live_run`, writes on the account read in the same round
+trip as the records they replace (so nothing is written for a user whose
+deletion finished, which nothing would delete again).
 """
 
 from __future__ import annotations
@@ -197,15 +200,32 @@ def _to_record(doc_id: str, data: dict[str, Any]) -> DataStoreRecord:
     )
 
 
+def _read_for(run: RunGrant | None, refs: list[Any]) -> list[Any]:
+    """Read documents about to be written; for a run, its account in the same round trip.
+
+    A run's write thus never lands for a user already deleted or revoked
+    (`accounts.check_live_run`), whatever an instance remembers.
+    """
+    if run is None:
+        return list(clients.firestore().get_all(refs))
+    account = accounts.account_ref(run.user_id)
+    found = list(clients.firestore().get_all([*refs, account]))
+    snapshot = next(s for s in found if s.reference.path == account.path)
+    accounts.check_live_run(run, snapshot.to_dict() if snapshot.exists else None)
+    return [s for s in found if s.reference.path != account.path]
+
+
 def _write(
     user_id: str,
     namespace: str,
     items: dict[str, tuple[str, str | None]],
     agent: str | None,
+    run: RunGrant | None = None,
 ) -> int:
     """Write records (key → (valueJson, metadataJson)), keeping the namespace totals exact.
 
     Raises:
+        Unauthorized: A run's user was deleted or revoked.
         PayloadTooLarge: The namespace would exceed its size or record limit.
     """
     settings = get_settings()
@@ -214,7 +234,7 @@ def _write(
 
     def decide(totals: dict[str, Any] | None) -> Plan[int]:
         now = _now()
-        current = {s.reference.id: s for s in clients.firestore().get_all(list(refs.values()))}
+        current = {s.reference.id: s for s in _read_for(run, list(refs.values()))}
         size = (totals or {}).get("sizeBytes", 0)
         count = (totals or {}).get("recordCount", 0)
         writes = []
@@ -264,14 +284,18 @@ def _write(
     return write_if_unchanged(ns_ref, decide)
 
 
-def _remove(user_id: str, namespace: str, keys: Iterable[str]) -> int:
-    """Delete records and lower the namespace totals; returns how many existed."""
+def _remove(user_id: str, namespace: str, keys: Iterable[str], run: RunGrant | None = None) -> int:
+    """Delete records and lower the namespace totals; returns how many existed.
+
+    Raises:
+        Unauthorized: A run's user was deleted or revoked.
+    """
     refs = {_record_ref(user_id, namespace, key) for key in keys}
     ns_ref = _namespace_ref(user_id, namespace)
     db = clients.firestore()
 
     def decide(totals: dict[str, Any] | None) -> Plan[list[Any]]:
-        found = [s for s in db.get_all(list(refs)) if s.exists]
+        found = [s for s in _read_for(run, list(refs)) if s.exists]
         if not found or totals is None:
             return Plan([])
         freed = sum((s.to_dict() or {}).get("sizeBytes", 0) for s in found)
@@ -423,12 +447,12 @@ def _op_set_many(principal: Principal, user_id: str, body: OpBody) -> Any:
     encoded = {key: (_encode(value, "value"), metadata) for key, value in (items or {}).items()}
     for key in encoded:
         _check_names(body.namespace, key)
-    count = _write(user_id, body.namespace, encoded, body.agent) if encoded else 0
+    count = _write(user_id, body.namespace, encoded, body.agent, principal.run) if encoded else 0
     return count if body.op == "set_many" else None
 
 
 def _op_delete(principal: Principal, user_id: str, body: OpBody) -> Any:
-    return _remove(user_id, body.namespace, [body.key or ""]) > 0
+    return _remove(user_id, body.namespace, [body.key or ""], principal.run) > 0
 
 
 def _op_list_keys(principal: Principal, user_id: str, body: OpBody) -> Any:
@@ -460,7 +484,7 @@ def _op_get_many(principal: Principal, user_id: str, body: OpBody) -> Any:
 
 def _op_clear(principal: Principal, user_id: str, body: OpBody) -> Any:
     keys = [str(data["key"]) for _, data in _records(user_id, body.namespace)]
-    return _remove(user_id, body.namespace, keys)
+    return _remove(user_id, body.namespace, keys, principal.run)
 
 
 _OPS = {

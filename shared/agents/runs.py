@@ -311,8 +311,9 @@ def _top_level(principal: Principal, body: RunCodeBody) -> _Run:
         _declared(body.data_store_config),
         get_settings().run_llm_budget,
     )
+    run = _Run(grant, body)
     run_leases.acquire(grant.user_id, grant.run_id, grant.expires)
-    return _Run(grant, body)
+    return run
 
 
 def _release(run: _Run) -> None:
@@ -482,8 +483,8 @@ def run_deployment(
         dict(agent.namespaces),
         settings.run_llm_budget if own else settings.public_run_llm_budget,
     )
-    run_leases.acquire(grant.user_id, grant.run_id, grant.expires)
     run = _Run(grant, body)
+    run_leases.acquire(grant.user_id, grant.run_id, grant.expires)
     done: dict[str, Any] = {}
     try:
         for event in run.events():

@@ -19,7 +19,7 @@ from devstack.tokens import mint_token
 from shared.agents import accounts
 from shared.llm import gateway
 from shared.platform import clients, erasure
-from shared.platform.auth import Principal
+from shared.platform.auth import Principal, read_run_token
 from shared.platform.config import get_settings
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="isolation needs a root host")
@@ -217,6 +217,11 @@ def test_a_run_token_dies_with_its_user(stack, alice):
     llm = post(stack, "/agents/run-code/llm", bearer(token), LLM)
     call = post(stack, "/agents/run-code/call", bearer(token), {"agentName": "x", "inputDict": {}})
     assert [r.status_code for r in (write, read, llm, call)] == [401] * 4
+    # An instance that started a run moments ago still remembers the user as live:
+    # its writes are checked against the account all the same.
+    accounts._remember_live(user_id, read_run_token(token).epoch)
+    late = op(stack, token, op="set_many", namespace="notes", items={"n": "back"})
+    assert late.status_code == 401
     assert not clients.firestore().collection("accounts").document(user_id).get().exists
     assert list(erasure.belonging_to("data_store", user_id).limit(1).stream()) == []
 
