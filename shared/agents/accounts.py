@@ -618,11 +618,19 @@ def _remember_live(user_id: str, epoch: float) -> None:
 def start_run(principal: Principal) -> float:
     """Return the caller's account epoch for a new run (the account is created on first use).
 
+    An instance that read the account less than `TOKEN_CACHE_SECONDS` ago
+    answers from memory (the window in which it also still accepts the
+    caller's own token after a deletion elsewhere); each use of the run's
+    token is checked again (`require_live_run`, `reserve_for_run`).
+
     Raises:
         Forbidden: The caller has no user yet.
         Unauthorized: The account's runs were revoked (its deletion is under way).
     """
     user_id = _require_user_id(principal)
+    known = _live.get(user_id)
+    if known is not None and known[1] > time.time():
+        return known[0]
 
     def decide(record: dict[str, Any] | None) -> Plan[float]:
         account, writes = _current(user_id, record, principal, datetime.now(UTC))

@@ -1,73 +1,99 @@
-"""Concurrent runs per user: leases in `run_leases/{userId}` (the owner of that collection).
+"""Concurrent runs per user: leases in `run_leases/{userId}.{slot}` (the owner of that collection).
 
-The document holds `userId` and `runs`, a map of run id to the Unix time
-its lease ends (the run's wall clock and a margin: the run token's expiry).
-A top-level run (`POST /agents/run-code`, its stream, `POST /rest/{name}`,
-a chat with a `gofannon` agent) takes a lease before it starts and gives it
-back when it ends, or when its stream is closed early; a process that dies
-leaves a lease that ends by itself. Both are compare-and-set writes of the
-one document (no transaction, no lock waits), so `RUNS_PER_USER` holds
-across every instance. Beyond it a run is refused with 429 and a
-`Retry-After`. An agent call inside a run is part of that run and takes
-no lease.
+A user has `RUNS_PER_USER` slots; a lease is the slot's document (`userId`,
+`runId`, `until`: the Unix time it ends, the run token's expiry). A
+top-level run (`POST /agents/run-code`, its stream, `POST /rest/{name}`, a
+chat with a `gofannon` agent) takes a lease before it starts: it creates
+the first free slot's document (a create fails when the slot is held, so
+two runs never hold one slot, on any instance, with no transaction and no
+read). When every slot is held, a slot whose lease has ended (its run's
+process died) is taken over by an update conditioned on the update time
+just read; otherwise the run is refused with 429 and a `Retry-After`. The
+lease is given back when the run ends, or its stream is closed, by
+deleting the document conditioned on its own write (a lease taken over is
+never deleted by its former holder). An agent call inside a run is part of
+that run and takes no lease.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from shared.platform import clients, erasure
 from shared.platform.config import get_settings
 from shared.platform.errors import RateLimited
-from shared.platform.transactions import Plan, write_if_unchanged
 
 RUN_LEASES = "run_leases"
 _RETRY_AFTER_AT_MOST = 10
 
 
-def _ref(user_id: str) -> Any:
-    return clients.firestore().collection(RUN_LEASES).document(user_id)
+@dataclass(frozen=True)
+class Lease:
+    """A held slot: its document and the update time of the write that took it."""
+
+    ref: Any
+    taken_at: Any
 
 
-def _live(record: dict[str, Any] | None, now: float) -> dict[str, float]:
-    runs = (record or {}).get("runs") or {}
-    return {run_id: float(until) for run_id, until in runs.items() if float(until) > now}
+def _slots(user_id: str, count: int) -> list[Any]:
+    collection = clients.firestore().collection(RUN_LEASES)
+    return [collection.document(f"{user_id}.{slot}") for slot in range(count)]
 
 
-def acquire(user_id: str, run_id: str, until: float) -> None:
+def acquire(user_id: str, run_id: str, until: float) -> Lease:
     """Take a lease for a run until `until` (Unix time).
+
+    Returns:
+        The lease, for `release`.
 
     Raises:
         RateLimited: The user already has `RUNS_PER_USER` runs going; `retry_after`
             is the time until the earliest of them ends at the latest (capped at 10 s).
     """
-    limit = get_settings().runs_per_user
+    from google.api_core import exceptions as google_exceptions
 
-    def decide(record: dict[str, Any] | None) -> Plan[None]:
-        now = time.time()
-        runs = _live(record, now)
-        if len(runs) >= limit:
-            wait = min(math.ceil(min(runs.values()) - now), _RETRY_AFTER_AT_MOST)
-            raise RateLimited(f"At most {limit} runs at a time; retry later", max(wait, 1))
-        runs[run_id] = until
-        return Plan(None, update={"userId": user_id, "runs": runs})
+    db = clients.firestore()
+    lease = {"userId": user_id, "runId": run_id, "until": until}
+    slots = _slots(user_id, get_settings().runs_per_user)
+    for ref in slots:
+        try:
+            return Lease(ref, ref.create(lease).update_time)
+        except google_exceptions.AlreadyExists:
+            continue
+    ends = []
+    for snapshot in db.get_all(slots):
+        held_until = float((snapshot.to_dict() or {}).get("until", 0))
+        if snapshot.exists and held_until > time.time():
+            ends.append(held_until)
+            continue
+        try:
+            if snapshot.exists:
+                taken = db.write_option(last_update_time=snapshot.update_time)
+                return Lease(
+                    snapshot.reference, snapshot.reference.update(lease, option=taken).update_time
+                )
+            return Lease(snapshot.reference, snapshot.reference.create(lease).update_time)
+        except (google_exceptions.FailedPrecondition, google_exceptions.AlreadyExists):
+            continue
+    wait = math.ceil(min(ends, default=time.time() + 1) - time.time())
+    limit = len(slots)
+    raise RateLimited(
+        f"At most {limit} runs at a time; retry later", max(min(wait, _RETRY_AFTER_AT_MOST), 1)
+    )
 
-    write_if_unchanged(_ref(user_id), decide)
 
+def release(lease: Lease) -> None:
+    """Give a lease back (nothing happens when it ended and another run took the slot)."""
+    from google.api_core import exceptions as google_exceptions
 
-def release(user_id: str, run_id: str) -> None:
-    """Give a run's lease back (nothing happens when it is gone already)."""
-
-    def decide(record: dict[str, Any] | None) -> Plan[None]:
-        if record is None or run_id not in (record.get("runs") or {}):
-            return Plan(None)
-        runs = _live(record, time.time())
-        runs.pop(run_id, None)
-        return Plan(None, update={"runs": runs})
-
-    write_if_unchanged(_ref(user_id), decide)
+    unchanged = clients.firestore().write_option(last_update_time=lease.taken_at)
+    try:
+        lease.ref.delete(option=unchanged)
+    except (google_exceptions.FailedPrecondition, google_exceptions.NotFound):
+        return
 
 
 def delete_user_data(user_id: str) -> None:

@@ -212,6 +212,7 @@ class _Run:
             ),
         )
         self.started = time.monotonic()
+        self.lease: run_leases.Lease | None = None
 
     def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
         return {
@@ -312,16 +313,40 @@ def _top_level(principal: Principal, body: RunCodeBody) -> _Run:
         get_settings().run_llm_budget,
     )
     run = _Run(grant, body)
-    run_leases.acquire(grant.user_id, grant.run_id, grant.expires)
+    run.lease = run_leases.acquire(grant.user_id, grant.run_id, grant.expires)
     return run
 
 
 def _release(run: _Run) -> None:
-    run_leases.release(run.grant.user_id, run.grant.run_id)
+    lease, run.lease = run.lease, None
+    if lease is not None:
+        run_leases.release(lease)
 
 
-def run_code(principal: Principal, body: RunCodeBody) -> RunCodeResult:
+Defer = Callable[[Callable[[], None]], None]
+"""Runs a callable once the answer has been sent (the lease is given back off its path)."""
+
+
+def _events(run: _Run, defer: Defer | None) -> Iterator[dict[str, Any]]:
+    """The run's events; its lease is given back at the end (after the answer, with `defer`)."""
+    try:
+        yield from run.events()
+    except BaseException:
+        _release(run)
+        raise
+    if defer is None:
+        _release(run)
+    else:
+        defer(lambda: _release(run))
+
+
+def run_code(principal: Principal, body: RunCodeBody, defer: Defer | None = None) -> RunCodeResult:
     """Run agent code once and return its result, error, warnings, data-store log and trace.
+
+    Args:
+        principal: The caller.
+        body: The code and what it may use.
+        defer: Gives the run's lease back once the answer is sent (None: before returning).
 
     Raises:
         Forbidden: The caller has no user yet.
@@ -330,14 +355,10 @@ def run_code(principal: Principal, body: RunCodeBody) -> RunCodeResult:
     """
     trace: list[dict[str, Any]] = []
     done: dict[str, Any] = {}
-    run = _top_level(principal, body)
-    try:
-        for event in run.events():
-            if "trace" in event and len(trace) < _TRACE_LIMIT:
-                trace.append(event["trace"])
-            done = event.get("done", done)
-    finally:
-        _release(run)
+    for event in _events(_top_level(principal, body), defer):
+        if "trace" in event and len(trace) < _TRACE_LIMIT:
+            trace.append(event["trace"])
+        done = event.get("done", done)
     return RunCodeResult(
         result=done.get("result"),
         error=done.get("error"),
@@ -438,8 +459,12 @@ def call_agent(principal: Principal, body: AgentCallBody) -> AgentCallResult:
     return AgentCallResult(result=done.get("result"), error=done.get("error"))
 
 
-def run_deployed(principal: Principal, friendly_name: str, input_dict: dict[str, Any]) -> Any:
+def run_deployed(
+    principal: Principal, friendly_name: str, input_dict: dict[str, Any], defer: Defer | None = None
+) -> Any:
     """Run a deployed agent for its caller (`POST /rest/{friendly_name}`).
+
+    `defer` gives the run's lease back once the answer is sent (None: before returning).
 
     Raises:
         Forbidden: The caller has no user yet.
@@ -451,17 +476,21 @@ def run_deployed(principal: Principal, friendly_name: str, input_dict: dict[str,
     if not principal.user_id:
         raise Forbidden("Create your user first")
     agent = agents.deployed_agent(principal.user_id, lambda: principal.is_admin, friendly_name)
-    return run_deployment(principal, agent, input_dict)
+    return run_deployment(principal, agent, input_dict, defer)
 
 
 def run_deployment(
-    principal: Principal, agent: agents.DeployedAgent, input_dict: dict[str, Any]
+    principal: Principal,
+    agent: agents.DeployedAgent,
+    input_dict: dict[str, Any],
+    defer: Defer | None = None,
 ) -> Any:
     """Run a resolved deployment for its caller and return its result.
 
     The caller pays and lends their data store, limited to the namespaces
     the agent declares; someone else's deployment also gets the smaller
-    `PUBLIC_RUN_LLM_BUDGET` and no agent calls.
+    `PUBLIC_RUN_LLM_BUDGET` and no agent calls. `defer` gives the run's
+    lease back once the answer is sent (None: before returning).
 
     Raises:
         RateLimited: The caller has `RUNS_PER_USER` runs going already.
@@ -484,13 +513,10 @@ def run_deployment(
         settings.run_llm_budget if own else settings.public_run_llm_budget,
     )
     run = _Run(grant, body)
-    run_leases.acquire(grant.user_id, grant.run_id, grant.expires)
+    run.lease = run_leases.acquire(grant.user_id, grant.run_id, grant.expires)
     done: dict[str, Any] = {}
-    try:
-        for event in run.events():
-            done = event.get("done", done)
-    finally:
-        _release(run)
+    for event in _events(run, defer):
+        done = event.get("done", done)
     if done.get("error"):
         lines = [line for line in str(done["error"]).splitlines() if line.strip()]
         raise BadGateway(f"The agent failed: {lines[-1].strip() if lines else 'no error text'}")

@@ -360,6 +360,7 @@ def test_page_calls_the_deployed_agent_with_the_viewers_token(stack, alice, tmp_
             "description": "Weather",
             "code": WEATHER_AGENT,
             "friendlyName": "weather_agent",
+            "dataStoreConfig": [{"namespace": "default", "access": "write"}],
         },
         headers=headers,
         timeout=10,
