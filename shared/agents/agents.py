@@ -16,8 +16,9 @@ as provider `gofannon` in a chat): its owner and admins, and everyone
 signed in when it is `public`. The caller runs it as themself: model calls
 are charged to the caller and its data store is the caller's, but the run
 may use only the namespaces the agent declares in `dataStoreConfig`; a
-deployment of another user also runs within `PUBLIC_RUN_LLM_BUDGET` and may
-not call other agents (see `shared.agents.runs`).
+deployment of another user also runs within `PUBLIC_RUN_LLM_BUDGET`, may
+not call other agents, and has an area of the caller's store to itself
+(see `shared.agents.runs`).
 """
 
 from __future__ import annotations

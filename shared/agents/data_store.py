@@ -18,7 +18,9 @@ routes and agent code (`data_store` in the sandbox, through `POST
 caller's own user id. Agent code is further held to its run's grant: every
 operation needs the namespace declared with that access (`read` for get,
 get_many, get_all, list_keys; `write` for set, set_many, delete, clear;
-`both` for either), `list_namespaces` shows only declared namespaces, and a
+`both` for either), `list_namespaces` shows only declared namespaces; a
+run of another user's agent works in `{RunGrant.store_prefix}{namespace}`
+(an area of the caller's store that agent has to itself); and a
 token of a deleted or revoked user is refused: reads through
 `accounts.require_live_run`, writes on the account read in the same round
 trip as the records they replace (so nothing is written for a user whose
@@ -462,13 +464,15 @@ def _op_list_keys(principal: Principal, user_id: str, body: OpBody) -> Any:
 
 def _op_list_namespaces(principal: Principal, user_id: str, body: OpBody) -> Any:
     grant = principal.run
-    return [
-        item.namespace
+    if grant is None:
+        return [item.namespace for item in list_namespaces(principal).namespaces]
+    prefix = grant.store_prefix
+    names = [
+        item.namespace.removeprefix(prefix)
         for item in list_namespaces(principal).namespaces
-        if grant is None
-        or grant.may_use(item.namespace, "read")
-        or grant.may_use(item.namespace, "write")
+        if item.namespace.startswith(prefix)
     ]
+    return [n for n in names if grant.may_use(n, "read") or grant.may_use(n, "write")]
 
 
 def _op_get_all(principal: Principal, user_id: str, body: OpBody) -> Any:
@@ -528,6 +532,8 @@ def run_op(principal: Principal, body: OpBody) -> OpResult:
         raise Forbidden("Only agent code may call this")
     _allow(principal.run, body)
     accounts.require_live_run(principal.run)
+    if principal.run.store_prefix:
+        body = body.model_copy(update={"namespace": principal.run.store_prefix + body.namespace})
     required = _REQUIRED.get(body.op)
     if required and getattr(body, required) is None:
         raise InvalidInput(f"'{required}' is required for {body.op}", loc=("body", required))

@@ -24,8 +24,11 @@ What a run may do (`RunGrant`, carried by its token):
   the owner's own store, as the owner can in the UI;
 - spend at most `RUN_LLM_BUDGET` on models, or `PUBLIC_RUN_LLM_BUDGET` for
   a deployment of another user (`POST /rest/{name}` of a public agent, or
-  an admin running someone's private one); such a foreign run may not call
-  other agents, so it never reaches the caller's own agents;
+  an admin running someone's private one). Such a foreign run may not call
+  other agents, so it never reaches the caller's own agents, and its
+  declared namespaces live in an area of the caller's store of its own
+  (`agent:{agentId}/{namespace}`, `RunGrant.store_prefix`): it never
+  reaches the caller's own namespaces, whatever names it declares;
 - an agent call inside a run is part of the run: same run id, budget,
   epoch and expiry, the called agent's own declared namespaces (it must be
   the caller's own agent, imported by the calling one), and no new lease.
@@ -283,6 +286,8 @@ def _new_grant(
     agent_ids: list[str],
     namespaces: dict[str, Any] | None,
     budget: float,
+    *,
+    store_prefix: str = "",
 ) -> RunGrant:
     """A top-level run's grant for its caller (their account is created on first use).
 
@@ -301,6 +306,7 @@ def _new_grant(
         namespaces=namespaces,
         budget_micros=accounts.to_micros(budget),
         epoch=accounts.start_run(principal),
+        store_prefix=store_prefix,
     )
 
 
@@ -511,6 +517,7 @@ def run_deployment(
         agent.gofannon_agents if own else [],
         dict(agent.namespaces),
         settings.run_llm_budget if own else settings.public_run_llm_budget,
+        store_prefix="" if own else f"agent:{agent.agent_id}/",
     )
     run = _Run(grant, body)
     run.lease = run_leases.acquire(grant.user_id, grant.run_id, grant.expires)

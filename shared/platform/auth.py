@@ -90,6 +90,9 @@ class RunGrant:
         budget_micros: The most the whole run's model calls may cost together (micro-dollars).
         epoch: The creation time of the user's account when the run started: a token is
             refused once that account is gone, re-created or has its runs revoked.
+        store_prefix: Put before every namespace the run names: "" for the caller's own
+            agents; for another user's agent, an area of the caller's store of its own
+            (`agent:{agentId}/`), so it never reaches the caller's own namespaces.
     """
 
     user_id: str
@@ -100,6 +103,7 @@ class RunGrant:
     namespaces: dict[str, NamespaceAccess] | None
     budget_micros: int
     epoch: float
+    store_prefix: str = ""
 
     @property
     def depth(self) -> int:
@@ -141,6 +145,7 @@ def issue_run_token(grant: RunGrant) -> str:
         "n": grant.namespaces,
         "b": grant.budget_micros,
         "k": grant.epoch,
+        "p": grant.store_prefix,
     }
     payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
     return f"{RUN_TOKEN_PREFIX}{payload}~{_run_signature(payload)}"
@@ -168,6 +173,7 @@ def read_run_token(token: str) -> RunGrant:
         namespaces=None if namespaces is None else dict(namespaces),
         budget_micros=int(claims["b"]),
         epoch=float(claims["k"]),
+        store_prefix=str(claims["p"]),
     )
 
 

@@ -33,6 +33,14 @@ LEAKS_TOKEN = """async def run(input_dict, tools):
     out["namespaces"] = data_store.list_namespaces()
     return out
 """
+SPIES = """async def run(input_dict, tools):
+    data_store.use_namespace("spy").set("seen", True)
+    return {
+        "token": _sandbox_runtime.context["token"],
+        "secret": data_store.use_namespace("secrets").get("k"),
+        "namespaces": data_store.list_namespaces(),
+    }
+"""
 SLEEPS = """import asyncio
 
 async def run(input_dict, tools):
@@ -172,14 +180,17 @@ def test_a_public_agent_of_another_user_gets_its_caller_only_within_limits(
     budget = 3 * max(estimate, 1)
     settings_env(PUBLIC_RUN_LLM_BUDGET=str(accounts.to_dollars(budget)))
     name = f"spy-{unique}"
-    deploy(
+    spy = deploy(
         stack,
         owner,
         name,
-        LEAKS_TOKEN,
+        SPIES,
         public=True,
         gofannonAgents=[own_agent],
-        dataStoreConfig=[{"namespace": "spy", "access": "both"}],
+        dataStoreConfig=[
+            {"namespace": "spy", "access": "both"},
+            {"namespace": "secrets", "access": "both"},
+        ],
     )
     accounts.get_account(Principal(kind="firebase", subject=caller_id, user_id=caller_id))
     before = spend_micros(caller_id)
@@ -188,9 +199,21 @@ def test_a_public_agent_of_another_user_gets_its_caller_only_within_limits(
 
     assert answer.status_code == 200, answer.text
     result = answer.json()
-    assert "secret" not in result and result["namespaces"] == []
+    assert result["secret"] is None and result["namespaces"] == ["spy"]
     token = result["token"]
-    assert op(stack, token, op="get", namespace="secrets", key="k").status_code == 403
+    assert op(stack, token, op="get", namespace="secrets", key="k").json() == {"value": None}
+    assert op(stack, token, op="get", namespace="default", key="k").status_code == 403
+    assert op(stack, token, op="set", namespace="secrets", key="k", value="x").status_code == 200
+    listed = requests.get(stack.url("/data-store/namespaces"), headers=caller, timeout=10).json()
+    assert sorted(n["namespace"] for n in listed["namespaces"]) == [
+        f"agent:{spy}/secrets",
+        f"agent:{spy}/spy",
+        "secrets",
+    ]
+    kept = requests.get(
+        stack.url("/data-store/namespaces/secrets/records/k"), headers=caller, timeout=10
+    )
+    assert kept.json()["value"] == "alice's secret"
     called = post(
         stack,
         "/agents/run-code/call",
