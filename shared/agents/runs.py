@@ -27,7 +27,7 @@ What a run may do (`RunGrant`, carried by its token):
   an admin running someone's private one). Such a foreign run may not call
   other agents, so it never reaches the caller's own agents, and its
   declared namespaces live in an area of the caller's store of its own
-  (`agent:{agentId}/{namespace}`, `RunGrant.store_prefix`): it never
+  (`agent:{agentId}:{namespace}`, `RunGrant.store_prefix`): it never
   reaches the caller's own namespaces, whatever names it declares;
 - an agent call inside a run is part of the run: same run id, budget,
   epoch and expiry, the called agent's own declared namespaces (it must be
@@ -517,7 +517,7 @@ def run_deployment(
         agent.gofannon_agents if own else [],
         dict(agent.namespaces),
         settings.run_llm_budget if own else settings.public_run_llm_budget,
-        store_prefix="" if own else f"agent:{agent.agent_id}/",
+        store_prefix="" if own else f"agent:{agent.agent_id}:",
     )
     run = _Run(grant, body)
     run.lease = run_leases.acquire(grant.user_id, grant.run_id, grant.expires)

@@ -92,7 +92,7 @@ class RunGrant:
             refused once that account is gone, re-created or has its runs revoked.
         store_prefix: Put before every namespace the run names: "" for the caller's own
             agents; for another user's agent, an area of the caller's store of its own
-            (`agent:{agentId}/`), so it never reaches the caller's own namespaces.
+            (`agent:{agentId}:`), so it never reaches the caller's own namespaces.
     """
 
     user_id: str

@@ -206,14 +206,20 @@ def test_a_public_agent_of_another_user_gets_its_caller_only_within_limits(
     assert op(stack, token, op="set", namespace="secrets", key="k", value="x").status_code == 200
     listed = requests.get(stack.url("/data-store/namespaces"), headers=caller, timeout=10).json()
     assert sorted(n["namespace"] for n in listed["namespaces"]) == [
-        f"agent:{spy}/secrets",
-        f"agent:{spy}/spy",
+        f"agent:{spy}:secrets",
+        f"agent:{spy}:spy",
         "secrets",
     ]
     kept = requests.get(
         stack.url("/data-store/namespaces/secrets/records/k"), headers=caller, timeout=10
     )
     assert kept.json()["value"] == "alice's secret"
+    its_own = requests.get(
+        stack.url(f"/data-store/namespaces/agent:{spy}:spy/records/seen"),
+        headers=caller,
+        timeout=10,
+    )
+    assert its_own.json()["value"] is True
     called = post(
         stack,
         "/agents/run-code/call",
