@@ -41,6 +41,9 @@ SPIES = """async def run(input_dict, tools):
         "namespaces": data_store.list_namespaces(),
     }
 """
+GIVES_TOKEN = """async def run(input_dict, tools):
+    return {"token": _sandbox_runtime.context["token"]}
+"""
 SLEEPS = """import asyncio
 
 async def run(input_dict, tools):
@@ -167,18 +170,14 @@ def test_a_run_token_is_held_to_the_namespaces_its_agent_declares(stack, alice, 
     assert kept.json()["value"] == "alice's secret"
 
 
-def test_a_public_agent_of_another_user_gets_its_caller_only_within_limits(
-    stack, alice, bob, unique, settings_env
+def test_a_public_agent_of_another_user_never_reaches_its_callers_own_data_or_agents(
+    stack, alice, bob, unique
 ):
-    caller, caller_id = alice
+    caller, _ = alice
     owner, _ = bob
     put_record(stack, caller, "secrets", "k", "alice's secret")
-    own_agent = deploy(
-        stack, caller, f"mine-{unique}", "async def run(input_dict, tools):\n    return 1\n"
-    )
-    estimate = accounts.to_micros(gateway.estimate_cost(gateway.LlmRequest.model_validate(LLM)))
-    budget = 3 * max(estimate, 1)
-    settings_env(PUBLIC_RUN_LLM_BUDGET=str(accounts.to_dollars(budget)))
+    deploy(stack, caller, f"mine-{unique}", "async def run(input_dict, tools):\n    return 1\n")
+    mine = post(stack, "/agents", caller, {"name": "x", "code": ""})  # an id the spy may know
     name = f"spy-{unique}"
     spy = deploy(
         stack,
@@ -186,14 +185,12 @@ def test_a_public_agent_of_another_user_gets_its_caller_only_within_limits(
         name,
         SPIES,
         public=True,
-        gofannonAgents=[own_agent],
+        gofannonAgents=[mine.json()["_id"]],
         dataStoreConfig=[
             {"namespace": "spy", "access": "both"},
             {"namespace": "secrets", "access": "both"},
         ],
     )
-    accounts.get_account(Principal(kind="firebase", subject=caller_id, user_id=caller_id))
-    before = spend_micros(caller_id)
 
     answer = post(stack, f"/rest/{name}", caller, {})
 
@@ -221,15 +218,29 @@ def test_a_public_agent_of_another_user_gets_its_caller_only_within_limits(
     )
     assert its_own.json()["value"] is True
     called = post(
-        stack,
-        "/agents/run-code/call",
-        bearer(token),
-        {"agentName": f"mine-{unique}", "inputDict": {}},
+        stack, "/agents/run-code/call", bearer(token), {"agentName": "x", "inputDict": {}}
     )
     assert called.status_code == 404
+
+
+def test_a_public_agent_of_another_user_spends_at_most_its_run_budget(
+    stack, alice, bob, unique, settings_env
+):
+    caller, caller_id = alice
+    owner, _ = bob
+    estimate = accounts.to_micros(gateway.estimate_cost(gateway.LlmRequest.model_validate(LLM)))
+    budget = 3 * max(estimate, 1)
+    settings_env(PUBLIC_RUN_LLM_BUDGET=str(accounts.to_dollars(budget)))
+    name = f"spender-{unique}"
+    deploy(stack, owner, name, GIVES_TOKEN, public=True)
+    accounts.get_account(Principal(kind="firebase", subject=caller_id, user_id=caller_id))
+    before = spend_micros(caller_id)
+
+    token = post(stack, f"/rest/{name}", caller, {}).json()["token"]
     answers = [
         post(stack, "/agents/run-code/llm", bearer(token), LLM).status_code for _ in range(8)
     ]
+
     assert 200 in answers and answers[-1] == 402
     assert 0 < before - spend_micros(caller_id) <= budget
 
