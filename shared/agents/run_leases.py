@@ -12,7 +12,10 @@ just read; otherwise the run is refused with 429 and a `Retry-After`. The
 lease is given back when the run ends, or its stream is closed, by
 deleting the document conditioned on its own write (a lease taken over is
 never deleted by its former holder). An agent call inside a run is part of
-that run and takes no lease.
+that run and takes no slot of the user's; the calls of one run (its whole
+tree) in flight at once are bounded the same way, by `AGENT_CALLS_PER_RUN`
+slots of the run (`{userId}.{runId}.{slot}`), so one run cannot fan out
+into unbounded sandbox runs.
 """
 
 from __future__ import annotations
@@ -38,26 +41,37 @@ class Lease:
     taken_at: Any
 
 
-def _slots(user_id: str, count: int) -> list[Any]:
+def _slots(pool: str, count: int) -> list[Any]:
     collection = clients.firestore().collection(RUN_LEASES)
-    return [collection.document(f"{user_id}.{slot}") for slot in range(count)]
+    return [collection.document(f"{pool}.{slot}") for slot in range(count)]
 
 
-def acquire(user_id: str, run_id: str, until: float) -> Lease:
-    """Take a lease for a run until `until` (Unix time).
+def acquire(user_id: str, run_id: str, until: float, *, within: str | None = None) -> Lease:
+    """Take a lease for a run (or for an agent call `within` a run) until `until` (Unix time).
+
+    Args:
+        user_id: Whose run it is.
+        run_id: The run (or the agent call) taking the lease.
+        until: When the lease ends by itself.
+        within: The run id when the lease is for an agent call inside that run: its
+            pool is the run's `AGENT_CALLS_PER_RUN` slots, not the user's runs.
 
     Returns:
         The lease, for `release`.
 
     Raises:
-        RateLimited: The user already has `RUNS_PER_USER` runs going; `retry_after`
-            is the time until the earliest of them ends at the latest (capped at 10 s).
+        RateLimited: Every slot of the pool is held; `retry_after` is the time until
+            the earliest of them ends at the latest (capped at 10 s).
     """
     from google.api_core import exceptions as google_exceptions
 
     db = clients.firestore()
+    settings = get_settings()
     lease = {"userId": user_id, "runId": run_id, "until": until}
-    slots = _slots(user_id, get_settings().runs_per_user)
+    if within is None:
+        slots, what = _slots(user_id, settings.runs_per_user), "runs"
+    else:
+        slots, what = _slots(f"{user_id}.{within}", settings.agent_calls_per_run), "agent calls"
     for ref in slots:
         try:
             return Lease(ref, ref.create(lease).update_time)
@@ -79,9 +93,9 @@ def acquire(user_id: str, run_id: str, until: float) -> Lease:
         except (google_exceptions.FailedPrecondition, google_exceptions.AlreadyExists):
             continue
     wait = math.ceil(min(ends, default=time.time() + 1) - time.time())
-    limit = len(slots)
     raise RateLimited(
-        f"At most {limit} runs at a time; retry later", max(min(wait, _RETRY_AFTER_AT_MOST), 1)
+        f"At most {len(slots)} {what} at a time; retry later",
+        max(min(wait, _RETRY_AFTER_AT_MOST), 1),
     )
 
 

@@ -31,7 +31,8 @@ What a run may do (`RunGrant`, carried by its token):
   reaches the caller's own namespaces, whatever names it declares;
 - an agent call inside a run is part of the run: same run id, budget,
   epoch and expiry, the called agent's own declared namespaces (it must be
-  the caller's own agent, imported by the calling one), and no new lease.
+  the caller's own agent, imported by the calling one), and no slot of
+  the user's; the run's calls in flight are bounded by `AGENT_CALLS_PER_RUN`.
 
 Each top-level run holds a lease (`run_leases`, `RUNS_PER_USER`) while it runs.
 
@@ -440,6 +441,7 @@ def call_agent(principal: Principal, body: AgentCallBody) -> AgentCallResult:
         Unauthorized: The run's user was deleted or revoked.
         Forbidden: Not a run token, a cycle, or past the depth limit.
         NotFound: The agent was not imported by the calling agent.
+        RateLimited: The run has `AGENT_CALLS_PER_RUN` agent calls going already.
     """
     grant = _grant(principal)
     if body.agent_name in grant.chain:
@@ -459,9 +461,14 @@ def call_agent(principal: Principal, body: AgentCallBody) -> AgentCallResult:
         agents=tuple(nested.gofannon_agents),
         namespaces=agents.declared_namespaces(agent),
     )
+    call_id = f"{grant.run_id}.{uuid.uuid4().hex}"
+    lease = run_leases.acquire(grant.user_id, call_id, grant.expires, within=grant.run_id)
     done: dict[str, Any] = {}
-    for event in _Run(nested_grant, nested).events():
-        done = event.get("done", done)
+    try:
+        for event in _Run(nested_grant, nested).events():
+            done = event.get("done", done)
+    finally:
+        run_leases.release(lease)
     return AgentCallResult(result=done.get("result"), error=done.get("error"))
 
 

@@ -311,6 +311,13 @@ class Settings(BaseModel):
         le=1_000,
         description="Runs of agent code one user may have going at once (429 beyond).",
     )
+    agent_calls_per_run: int = Field(
+        default=4,
+        alias="AGENT_CALLS_PER_RUN",
+        gt=0,
+        le=100,
+        description="Agent calls (gofannon_client.call) one run may have going at once.",
+    )
     agent_call_max_depth: int = Field(default=5, alias="AGENT_CALL_MAX_DEPTH", ge=0, le=20)
     sandbox_cpu_seconds: int = Field(default=30, alias="SANDBOX_CPU_SECONDS", gt=0)
     sandbox_wall_seconds: float = Field(default=60, alias="SANDBOX_WALL_SECONDS", gt=0)

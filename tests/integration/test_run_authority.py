@@ -350,3 +350,28 @@ def test_expired_leases_of_a_dead_process_do_not_count(stack, alice, settings_en
     )
 
     assert answer.status_code == 200, answer.text
+
+
+def test_one_run_cannot_fan_out_past_its_agent_calls(stack, alice, settings_env):
+    settings_env(AGENT_CALLS_PER_RUN="1")
+    headers, user_id = alice
+    napper = clients.firestore().collection("agents").document()
+    napper.set({"ownerId": user_id, "name": "napper", "code": SLEEPS.replace("4", "2")})
+    fans_out = {
+        "code": "import asyncio\n\n"
+        "async def run(input_dict, tools):\n"
+        "    calls = [gofannon_client.call('napper', {}) for _ in range(2)]\n"
+        "    done = await asyncio.gather(*calls, return_exceptions=True)\n"
+        "    return sorted(str(item) for item in done)\n",
+        "inputDict": {},
+        "gofannonAgents": [napper.id],
+        "friendlyName": "fan",
+    }
+
+    answer = post(stack, "/agents/run-code", headers, fans_out)
+
+    assert answer.status_code == 200, answer.text
+    first, second = answer.json()["result"]
+    assert first == "1"
+    assert "429" in second and "At most 1 agent calls at a time" in second
+    wait_no_leases(user_id)
