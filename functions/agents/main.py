@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import flask
@@ -166,15 +165,6 @@ def list_deployments(ctx: RequestContext) -> list[saved.DeployedApi]:
     return saved.list_deployments(ctx.user)
 
 
-def _after_answer(release: Callable[[], None]) -> None:
-    """Run `release` once this request's answer has been sent (a run's lease)."""
-
-    @flask.after_this_request
-    def hook(response: flask.Response) -> flask.Response:
-        response.call_on_close(release)
-        return response
-
-
 class AgentInput(Model):
     """Any JSON object: the deployed agent's `input_dict`."""
 
@@ -196,7 +186,7 @@ class AgentInput(Model):
 )
 def run_deployed(ctx: RequestContext, friendly_name: str, body: AgentInput) -> Any:
     """Run a deployed agent with the body as its input; the answer is the agent's result."""
-    return runs.run_deployed(ctx.user, friendly_name, body.model_extra or {}, _after_answer)
+    return runs.run_deployed(ctx.user, friendly_name, body.model_extra or {})
 
 
 @router.post(
@@ -209,7 +199,7 @@ def run_deployed(ctx: RequestContext, friendly_name: str, body: AgentInput) -> A
 )
 def run_code(ctx: RequestContext, body: runs.RunCodeBody) -> runs.RunCodeResult:
     """Run code in the sandbox; the agent's own failures come back in `error`."""
-    return runs.run_code(ctx.user, body, _after_answer)
+    return runs.run_code(ctx.user, body)
 
 
 @router.post(

@@ -49,6 +49,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -62,7 +63,13 @@ from shared.llm import catalog, gateway
 from shared.platform import service
 from shared.platform.auth import Principal, RunGrant, issue_run_token
 from shared.platform.config import get_settings
-from shared.platform.errors import BadGateway, DomainError, Forbidden, Unavailable
+from shared.platform.errors import (
+    BadGateway,
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    Unavailable,
+)
 from shared.platform.models import Model
 
 logger = logging.getLogger(__name__)
@@ -281,6 +288,26 @@ def _declared(config: list[agents.DataStoreNamespace] | None) -> dict[str, Any] 
     return agents.declared_namespaces({"dataStoreConfig": [c.model_dump() for c in config]})
 
 
+NAMESPACES_CHARS = 2000
+"""The most characters of namespace names (with their access) a run may be granted: the
+grant travels in the run token, which the sandbox takes up to 8 KiB of."""
+
+
+def _bounded(namespaces: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The namespaces of a grant, refused when they would not fit in a run token.
+
+    Raises:
+        InvalidInput: The agent declares more namespace names than a run can carry.
+    """
+    if namespaces is not None and len(json.dumps(namespaces)) > NAMESPACES_CHARS:
+        raise InvalidInput(
+            f"dataStoreConfig declares more than a run can carry ({NAMESPACES_CHARS} "
+            "characters of namespace names)",
+            loc=("body", "dataStoreConfig"),
+        )
+    return namespaces
+
+
 def _new_grant(
     principal: Principal,
     chain: list[str],
@@ -304,7 +331,7 @@ def _new_grant(
         agents=tuple(agent_ids),
         expires=time.time() + get_settings().sandbox_wall_seconds + RUN_MARGIN_SECONDS,
         run_id=uuid.uuid4().hex,
-        namespaces=namespaces,
+        namespaces=_bounded(namespaces),
         budget_micros=accounts.to_micros(budget),
         epoch=accounts.start_run(principal),
         store_prefix=store_prefix,
@@ -330,30 +357,38 @@ def _release(run: _Run) -> None:
         run_leases.release(lease)
 
 
-Defer = Callable[[Callable[[], None]], None]
-"""Runs a callable once the answer has been sent (the lease is given back off its path)."""
+_releases: ThreadPoolExecutor | None = None
 
 
-def _events(run: _Run, defer: Defer | None) -> Iterator[dict[str, Any]]:
-    """The run's events; its lease is given back at the end (after the answer, with `defer`)."""
+def _soon(release: Callable[[], None]) -> None:
+    """Give a lease back on a background thread (off the answer's path).
+
+    A release that never happens (the process stops first) leaves a lease
+    that ends with the run's token.
+    """
+    global _releases  # noqa: PLW0603 - one pool per process, made on first use
+    if _releases is None:
+        _releases = ThreadPoolExecutor(max_workers=2, thread_name_prefix="run-lease")
+    _releases.submit(release)
+
+
+def _release_soon(run: _Run) -> None:
+    _soon(lambda: _release(run))
+
+
+def _events(run: _Run, *, background: bool) -> Iterator[dict[str, Any]]:
+    """The run's events; its lease is given back at the end (`background`: off the path)."""
     try:
         yield from run.events()
-    except BaseException:
-        _release(run)
-        raise
-    if defer is None:
-        _release(run)
-    else:
-        defer(lambda: _release(run))
+    finally:
+        if background:
+            _release_soon(run)
+        else:
+            _release(run)
 
 
-def run_code(principal: Principal, body: RunCodeBody, defer: Defer | None = None) -> RunCodeResult:
+def run_code(principal: Principal, body: RunCodeBody) -> RunCodeResult:
     """Run agent code once and return its result, error, warnings, data-store log and trace.
-
-    Args:
-        principal: The caller.
-        body: The code and what it may use.
-        defer: Gives the run's lease back once the answer is sent (None: before returning).
 
     Raises:
         Forbidden: The caller has no user yet.
@@ -362,7 +397,7 @@ def run_code(principal: Principal, body: RunCodeBody, defer: Defer | None = None
     """
     trace: list[dict[str, Any]] = []
     done: dict[str, Any] = {}
-    for event in _events(_top_level(principal, body), defer):
+    for event in _events(_top_level(principal, body), background=True):
         if "trace" in event and len(trace) < _TRACE_LIMIT:
             trace.append(event["trace"])
         done = event.get("done", done)
@@ -421,7 +456,7 @@ def stream_run_code(principal: Principal, body: RunCodeBody) -> Frames:
             payload = {**failure, "schemaWarnings": None, "opsLog": None}
             yield f"event: done\ndata: {json.dumps(payload)}\n\n"
 
-    return Frames(frames(), lambda: _release(run))
+    return Frames(frames(), lambda: _release_soon(run))
 
 
 def _grant(principal: Principal) -> RunGrant:
@@ -459,7 +494,7 @@ def call_agent(principal: Principal, body: AgentCallBody) -> AgentCallResult:
         grant,
         chain=(*grant.chain, body.agent_name),
         agents=tuple(nested.gofannon_agents),
-        namespaces=agents.declared_namespaces(agent),
+        namespaces=_bounded(agents.declared_namespaces(agent)),
     )
     call_id = f"{grant.run_id}.{uuid.uuid4().hex}"
     lease = run_leases.acquire(grant.user_id, call_id, grant.expires, within=grant.run_id)
@@ -468,16 +503,12 @@ def call_agent(principal: Principal, body: AgentCallBody) -> AgentCallResult:
         for event in _Run(nested_grant, nested).events():
             done = event.get("done", done)
     finally:
-        run_leases.release(lease)
+        _soon(lambda: run_leases.release(lease))
     return AgentCallResult(result=done.get("result"), error=done.get("error"))
 
 
-def run_deployed(
-    principal: Principal, friendly_name: str, input_dict: dict[str, Any], defer: Defer | None = None
-) -> Any:
+def run_deployed(principal: Principal, friendly_name: str, input_dict: dict[str, Any]) -> Any:
     """Run a deployed agent for its caller (`POST /rest/{friendly_name}`).
-
-    `defer` gives the run's lease back once the answer is sent (None: before returning).
 
     Raises:
         Forbidden: The caller has no user yet.
@@ -489,21 +520,22 @@ def run_deployed(
     if not principal.user_id:
         raise Forbidden("Create your user first")
     agent = agents.deployed_agent(principal.user_id, lambda: principal.is_admin, friendly_name)
-    return run_deployment(principal, agent, input_dict, defer)
+    return run_deployment(principal, agent, input_dict, background=True)
 
 
 def run_deployment(
     principal: Principal,
     agent: agents.DeployedAgent,
     input_dict: dict[str, Any],
-    defer: Defer | None = None,
+    *,
+    background: bool = False,
 ) -> Any:
     """Run a resolved deployment for its caller and return its result.
 
     The caller pays and lends their data store, limited to the namespaces
     the agent declares; someone else's deployment also gets the smaller
-    `PUBLIC_RUN_LLM_BUDGET` and no agent calls. `defer` gives the run's
-    lease back once the answer is sent (None: before returning).
+    `PUBLIC_RUN_LLM_BUDGET` and no agent calls. With `background`, the
+    run's lease is given back off the answer's path.
 
     Raises:
         RateLimited: The caller has `RUNS_PER_USER` runs going already.
@@ -529,7 +561,7 @@ def run_deployment(
     run = _Run(grant, body)
     run.lease = run_leases.acquire(grant.user_id, grant.run_id, grant.expires)
     done: dict[str, Any] = {}
-    for event in _events(run, defer):
+    for event in _events(run, background=background):
         done = event.get("done", done)
     if done.get("error"):
         lines = [line for line in str(done["error"]).splitlines() if line.strip()]

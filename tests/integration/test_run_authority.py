@@ -375,3 +375,14 @@ def test_one_run_cannot_fan_out_past_its_agent_calls(stack, alice, settings_env)
     assert first == "1"
     assert "429" in second and "At most 1 agent calls at a time" in second
     wait_no_leases(user_id)
+
+
+def test_a_grant_too_large_for_a_run_token_is_refused_up_front(stack, alice):
+    headers, _ = alice
+    config = [{"namespace": f"{i:03d}" + "n" * 100, "access": "both"} for i in range(50)]
+    body = {"code": "async def run(input_dict, tools):\n    return 1\n", "inputDict": {}}
+
+    answer = post(stack, "/agents/run-code", headers, {**body, "dataStoreConfig": config})
+
+    assert answer.status_code == 422
+    assert "more than a run can carry" in answer.json()["detail"][0]["msg"]
