@@ -49,8 +49,8 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -308,6 +308,19 @@ def _bounded(namespaces: dict[str, Any] | None) -> dict[str, Any] | None:
     return namespaces
 
 
+@dataclass(frozen=True)
+class _Held:
+    """A lease taken for a run before its grant was made (`run_deployed`)."""
+
+    run_id: str
+    expires: float
+    lease: run_leases.Lease
+
+
+def _expiry() -> float:
+    return time.time() + get_settings().sandbox_wall_seconds + RUN_MARGIN_SECONDS
+
+
 def _new_grant(
     principal: Principal,
     chain: list[str],
@@ -316,6 +329,7 @@ def _new_grant(
     budget: float,
     *,
     store_prefix: str = "",
+    held: _Held | None = None,
 ) -> RunGrant:
     """A top-level run's grant for its caller (their account is created on first use).
 
@@ -329,8 +343,8 @@ def _new_grant(
         user_id=principal.user_id,
         chain=tuple(chain),
         agents=tuple(agent_ids),
-        expires=time.time() + get_settings().sandbox_wall_seconds + RUN_MARGIN_SECONDS,
-        run_id=uuid.uuid4().hex,
+        expires=held.expires if held else _expiry(),
+        run_id=held.run_id if held else uuid.uuid4().hex,
         namespaces=_bounded(namespaces),
         budget_micros=accounts.to_micros(budget),
         epoch=accounts.start_run(principal),
@@ -366,10 +380,19 @@ def _soon(release: Callable[[], None]) -> None:
     A release that never happens (the process stops first) leaves a lease
     that ends with the run's token.
     """
+    _leasing().submit(release)
+
+
+def _leasing() -> ThreadPoolExecutor:
     global _releases  # noqa: PLW0603 - one pool per process, made on first use
     if _releases is None:
-        _releases = ThreadPoolExecutor(max_workers=2, thread_name_prefix="run-lease")
-    _releases.submit(release)
+        _releases = ThreadPoolExecutor(max_workers=4, thread_name_prefix="run-lease")
+    return _releases
+
+
+def _give_back(leasing: Future[run_leases.Lease]) -> None:
+    if not leasing.cancelled() and leasing.exception() is None:
+        run_leases.release(leasing.result())
 
 
 def _release_soon(run: _Run) -> None:
@@ -519,8 +542,16 @@ def run_deployed(principal: Principal, friendly_name: str, input_dict: dict[str,
     """
     if not principal.user_id:
         raise Forbidden("Create your user first")
-    agent = agents.deployed_agent(principal.user_id, lambda: principal.is_admin, friendly_name)
-    return run_deployment(principal, agent, input_dict, background=True)
+    run_id, expires = uuid.uuid4().hex, _expiry()
+    # The lease is taken while the deployment is read: one round trip less on the way.
+    leasing = _leasing().submit(run_leases.acquire, principal.user_id, run_id, expires)
+    try:
+        agent = agents.deployed_agent(principal.user_id, lambda: principal.is_admin, friendly_name)
+    except BaseException:
+        leasing.add_done_callback(_give_back)
+        raise
+    held = _Held(run_id, expires, leasing.result())
+    return run_deployment(principal, agent, input_dict, background=True, held=held)
 
 
 def run_deployment(
@@ -529,13 +560,15 @@ def run_deployment(
     input_dict: dict[str, Any],
     *,
     background: bool = False,
+    held: _Held | None = None,
 ) -> Any:
     """Run a resolved deployment for its caller and return its result.
 
     The caller pays and lends their data store, limited to the namespaces
     the agent declares; someone else's deployment also gets the smaller
     `PUBLIC_RUN_LLM_BUDGET` and no agent calls. With `background`, the
-    run's lease is given back off the answer's path.
+    run's lease is given back off the answer's path; `held` is a lease
+    already taken for it.
 
     Raises:
         RateLimited: The caller has `RUNS_PER_USER` runs going already.
@@ -550,16 +583,24 @@ def run_deployment(
         tools=agent.tools,
         gofannon_agents=agent.gofannon_agents,
     )
-    grant = _new_grant(
-        principal,
-        [agent.friendly_name],
-        agent.gofannon_agents if own else [],
-        dict(agent.namespaces),
-        settings.run_llm_budget if own else settings.public_run_llm_budget,
-        store_prefix="" if own else f"agent:{agent.agent_id}:",
-    )
+    try:
+        grant = _new_grant(
+            principal,
+            [agent.friendly_name],
+            agent.gofannon_agents if own else [],
+            dict(agent.namespaces),
+            settings.run_llm_budget if own else settings.public_run_llm_budget,
+            store_prefix="" if own else f"agent:{agent.agent_id}:",
+            held=held,
+        )
+    except BaseException:
+        if held is not None:
+            _soon(lambda: run_leases.release(held.lease))
+        raise
     run = _Run(grant, body)
-    run.lease = run_leases.acquire(grant.user_id, grant.run_id, grant.expires)
+    run.lease = (
+        held.lease if held else run_leases.acquire(grant.user_id, grant.run_id, grant.expires)
+    )
     done: dict[str, Any] = {}
     for event in _events(run, background=background):
         done = event.get("done", done)
