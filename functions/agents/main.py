@@ -177,7 +177,12 @@ class AgentInput(Model):
     summary="Run Deployed Agent",
     body=AgentInput,
     cors=True,
-    responses={404: "Not Found", 502: "Bad Gateway", 503: "Service Unavailable"},
+    responses={
+        404: "Not Found",
+        429: "Too Many Requests",
+        502: "Bad Gateway",
+        503: "Service Unavailable",
+    },
 )
 def run_deployed(ctx: RequestContext, friendly_name: str, body: AgentInput) -> Any:
     """Run a deployed agent with the body as its input; the answer is the agent's result."""
@@ -190,7 +195,7 @@ def run_deployed(ctx: RequestContext, friendly_name: str, body: AgentInput) -> A
     summary="Run Agent Code",
     body=runs.RunCodeBody,
     response=runs.RunCodeResult,
-    responses={503: "Service Unavailable"},
+    responses={429: "Too Many Requests", 503: "Service Unavailable"},
 )
 def run_code(ctx: RequestContext, body: runs.RunCodeBody) -> runs.RunCodeResult:
     """Run code in the sandbox; the agent's own failures come back in `error`."""
@@ -202,6 +207,7 @@ def run_code(ctx: RequestContext, body: runs.RunCodeBody) -> runs.RunCodeResult:
     auth="user",
     summary="Run Agent Code (Server-Sent Events)",
     body=runs.RunCodeBody,
+    responses={429: "Too Many Requests"},
 )
 def run_code_stream(ctx: RequestContext, body: runs.RunCodeBody) -> flask.Response:
     """`event: trace` frames as the agent runs, then one `event: done` frame."""
@@ -216,7 +222,12 @@ def run_code_stream(ctx: RequestContext, body: runs.RunCodeBody) -> flask.Respon
     summary="Model Call From Agent Code",
     body=gateway.LlmRequest,
     response=runs.RunLlmResult,
-    responses={402: "Payment Required", 403: "Forbidden", 503: "Service Unavailable"},
+    responses={
+        401: "Unauthorized",
+        402: "Payment Required",
+        403: "Forbidden",
+        503: "Service Unavailable",
+    },
 )
 def run_code_llm(ctx: RequestContext, body: gateway.LlmRequest) -> runs.RunLlmResult:
     """A catalog model call charged to the run's user (run tokens only)."""
@@ -229,7 +240,12 @@ def run_code_llm(ctx: RequestContext, body: gateway.LlmRequest) -> runs.RunLlmRe
     summary="Agent Call From Agent Code",
     body=runs.AgentCallBody,
     response=runs.AgentCallResult,
-    responses={403: "Forbidden", 404: "Not Found", 503: "Service Unavailable"},
+    responses={
+        403: "Forbidden",
+        404: "Not Found",
+        429: "Too Many Requests",
+        503: "Service Unavailable",
+    },
 )
 def run_code_call(ctx: RequestContext, body: runs.AgentCallBody) -> runs.AgentCallResult:
     """Run an imported agent for `gofannon_client.call` (depth-limited, no cycles)."""

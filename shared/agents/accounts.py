@@ -33,10 +33,21 @@ Rules:
 - An account with nothing left answers 402 to new usage.
 - A model call reserves its estimated cost before the call (402 if the
   remaining spend cannot cover it) and settles to the real cost after.
+
+Runs of agent code (`RunGrant`) never create an account: a run starts from
+the user's own token (`start_run` creates the account then, and puts its
+`basicInfo.createdAt` in the run token as the run's epoch). Each run token
+use is refused once the account is gone, re-created (another epoch) or has
+`runsRevokedAt` set (`revoke_runs`, when a deletion is requested). A run's
+model calls are also held to the run's budget: `runSpend.{runId}` on the
+account (`spent`, `until`) is moved in the same compare-and-set as the
+allowance, so the budget holds across every process and instance of the
+run; entries past their `until` are dropped on the next write.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -45,9 +56,15 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ConfigDict, Field
 
 from shared.platform import clients, erasure
-from shared.platform.auth import Principal
+from shared.platform.auth import Principal, RunGrant
 from shared.platform.config import get_settings
-from shared.platform.errors import Forbidden, InvalidInput, NotFound, PaymentRequired
+from shared.platform.errors import (
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PaymentRequired,
+    Unauthorized,
+)
 from shared.platform.models import Model
 from shared.platform.transactions import Plan, write_if_unchanged
 from shared.platform.values import StorableMap
@@ -536,7 +553,9 @@ def settle(
     extra = list(also_set or [])
 
     def decide(record: dict[str, Any] | None) -> Plan[int]:
-        usage = dict((record or {}).get("usageInfo") or {})
+        if record is None:
+            return Plan(0)  # deleted meanwhile: nothing re-creates it
+        usage = dict(record.get("usageInfo") or {})
         available = usage.get("spendRemainingMicros", 0) + reserved
         taken = min(charged, available)
         usage["spendRemainingMicros"] = available - taken
@@ -549,6 +568,181 @@ def settle(
         return Plan(
             taken, update={"usageInfo": usage, "updatedAt": datetime.now(UTC)}, also_set=writes
         )
+
+    return write_if_unchanged(ref, decide)
+
+
+RUN_SPEND = "runSpend"
+RUNS_REVOKED = "runsRevokedAt"
+_live: dict[str, tuple[float, float]] = {}
+_LIVE_AT_MOST = 10_000
+
+
+def _epoch(record: dict[str, Any]) -> float:
+    created = record["basicInfo"]["createdAt"]
+    return float(created.timestamp()) if isinstance(created, datetime) else 0.0
+
+
+def account_ref(user_id: str) -> DocumentReference:
+    """The account document of a user (for reads batched with other documents)."""
+    return _account_ref(user_id)
+
+
+def check_live_run(grant: RunGrant, record: dict[str, Any] | None) -> None:
+    """Refuse a run whose account (as just read) is gone, of another epoch, or revoked.
+
+    Raises:
+        Unauthorized: The run's user was deleted or revoked.
+    """
+    _refuse_run(grant, record)
+
+
+def _refuse_run(grant: RunGrant, record: dict[str, Any] | None) -> dict[str, Any]:
+    """The account a run acts on, or Unauthorized when the run's user is gone or revoked."""
+    if (
+        record is None
+        or record.get(RUNS_REVOKED) is not None
+        or abs(_epoch(record) - grant.epoch) > 1e-3
+    ):
+        _live.pop(grant.user_id, None)
+        raise Unauthorized("Account deleted")
+    return record
+
+
+def _remember_live(user_id: str, epoch: float) -> None:
+    if len(_live) >= _LIVE_AT_MOST:
+        _live.clear()
+    _live[user_id] = (epoch, time.time() + get_settings().token_cache_seconds)
+
+
+def start_run(principal: Principal) -> float:
+    """Return the caller's account epoch for a new run (the account is created on first use).
+
+    An instance that read the account less than `TOKEN_CACHE_SECONDS` ago
+    answers from memory (the window in which it also still accepts the
+    caller's own token after a deletion elsewhere); each use of the run's
+    token is checked again (`require_live_run`, `reserve_for_run`).
+
+    Raises:
+        Forbidden: The caller has no user yet.
+        Unauthorized: The account's runs were revoked (its deletion is under way).
+    """
+    user_id = _require_user_id(principal)
+    known = _live.get(user_id)
+    if known is not None and known[1] > time.time():
+        return known[0]
+
+    def decide(record: dict[str, Any] | None) -> Plan[float]:
+        account, writes = _current(user_id, record, principal, datetime.now(UTC))
+        if account.get(RUNS_REVOKED) is not None:
+            raise Unauthorized("Account deleted")
+        return Plan(_epoch(account), update=writes or None)
+
+    epoch = write_if_unchanged(_account_ref(user_id), decide)
+    _remember_live(user_id, epoch)
+    return epoch
+
+
+def require_live_run(grant: RunGrant) -> None:
+    """Refuse a run token whose user was deleted, re-created or revoked.
+
+    Each instance reads the account at most once per `TOKEN_CACHE_SECONDS`
+    per user (the instance that starts a run or revokes runs knows at
+    once); routes that move money check on their own compare-and-set.
+
+    Raises:
+        Unauthorized: The account is gone, of another epoch, or its runs were revoked.
+    """
+    known = _live.get(grant.user_id)
+    if known is not None and known[1] > time.time() and abs(known[0] - grant.epoch) <= 1e-3:
+        return
+    snapshot = _account_ref(grant.user_id).get()
+    record = _refuse_run(grant, snapshot.to_dict() if snapshot.exists else None)
+    _remember_live(grant.user_id, _epoch(record))
+
+
+def revoke_runs(user_id: str) -> None:
+    """Refuse every run token of a user from now on (a deletion was requested)."""
+    from google.api_core import exceptions as google_exceptions
+
+    _live.pop(user_id, None)
+    try:
+        _account_ref(user_id).update({RUNS_REVOKED: datetime.now(UTC)})
+    except google_exceptions.NotFound:
+        return
+
+
+def _run_spend(record: dict[str, Any], now: float) -> dict[str, dict[str, Any]]:
+    """The runs' budget entries still in force (expired ones are dropped)."""
+    entries = record.get(RUN_SPEND) or {}
+    return {key: dict(value) for key, value in entries.items() if value.get("until", 0) > now}
+
+
+def reserve_for_run(grant: RunGrant, micros: int) -> None:
+    """Hold `micros` of the allowance and of the run's budget before a model call of a run.
+
+    Raises:
+        Unauthorized: The run's user is gone, re-created or revoked.
+        PaymentRequired: The allowance or the run's budget cannot cover the estimate.
+    """
+    ref = _account_ref(grant.user_id)
+
+    def decide(record: dict[str, Any] | None) -> Plan[None]:
+        now = datetime.now(UTC)
+        account, _ = _current(grant.user_id, _refuse_run(grant, record), None, now)
+        usage = dict(account["usageInfo"])
+        if usage["spendRemainingMicros"] <= 0 or usage["spendRemainingMicros"] < micros:
+            raise PaymentRequired("Allowance exhausted")
+        spend = _run_spend(account, now.timestamp())
+        entry = spend.get(grant.run_id) or {"spent": 0, "until": grant.expires}
+        if entry["spent"] + micros > grant.budget_micros:
+            budget = to_dollars(grant.budget_micros)
+            raise PaymentRequired(f"The run's model budget (${budget:g}) is spent")
+        usage["spendRemainingMicros"] -= micros
+        spend[grant.run_id] = {
+            "spent": entry["spent"] + micros,
+            "until": max(float(entry["until"]), grant.expires),
+        }
+        update = {"usageInfo": usage, RUN_SPEND: spend, "updatedAt": now}
+        return Plan(None, update=update)
+
+    write_if_unchanged(ref, decide)
+
+
+def settle_for_run(
+    grant: RunGrant, reserved: int, charged: int, ledger: tuple[str, dict[str, Any]] | None
+) -> int:
+    """Replace a run's reservation by the real charge, within the allowance and the run's budget.
+
+    The charge never exceeds the reservation plus what remains of either; an
+    account deleted meanwhile is left deleted.
+
+    Returns:
+        The micro-dollars charged.
+    """
+    ref = _account_ref(grant.user_id)
+
+    def decide(record: dict[str, Any] | None) -> Plan[int]:
+        if record is None:
+            return Plan(0)
+        now = datetime.now(UTC)
+        usage = dict(record.get("usageInfo") or {})
+        available = usage.get("spendRemainingMicros", 0) + reserved
+        spend = _run_spend(record, now.timestamp())
+        entry = spend.get(grant.run_id)
+        room = grant.budget_micros - (entry["spent"] - reserved if entry else 0)
+        taken = max(min(charged, available, room), 0)
+        usage["spendRemainingMicros"] = available - taken
+        if entry is not None:
+            entry["spent"] = max(entry["spent"] - reserved + taken, 0)
+        writes = []
+        if ledger is not None:
+            entry_id, fields = ledger
+            writes.append(
+                (ref.collection(LEDGER).document(entry_id), {**fields, "costMicros": taken})
+            )
+        update = {"usageInfo": usage, RUN_SPEND: spend, "updatedAt": now}
+        return Plan(taken, update=update, also_set=writes)
 
     return write_if_unchanged(ref, decide)
 

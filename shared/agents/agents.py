@@ -14,7 +14,11 @@ merges the fields it sends; one that names a stale `_rev` is refused (409).
 agents never hold it). Who may call a deployment (`POST /rest/{name}`, or
 as provider `gofannon` in a chat): its owner and admins, and everyone
 signed in when it is `public`. The caller runs it as themself: model calls
-are charged to the caller and its data store is the caller's.
+are charged to the caller and its data store is the caller's, but the run
+may use only the namespaces the agent declares in `dataStoreConfig`; a
+deployment of another user also runs within `PUBLIC_RUN_LLM_BUDGET`, may
+not call other agents, and has an area of the caller's store to itself
+(see `shared.agents.runs`).
 """
 
 from __future__ import annotations
@@ -222,6 +226,25 @@ class DeployedAgent:
     tools: dict[str, list[str]]
     gofannon_agents: list[str]
     output_schema: dict[str, Any] | None
+    owner_id: str
+    namespaces: dict[str, Literal["read", "write", "both"]]
+
+
+def declared_namespaces(record: dict[str, Any]) -> dict[str, Literal["read", "write", "both"]]:
+    """The data-store namespaces a saved agent declares, with their access (`dataStoreConfig`).
+
+    A run of the agent may use these and no others; an entry stored in an
+    unexpected shape grants nothing.
+    """
+    declared: dict[str, Literal["read", "write", "both"]] = {}
+    for entry in record.get("dataStoreConfig") or []:
+        try:
+            item = DataStoreNamespace.model_validate(entry)
+        except ValueError:
+            continue
+        previous = declared.get(item.namespace)
+        declared[item.namespace] = item.access if previous in (None, item.access) else "both"
+    return declared
 
 
 def _require_user(principal: Principal) -> str:
@@ -581,6 +604,8 @@ def deployed_agent(user_id: str, is_admin: Callable[[], bool], friendly_name: st
         tools=agent.get("tools") or {},
         gofannon_agents=agent.get("gofannonAgents") or [],
         output_schema=agent.get("outputSchema"),
+        owner_id=str(record["ownerId"]) if record else "",
+        namespaces=declared_namespaces(agent),
     )
 
 

@@ -266,7 +266,8 @@ def _run_agent_ticket(ref: Any, ticket: dict[str, Any], request: gateway.LlmRequ
     try:
         admin = bool(ticket.get("callerAdmin"))
         agent = agents.deployed_agent(owner, lambda: admin, request.model)
-        result = runs.run_deployment(owner, agent, _agent_input(request))
+        caller = Principal(kind="firebase", subject=owner, user_id=owner)
+        result = runs.run_deployment(caller, agent, _agent_input(request))
     except DomainError as exc:
         logger.warning("agent chat ticket failed", extra={"ticket": ticket["ticketId"]})
         ref.set(_finished("failed", exc.detail), merge=True)

@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field
 
+from shared.agents import accounts
 from shared.platform.addresses import IPAddress
 from shared.platform.auth import Principal
 from shared.platform.config import get_settings
@@ -104,14 +105,21 @@ class CallToolRequest(ListToolsRequest):
     arguments: dict[str, Any] = Field(default_factory=dict)
 
 
+def _require_live(principal: Principal) -> None:
+    if principal.run is not None:
+        accounts.require_live_run(principal.run)
+
+
 def list_tools_for(principal: Principal, request: ListToolsRequest) -> ToolList:
     """`POST /mcp/tools`: count the caller's outbound request, then list the server's tools.
 
     Raises:
+        Unauthorized: The run's user was deleted or revoked.
         RateLimited: The caller's outbound budget for this minute is spent.
         BadRequest: The URL may not be fetched.
         BadGateway: The server could not be reached or failed.
     """
+    _require_live(principal)
     limit_caller(principal.subject)
     tools = list_tools(request.mcp_url, request.auth_token)
     return ToolList(mcp_url=request.mcp_url, tools=tools)
@@ -121,10 +129,12 @@ def call_tool_for(principal: Principal, request: CallToolRequest) -> ToolCallRes
     """`POST /mcp/call`: count the caller's outbound request, then call the tool.
 
     Raises:
+        Unauthorized: The run's user was deleted or revoked.
         RateLimited: The caller's outbound budget for this minute is spent.
         BadRequest: The URL may not be fetched.
         BadGateway: The server could not be reached or failed.
     """
+    _require_live(principal)
     limit_caller(principal.subject)
     return call_tool(request.mcp_url, request.auth_token, request.tool_name, request.arguments)
 

@@ -15,7 +15,16 @@
 A record's value is at most `DATA_STORE_RECORD_BYTES` of JSON. The UI's
 routes and agent code (`data_store` in the sandbox, through `POST
 /data-store/ops` with a run token) both land here, always scoped to the
-caller's own user id.
+caller's own user id. Agent code is further held to its run's grant: every
+operation needs the namespace declared with that access (`read` for get,
+get_many, get_all, list_keys; `write` for set, set_many, delete, clear;
+`both` for either), `list_namespaces` shows only declared namespaces; a
+run of another user's agent works in `{RunGrant.store_prefix}{namespace}`
+(an area of the caller's store that agent has to itself); and a
+token of a deleted or revoked user is refused: reads through
+`accounts.require_live_run`, writes on the account read in the same round
+trip as the records they replace (so nothing is written for a user whose
+deletion finished, which nothing would delete again).
 """
 
 from __future__ import annotations
@@ -28,8 +37,9 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
+from shared.agents import accounts
 from shared.platform import clients, erasure
-from shared.platform.auth import Principal
+from shared.platform.auth import Principal, RunGrant
 from shared.platform.config import get_settings
 from shared.platform.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
 from shared.platform.models import Model
@@ -192,15 +202,32 @@ def _to_record(doc_id: str, data: dict[str, Any]) -> DataStoreRecord:
     )
 
 
+def _read_for(run: RunGrant | None, refs: list[Any]) -> list[Any]:
+    """Read documents about to be written; for a run, its account in the same round trip.
+
+    A run's write thus never lands for a user already deleted or revoked
+    (`accounts.check_live_run`), whatever an instance remembers.
+    """
+    if run is None:
+        return list(clients.firestore().get_all(refs))
+    account = accounts.account_ref(run.user_id)
+    found = list(clients.firestore().get_all([*refs, account]))
+    snapshot = next(s for s in found if s.reference.path == account.path)
+    accounts.check_live_run(run, snapshot.to_dict() if snapshot.exists else None)
+    return [s for s in found if s.reference.path != account.path]
+
+
 def _write(
     user_id: str,
     namespace: str,
     items: dict[str, tuple[str, str | None]],
     agent: str | None,
+    run: RunGrant | None = None,
 ) -> int:
     """Write records (key → (valueJson, metadataJson)), keeping the namespace totals exact.
 
     Raises:
+        Unauthorized: A run's user was deleted or revoked.
         PayloadTooLarge: The namespace would exceed its size or record limit.
     """
     settings = get_settings()
@@ -209,7 +236,7 @@ def _write(
 
     def decide(totals: dict[str, Any] | None) -> Plan[int]:
         now = _now()
-        current = {s.reference.id: s for s in clients.firestore().get_all(list(refs.values()))}
+        current = {s.reference.id: s for s in _read_for(run, list(refs.values()))}
         size = (totals or {}).get("sizeBytes", 0)
         count = (totals or {}).get("recordCount", 0)
         writes = []
@@ -259,14 +286,18 @@ def _write(
     return write_if_unchanged(ns_ref, decide)
 
 
-def _remove(user_id: str, namespace: str, keys: Iterable[str]) -> int:
-    """Delete records and lower the namespace totals; returns how many existed."""
+def _remove(user_id: str, namespace: str, keys: Iterable[str], run: RunGrant | None = None) -> int:
+    """Delete records and lower the namespace totals; returns how many existed.
+
+    Raises:
+        Unauthorized: A run's user was deleted or revoked.
+    """
     refs = {_record_ref(user_id, namespace, key) for key in keys}
     ns_ref = _namespace_ref(user_id, namespace)
     db = clients.firestore()
 
     def decide(totals: dict[str, Any] | None) -> Plan[list[Any]]:
-        found = [s for s in db.get_all(list(refs)) if s.exists]
+        found = [s for s in _read_for(run, list(refs)) if s.exists]
         if not found or totals is None:
             return Plan([])
         freed = sum((s.to_dict() or {}).get("sizeBytes", 0) for s in found)
@@ -418,12 +449,12 @@ def _op_set_many(principal: Principal, user_id: str, body: OpBody) -> Any:
     encoded = {key: (_encode(value, "value"), metadata) for key, value in (items or {}).items()}
     for key in encoded:
         _check_names(body.namespace, key)
-    count = _write(user_id, body.namespace, encoded, body.agent) if encoded else 0
+    count = _write(user_id, body.namespace, encoded, body.agent, principal.run) if encoded else 0
     return count if body.op == "set_many" else None
 
 
 def _op_delete(principal: Principal, user_id: str, body: OpBody) -> Any:
-    return _remove(user_id, body.namespace, [body.key or ""]) > 0
+    return _remove(user_id, body.namespace, [body.key or ""], principal.run) > 0
 
 
 def _op_list_keys(principal: Principal, user_id: str, body: OpBody) -> Any:
@@ -432,7 +463,16 @@ def _op_list_keys(principal: Principal, user_id: str, body: OpBody) -> Any:
 
 
 def _op_list_namespaces(principal: Principal, user_id: str, body: OpBody) -> Any:
-    return [item.namespace for item in list_namespaces(principal).namespaces]
+    grant = principal.run
+    if grant is None:
+        return [item.namespace for item in list_namespaces(principal).namespaces]
+    prefix = grant.store_prefix
+    names = [
+        item.namespace.removeprefix(prefix)
+        for item in list_namespaces(principal).namespaces
+        if item.namespace.startswith(prefix)
+    ]
+    return [n for n in names if grant.may_use(n, "read") or grant.may_use(n, "write")]
 
 
 def _op_get_all(principal: Principal, user_id: str, body: OpBody) -> Any:
@@ -448,7 +488,7 @@ def _op_get_many(principal: Principal, user_id: str, body: OpBody) -> Any:
 
 def _op_clear(principal: Principal, user_id: str, body: OpBody) -> Any:
     keys = [str(data["key"]) for _, data in _records(user_id, body.namespace)]
-    return _remove(user_id, body.namespace, keys)
+    return _remove(user_id, body.namespace, keys, principal.run)
 
 
 _OPS = {
@@ -463,16 +503,37 @@ _OPS = {
     "clear": _op_clear,
 }
 _REQUIRED = {"get": "key", "set": "key", "delete": "key", "get_many": "keys", "set_many": "items"}
+_WRITES = frozenset({"set", "set_many", "delete", "clear"})
+
+
+def _allow(grant: RunGrant, body: OpBody) -> None:
+    """Refuse an operation on a namespace the running agent did not declare with that access."""
+    if body.op == "list_namespaces":
+        return
+    access: Literal["read", "write"] = "write" if body.op in _WRITES else "read"
+    if not grant.may_use(body.namespace, access):
+        raise Forbidden(
+            f"This agent did not declare namespace '{body.namespace}' for {access} "
+            "in its dataStoreConfig"
+        )
 
 
 def run_op(principal: Principal, body: OpBody) -> OpResult:
     """One `data_store` operation of agent code, on the run's user's records.
 
     Raises:
+        Unauthorized: The run's user was deleted or revoked.
+        Forbidden: Not a run token, or a namespace the run may not use that way.
         InvalidInput: A required argument of the operation is missing, or not JSON.
         PayloadTooLarge: A record or the namespace would be too large.
     """
     user_id = _user(principal)
+    if principal.run is None:
+        raise Forbidden("Only agent code may call this")
+    _allow(principal.run, body)
+    accounts.require_live_run(principal.run)
+    if principal.run.store_prefix:
+        body = body.model_copy(update={"namespace": principal.run.store_prefix + body.namespace})
     required = _REQUIRED.get(body.op)
     if required and getattr(body, required) is None:
         raise InvalidInput(f"'{required}' is required for {body.op}", loc=("body", required))

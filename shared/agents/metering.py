@@ -24,8 +24,12 @@ def charged_completion(
     The estimate is reserved first, so parallel calls cannot overspend; a
     failed call releases the reservation and charges nothing.
 
+    A run token's call (`principal.run`) never creates an account: it is
+    refused once the run's user is gone or revoked, and is also held to the
+    run's budget (`accounts.reserve_for_run`).
+
     Args:
-        principal: The caller (their account is created on first use).
+        principal: The caller (their account is created on first use, unless a run).
         payer: The user charged.
         request: The validated model request.
         source: What the ledger entry says the charge was for.
@@ -37,14 +41,21 @@ def charged_completion(
         PaymentRequired: Nothing is left, or the allowance cannot cover the estimate.
         DomainError: The provider failed (nothing is charged).
     """
-    if accounts.get_account(principal).usageInfo.spendRemaining <= 0:
-        raise PaymentRequired("Allowance exhausted")
+    grant = principal.run
     estimate = accounts.to_micros(gateway.estimate_cost(request))
-    accounts.reserve(payer, estimate, also_set=[])
+    if grant is not None:
+        accounts.reserve_for_run(grant, estimate)
+    else:
+        if accounts.get_account(principal).usageInfo.spendRemaining <= 0:
+            raise PaymentRequired("Allowance exhausted")
+        accounts.reserve(payer, estimate, also_set=[])
     try:
         result = gateway.complete(request)
     except DomainError:
-        accounts.settle(payer, estimate, 0)
+        if grant is not None:
+            accounts.settle_for_run(grant, estimate, 0, None)
+        else:
+            accounts.settle(payer, estimate, 0)
         raise
     entry = {
         "model": result.model,
@@ -54,5 +65,9 @@ def charged_completion(
         "createdAt": datetime.now(UTC),
     }
     charged = accounts.to_micros(result.cost)
-    accounts.settle(payer, estimate, charged, ledger=(uuid.uuid4().hex, entry))
+    ledger = (uuid.uuid4().hex, entry)
+    if grant is not None:
+        accounts.settle_for_run(grant, estimate, charged, ledger)
+    else:
+        accounts.settle(payer, estimate, charged, ledger=ledger)
     return result

@@ -8,9 +8,11 @@ Two kinds of bearer token are accepted in `Authorization: Bearer ...`:
   stored only as their SHA-256 in `auth_tokens/{hash}` with an expiry and a
   revoked flag;
 - run tokens (`run:...`), held by agent code in the sandbox: HMAC-signed,
-  expiring within minutes, carrying the user id, the agent call chain and
-  the agents the run may call. Only routes with auth mode `run` accept them,
-  and they never carry admin rights.
+  expiring with the run (its wall clock), carrying the user id, the agent
+  call chain, the agents the run may call, the data-store namespaces the
+  agent declared, the run's model budget and the user's account epoch
+  (`RunGrant`). Only routes with auth mode `run` accept them, and they never
+  carry admin rights.
 
 Admin is the custom claim `admin: true` or the role `admin` on the user document.
 
@@ -26,8 +28,9 @@ them).
 A user whose deletion was requested (`shared.platform.erasure`) is refused
 whenever a token is resolved; the instance that takes the deletion request
 forgets the user's tokens at once (`forget_user`), other instances within
-`TOKEN_CACHE_SECONDS`. Run tokens are not checked against it: they were
-minted for a signed-in user and expire within `RUN_TOKEN_MINUTES`.
+`TOKEN_CACHE_SECONDS`. Run tokens are checked by the agent platform
+instead (`shared.agents.accounts.require_live_run`): against the account
+epoch they carry, on the account reads and writes their routes already do.
 """
 
 from __future__ import annotations
@@ -64,26 +67,55 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+NamespaceAccess = Literal["read", "write", "both"]
+
+
 @dataclass(frozen=True)
 class RunGrant:
     """What a run token allows: acting for one user from inside one agent run.
+
+    A nested agent call gets its own token for the same run (same `run_id`,
+    budget and `epoch`, an expiry no later than its parent's), so a call
+    inside a run never widens the run's money, lifetime or account.
 
     Attributes:
         user_id: The user the run acts for (and who pays for its model calls).
         chain: Names of the agents on the call stack, outermost first (cycles are refused).
         agents: Ids of the agents the running agent may call.
-        expires: Unix time after which the token is refused.
+        expires: Unix time after which the token is refused (the run's wall clock).
+        run_id: The top-level run this token belongs to (its budget and concurrency lease).
+        namespaces: Data-store namespaces the running agent may use, with their access
+            (`read`, `write` or `both`); None only for the owner's own unsaved code
+            (`POST /agents/run-code` without `dataStoreConfig`): every namespace of theirs.
+        budget_micros: The most the whole run's model calls may cost together (micro-dollars).
+        epoch: The creation time of the user's account when the run started: a token is
+            refused once that account is gone, re-created or has its runs revoked.
+        store_prefix: Put before every namespace the run names: "" for the caller's own
+            agents; for another user's agent, an area of the caller's store of its own
+            (`agent:{agentId}:`), so it never reaches the caller's own namespaces.
     """
 
     user_id: str
     chain: tuple[str, ...]
     agents: tuple[str, ...]
     expires: float
+    run_id: str
+    namespaces: dict[str, NamespaceAccess] | None
+    budget_micros: int
+    epoch: float
+    store_prefix: str = ""
 
     @property
     def depth(self) -> int:
         """How many agent calls deep the run is (0 for a top-level run)."""
         return max(len(self.chain) - 1, 0)
+
+    def may_use(self, namespace: str, access: Literal["read", "write"]) -> bool:
+        """Tell whether the run may read (or write) a data-store namespace."""
+        if self.namespaces is None:
+            return True
+        declared = self.namespaces.get(namespace)
+        return declared is not None and declared in (access, "both")
 
 
 def _b64(data: bytes) -> str:
@@ -92,22 +124,29 @@ def _b64(data: bytes) -> str:
 
 def _run_signature(payload: str) -> str:
     key = get_settings().service_secret()
-    return _b64(hmac.new(key, b"run-token.v1." + payload.encode(), hashlib.sha256).digest())
+    return _b64(hmac.new(key, b"run-token.v2." + payload.encode(), hashlib.sha256).digest())
 
 
-def issue_run_token(user_id: str, chain: list[str], agents: list[str]) -> str:
-    """Mint a run token for agent code (valid `RUN_TOKEN_MINUTES`).
+def issue_run_token(grant: RunGrant) -> str:
+    """Mint a run token carrying a grant (agent code holds it until `grant.expires`).
 
     Args:
-        user_id: The user the run acts for.
-        chain: The agent names on the call stack, outermost first.
-        agents: The agent ids the run may call.
+        grant: What the run may do.
 
     Returns:
         `run:` + payload + `~` + signature.
     """
-    expires = time.time() + get_settings().run_token_minutes * 60
-    claims = {"u": user_id, "c": chain, "a": agents, "e": expires}
+    claims = {
+        "u": grant.user_id,
+        "c": list(grant.chain),
+        "a": list(grant.agents),
+        "e": grant.expires,
+        "r": grant.run_id,
+        "n": grant.namespaces,
+        "b": grant.budget_micros,
+        "k": grant.epoch,
+        "p": grant.store_prefix,
+    }
     payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
     return f"{RUN_TOKEN_PREFIX}{payload}~{_run_signature(payload)}"
 
@@ -124,11 +163,17 @@ def read_run_token(token: str) -> RunGrant:
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     if claims["e"] <= time.time():
         raise Unauthorized("Token expired")
+    namespaces = claims["n"]
     return RunGrant(
-        user_id=claims["u"],
+        user_id=str(claims["u"]),
         chain=tuple(claims["c"]),
         agents=tuple(claims["a"]),
-        expires=claims["e"],
+        expires=float(claims["e"]),
+        run_id=str(claims["r"]),
+        namespaces=None if namespaces is None else dict(namespaces),
+        budget_micros=int(claims["b"]),
+        epoch=float(claims["k"]),
+        store_prefix=str(claims["p"]),
     )
 
 

@@ -327,7 +327,34 @@ class Settings(BaseModel):
     service_signing_secret: SecretStr = Field(
         default=SecretStr(_LOCAL_SERVICE_SECRET), alias="SERVICE_SIGNING_SECRET"
     )
-    run_token_minutes: int = Field(default=15, alias="RUN_TOKEN_MINUTES", gt=0, le=60)
+    run_llm_budget: float = Field(
+        default=1.0,
+        alias="RUN_LLM_BUDGET",
+        ge=0,
+        le=1_000,
+        description="USD the model calls of one run (nested agent calls included) may cost.",
+    )
+    public_run_llm_budget: float = Field(
+        default=0.05,
+        alias="PUBLIC_RUN_LLM_BUDGET",
+        ge=0,
+        le=1_000,
+        description="USD one run of another user's public deployment may cost its caller.",
+    )
+    runs_per_user: int = Field(
+        default=4,
+        alias="RUNS_PER_USER",
+        gt=0,
+        le=1_000,
+        description="Runs of agent code one user may have going at once (429 beyond).",
+    )
+    agent_calls_per_run: int = Field(
+        default=4,
+        alias="AGENT_CALLS_PER_RUN",
+        gt=0,
+        le=100,
+        description="Agent calls (gofannon_client.call) one run may have going at once.",
+    )
     agent_call_max_depth: int = Field(default=5, alias="AGENT_CALL_MAX_DEPTH", ge=0, le=20)
     sandbox_cpu_seconds: int = Field(default=30, alias="SANDBOX_CPU_SECONDS", gt=0)
     sandbox_wall_seconds: float = Field(default=60, alias="SANDBOX_WALL_SECONDS", gt=0)

@@ -8,8 +8,11 @@ revokes, then queues the rest (`request_deletion`):
 2. the Firebase Auth user (if any) is disabled and its refresh tokens revoked;
 3. the user's phone session tokens are deleted (their keys kept on the record
    to find pending uploads);
-4. this instance forgets the user's remembered tokens;
-5. a task is queued; the answer is 202.
+4. the runs of agent code the user started are revoked (`runsRevokedAt` on
+   their account: every run token of theirs is refused from now on, and,
+   once the account is deleted, forever);
+5. this instance forgets the user's remembered tokens;
+6. a task is queued; the answer is 202.
 
 The worker (`shared.privacy.worker`) runs its steps in order, each re-runnable
 (bounded batch deletes, or a re-keying that a second run finds nothing to
@@ -76,6 +79,7 @@ def request_deletion(user_id: str) -> DeletionAccepted:
     firebase_email = _disable_firebase_user(user_id)
     keys = phone_auth.revoke_user_tokens(user_id, phone)
     erasure.start(user_id, {"firebaseEmail": firebase_email, "pendingKeys": keys})
+    accounts.revoke_runs(user_id)
     auth.forget_user(user_id)
     # No task name: a repeated request must queue a task even after an earlier
     # chain gave up (Cloud Tasks refuses a used name for a while); duplicates are harmless.

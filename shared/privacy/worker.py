@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from shared.agents import accounts, agents, chat, data_store, demos
+from shared.agents import accounts, agents, chat, data_store, demos, run_leases
 from shared.platform import clients, erasure, tasks
 from shared.platform.config import get_settings
 from shared.platform.errors import Unavailable
@@ -78,6 +78,7 @@ def _photos(user_id: str, record: dict[str, Any]) -> None:
 
 
 def _account(user_id: str, record: dict[str, Any]) -> None:
+    run_leases.delete_user_data(user_id)
     accounts.delete_user_data(user_id)
 
 

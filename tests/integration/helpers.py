@@ -85,3 +85,33 @@ def introduced(stack) -> tuple[SignedUp, SignedUp]:
     confirmed = confirm_referral(stack, alice, bob)
     assert confirmed.status_code == 200, confirmed.text
     return alice, bob
+
+
+def run_token(
+    user_id: str,
+    chain: tuple[str, ...] = ("probe",),
+    *,
+    agents: tuple[str, ...] = (),
+    namespaces: dict[str, str] | None = None,
+    budget: float = 1.0,
+    run_id: str = "probe-run",
+    seconds: float = 120,
+) -> str:
+    """A run token as a run of `user_id` holds it (their account is created if missing)."""
+    import time
+
+    from shared.agents import accounts
+    from shared.platform.auth import Principal, RunGrant, issue_run_token
+
+    owner = Principal(kind="firebase", subject=user_id, user_id=user_id)
+    grant = RunGrant(
+        user_id=user_id,
+        chain=chain,
+        agents=agents,
+        expires=time.time() + seconds,
+        run_id=run_id,
+        namespaces=namespaces,  # type: ignore[arg-type]
+        budget_micros=accounts.to_micros(budget),
+        epoch=accounts.start_run(owner),
+    )
+    return issue_run_token(grant)

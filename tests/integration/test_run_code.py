@@ -16,7 +16,8 @@ import requests
 from devstack.tokens import mint_token
 from shared.agents import accounts
 from shared.platform import clients, service
-from shared.platform.auth import Principal, issue_run_token
+from shared.platform.auth import Principal
+from tests.integration.helpers import run_token
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="isolation needs a root host")
 
@@ -251,7 +252,7 @@ def test_unknown_model_is_the_agents_error_and_not_charged(stack, alice):
 
 def test_run_tokens_only_open_run_routes(stack, alice):
     _, user_id = alice
-    token = issue_run_token(user_id, ["probe"], [])
+    token = run_token(user_id)
     headers = {"Authorization": f"Bearer {token}"}
 
     assert requests.get(stack.url("/users/me"), headers=headers, timeout=10).status_code == 401
@@ -281,7 +282,7 @@ def test_a_user_token_cannot_call_run_routes_as_agent_code(stack, alice):
 
 def test_forged_or_expired_run_tokens_are_refused(stack, alice):
     _, user_id = alice
-    token = issue_run_token(user_id, ["probe"], [])
+    token = run_token(user_id)
     forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
     llm = {
         "provider": "openai",
@@ -389,7 +390,7 @@ def test_gofannon_client_detects_cycles(stack, alice):
 def test_agent_calls_stop_at_the_depth_limit(stack, alice):
     _, user_id = alice
     chain = [f"agent{i}" for i in range(6)]
-    token = issue_run_token(user_id, chain, [])
+    token = run_token(user_id, tuple(chain))
     body = {"agentName": "deeper", "inputDict": {}}
 
     response = requests.post(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
@@ -36,20 +37,37 @@ def test_llm_settings_per_model_and_legacy():
     assert _llm_overrides(None) == {}
 
 
+def _grant(**changes):
+    grant = auth.RunGrant(
+        user_id="u1",
+        chain=("top", "child"),
+        agents=("a1",),
+        expires=time.time() + 60,
+        run_id="r1",
+        namespaces={"notes": "read", "out": "both"},
+        budget_micros=50_000,
+        epoch=1234.5,
+    )
+    return dataclasses.replace(grant, **changes)
+
+
 def test_run_token_round_trip_and_tampering():
-    token = auth.issue_run_token("u1", ["top", "child"], ["a1"])
+    token = auth.issue_run_token(_grant())
 
     grant = auth.read_run_token(token)
 
-    assert (grant.user_id, grant.chain, grant.agents, grant.depth) == (
-        "u1",
-        ("top", "child"),
-        ("a1",),
-        1,
-    )
+    assert grant == _grant(expires=grant.expires)
+    assert grant.depth == 1
+    assert grant.may_use("notes", "read") and not grant.may_use("notes", "write")
+    assert grant.may_use("out", "write") and not grant.may_use("secrets", "read")
     payload, _, signature = token.partition("~")
     with pytest.raises(Unauthorized):
         auth.read_run_token(payload + "~" + signature[::-1])
+    with pytest.raises(Unauthorized):
+        auth.read_run_token(auth.issue_run_token(_grant(expires=time.time() - 1)))
+    widened = auth.issue_run_token(_grant(namespaces=None)).partition("~")[0]
+    with pytest.raises(Unauthorized):
+        auth.read_run_token(widened + "~" + signature)
     with pytest.raises(Unauthorized):
         auth.authenticate(f"Bearer {token}")
     assert auth.authenticate(f"Bearer {token}", allow_run=True).is_admin is False
