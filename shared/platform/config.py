@@ -291,6 +291,13 @@ class Settings(BaseModel):
         default=SecretStr(_LOCAL_SERVICE_SECRET), alias="SERVICE_SIGNING_SECRET"
     )
     run_token_minutes: int = Field(default=15, alias="RUN_TOKEN_MINUTES", gt=0, le=60)
+    demo_capability_seconds: int = Field(
+        default=600,
+        alias="DEMO_CAPABILITY_SECONDS",
+        gt=0,
+        le=3600,
+        description="Lifetime of a demo page's capability (POST /rest/{its deployments}).",
+    )
     agent_call_max_depth: int = Field(default=5, alias="AGENT_CALL_MAX_DEPTH", ge=0, le=20)
     sandbox_cpu_seconds: int = Field(default=30, alias="SANDBOX_CPU_SECONDS", gt=0)
     sandbox_wall_seconds: float = Field(default=60, alias="SANDBOX_WALL_SECONDS", gt=0)
