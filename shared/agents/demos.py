@@ -239,19 +239,23 @@ def delete(principal: Principal, demo_id: str) -> None:
 def capability(principal: Principal, demo_id: str) -> DemoCapability:
     """Mint the capability a demo's page holds, for its viewer (the owner or an admin).
 
-    It names the deployments the demo selects now; the viewer's other rights
-    (their data, their other deployments, admin) are not in it.
+    It names the deployments the demo selects now that its owner may call
+    (the owner's own and public ones); the viewer's other rights (their data,
+    their other deployments, admin) are not in it.
 
     Raises:
         NotFound: No such demo, or someone else's.
         Forbidden: The viewer is not signed in as a user.
     """
-    return _capability(principal, get(principal, demo_id))
+    return _capability(principal, demo_id, _owned(principal, demo_id))
 
 
-def _capability(principal: Principal, demo: DemoApp) -> DemoCapability:
-    names = [api.friendly_name for api in demo.selected_apis]
-    token, grant = issue_demo_capability(principal, demo.id, names)
+def _capability(principal: Principal, demo_id: str, record: dict[str, Any]) -> DemoCapability:
+    from shared.agents import agents
+
+    selected = [api.friendly_name for api in _to_demo(demo_id, record).selected_apis]
+    names = agents.callable_without_admin(record["ownerId"], selected)
+    token, grant = issue_demo_capability(principal, demo_id, names)
     return DemoCapability.model_validate(
         {
             "capability": token,
@@ -388,8 +392,9 @@ def page(principal: Principal, demo_id: str, api_origin: str) -> tuple[str, str]
         NotFound: No such demo, or someone else's.
         Forbidden: The viewer is not signed in as a user.
     """
-    demo = get(principal, demo_id)
-    granted = _capability(principal, demo)
+    record = _owned(principal, demo_id)
+    demo = _to_demo(demo_id, record)
+    granted = _capability(principal, demo_id, record)
     nonce = secrets.token_urlsafe(18)
     policy = page_policy(api_origin, nonce)
     code = demo.generated_code

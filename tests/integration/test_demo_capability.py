@@ -95,7 +95,9 @@ def claims_of(capability: str) -> dict:
 
 def test_the_owner_mints_a_capability_for_the_selected_deployments(stack):
     headers, uid = firebase_user("owner")
-    demo_id = demo_selecting(stack, headers, "echo_a", "echo_b", "echo_a")
+    deploy(stack, headers, "echo_a")
+    deploy(stack, headers, "echo_b")
+    demo_id = demo_selecting(stack, headers, "echo_a", "not_deployed", "echo_b", "echo_a")
 
     before = time.time()
     minted = mint(stack, headers, demo_id)
@@ -128,6 +130,7 @@ def test_only_the_owner_or_an_admin_mints_one(stack):
 
 def test_the_page_holds_a_capability_and_never_the_viewers_token(stack):
     headers, uid = firebase_user("owner")
+    deploy(stack, headers, "echo_a")
     demo_id = demo_selecting(stack, headers, "echo_a")
 
     page = requests.get(stack.url(f"/demos/{demo_id}/page"), headers=headers, timeout=10)
@@ -195,17 +198,39 @@ def test_every_other_route_refuses_it(stack):
 def test_an_admin_viewers_capability_has_no_admin_power(stack):
     victim, _ = firebase_user("victim")
     deploy(stack, victim, "private_echo")
+    deploy(stack, victim, "public_echo", public=True)
     admin, _ = firebase_user("admin", admin=True)
-    demo_id = demo_selecting(stack, admin, "private_echo")
-    capability = capability_of(stack, admin, demo_id)
+    demo_id = demo_selecting(stack, admin, "private_echo", "public_echo")
+    minted = mint(stack, admin, demo_id).json()
 
     as_admin = run(stack, admin["Authorization"][7:], "private_echo")
-    as_page = run(stack, capability, "private_echo")
-    listing = requests.get(stack.url("/admin/users"), headers=bearer(capability), timeout=10)
+    as_page = run(stack, minted["capability"], "private_echo")
+    public = run(stack, minted["capability"], "public_echo")
+    listing = requests.get(
+        stack.url("/admin/users"), headers=bearer(minted["capability"]), timeout=10
+    )
 
     assert as_admin.status_code == 200, as_admin.text
-    assert as_page.status_code == 404
+    # Another user's private deployment is not the admin's to hand a page.
+    assert minted["deployments"] == ["public_echo"]
+    assert as_page.status_code == 401
+    assert public.status_code == 200, public.text
     assert listing.status_code == 401
+
+
+def test_a_demo_cannot_make_its_viewers_page_call_the_viewers_private_deployments(stack):
+    author, _ = firebase_user("author")
+    admin, _ = firebase_user("admin", admin=True)
+    deploy(stack, admin, "admins_private")
+    deploy(stack, author, "authors_public", public=True)
+    demo_id = demo_selecting(stack, author, "admins_private", "authors_public")
+
+    page = requests.get(stack.url(f"/demos/{demo_id}/page"), headers=admin, timeout=10)
+    held = re.findall(r'"(demo:[A-Za-z0-9_-]+~[A-Za-z0-9_-]+)"', page.text)[0]
+
+    assert claims_of(held)["n"] == ["authors_public"]
+    assert run(stack, held, "admins_private").status_code == 401
+    assert run(stack, held, "authors_public").status_code == 200
 
 
 def test_one_demos_capability_does_not_reach_another_demos_deployments(stack):
@@ -280,8 +305,8 @@ def test_path_and_method_tricks_reach_nothing_else(stack):
     assert len(requests.get(stack.url("/agents"), headers=headers, timeout=10).json()) == 1
 
 
-def forge(claims: dict, purpose: str = auth.DEMO_CAPABILITY_PURPOSE) -> str:
-    return auth.DEMO_CAPABILITY_PREFIX + signing.sign(purpose, claims)
+def forge(claims: dict, purpose: str | None = None) -> str:
+    return "demo:" + signing.sign(purpose or auth.DEMO_CAPABILITY_PURPOSE, claims)
 
 
 def test_tampered_and_forged_capabilities_are_refused(stack):
