@@ -254,7 +254,7 @@ def _capability(principal: Principal, demo_id: str, record: dict[str, Any]) -> D
     from shared.agents import agents
 
     selected = [api.friendly_name for api in _to_demo(demo_id, record).selected_apis]
-    names = agents.callable_without_admin(record["ownerId"], selected)
+    names = agents.callable_without_admin(str(record.get("ownerId") or ""), selected)
     token, grant = issue_demo_capability(principal, demo_id, names)
     return DemoCapability.model_validate(
         {
