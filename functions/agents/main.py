@@ -173,7 +173,7 @@ class AgentInput(Model):
 
 @router.post(
     "/rest/{friendly_name}",
-    auth="user",
+    auth="demo",
     summary="Run Deployed Agent",
     body=AgentInput,
     cors=True,

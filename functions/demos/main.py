@@ -89,9 +89,21 @@ def delete_demo(ctx: RequestContext, demo_id: str) -> None:
     demo_apps.delete(ctx.user, demo_id)
 
 
+@router.post(
+    "/demos/{demo_id:id}/capability",
+    auth="user",
+    summary="Mint Demo App Capability",
+    response=demo_apps.DemoCapability,
+    responses={**_OWNED, 403: "Forbidden"},
+)
+def demo_capability(ctx: RequestContext, demo_id: str) -> demo_apps.DemoCapability:
+    """A fresh capability for the demo's page: `POST /rest/{its deployments}` as the caller."""
+    return demo_apps.capability(ctx.user, demo_id)
+
+
 @router.get("/demos/{demo_id:id}/page", auth="user", summary="Demo App Page", responses=_OWNED)
 def demo_page(ctx: RequestContext, demo_id: str) -> flask.Response:
-    """The saved app as one HTML page under a strict Content-Security-Policy."""
+    """The saved app as one HTML page (strict Content-Security-Policy) holding its capability."""
     origin = get_settings().public_api_url or ctx.request.host_url.rstrip("/")
     document, policy = demo_apps.page(ctx.user, demo_id, origin)
     response = flask.Response(document, status=200, mimetype="text/html")

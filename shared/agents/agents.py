@@ -609,6 +609,24 @@ def deployed_agent(user_id: str, is_admin: Callable[[], bool], friendly_name: st
     )
 
 
+def callable_without_admin(user_id: str, friendly_names: list[str]) -> list[str]:
+    """The names among `friendly_names` that `user_id` may call with no admin rights.
+
+    Those are the user's own deployments and public ones, in the order given
+    (a demo's capability covers only these: a demo cannot make its viewer's
+    page call a private deployment its owner could not call).
+    """
+    valid = [name for name in dict.fromkeys(friendly_names) if re.fullmatch(_FRIENDLY_NAME, name)]
+    refs = [_deployments().document(name) for name in valid]
+    allowed = {
+        snapshot.id
+        for snapshot in (clients.firestore().get_all(refs) if refs else [])
+        if (record := snapshot.to_dict())
+        and (record.get("ownerId") == user_id or record.get("public") is True)
+    }
+    return [name for name in valid if name in allowed]
+
+
 def callable_agent(user_id: str, agent_ids: list[str], name: str) -> dict[str, Any]:
     """The agent called `name` among `agent_ids` that `user_id` owns (for `gofannon_client`).
 

@@ -12,7 +12,11 @@ and charges the caller like a chat: the estimated cost is reserved before
 the call and settled to the real cost after (`shared.agents.accounts`).
 
 `page` assembles a saved demo into one HTML document under a strict
-Content-Security-Policy (see `page_policy`).
+Content-Security-Policy (see `page_policy`). The page never holds a user
+credential: it carries a capability made for it (`capability`), good only
+for `POST /rest/{name}` of the deployments the demo selected, as its viewer,
+without admin rights, for `DEMO_CAPABILITY_SECONDS` (see
+`shared.platform.auth.DemoGrant`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import json
 import re
 import secrets
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ConfigDict, Field
@@ -30,7 +34,7 @@ from pydantic import ConfigDict, Field
 from shared.agents import metering, revisions
 from shared.llm import gateway
 from shared.platform import clients, erasure
-from shared.platform.auth import Principal, owned_record
+from shared.platform.auth import Principal, issue_demo_capability, owned_record
 from shared.platform.errors import (
     BadGateway,
     Forbidden,
@@ -113,6 +117,14 @@ class UpdateDemoAppRequest(CreateDemoAppRequest):
     """The body of `PUT /demos/{id}`: a whole demo, and optionally the `_rev` it replaces."""
 
     rev: str | None = Field(default=None, alias="_rev", max_length=64)
+
+
+class DemoCapability(Model):
+    """What a demo page may hold: `POST /rest/{deployments}` as its viewer, until it expires."""
+
+    capability: str
+    deployments: list[str]
+    expires_at: datetime = Field(alias="expiresAt")
 
 
 class DemoApp(Model):
@@ -224,6 +236,35 @@ def delete(principal: Principal, demo_id: str) -> None:
     clients.firestore().collection(DEMOS).document(demo_id).delete()
 
 
+def capability(principal: Principal, demo_id: str) -> DemoCapability:
+    """Mint the capability a demo's page holds, for its viewer (the owner or an admin).
+
+    It names the deployments the demo selects now that its owner may call
+    (the owner's own and public ones); the viewer's other rights (their data,
+    their other deployments, admin) are not in it.
+
+    Raises:
+        NotFound: No such demo, or someone else's.
+        Forbidden: The viewer is not signed in as a user.
+    """
+    return _capability(principal, demo_id, _owned(principal, demo_id))
+
+
+def _capability(principal: Principal, demo_id: str, record: dict[str, Any]) -> DemoCapability:
+    from shared.agents import agents
+
+    selected = [api.friendly_name for api in _to_demo(demo_id, record).selected_apis]
+    names = agents.callable_without_admin(str(record.get("ownerId") or ""), selected)
+    token, grant = issue_demo_capability(principal, demo_id, names)
+    return DemoCapability.model_validate(
+        {
+            "capability": token,
+            "deployments": list(grant.deployments),
+            "expiresAt": datetime.fromtimestamp(grant.expires, UTC),
+        }
+    )
+
+
 def generate_code(principal: Principal, request: GenerateDemoCodeRequest) -> GeneratedCode:
     """Have the chosen model write the demo, charged to the caller like a chat.
 
@@ -289,9 +330,9 @@ Rules of the page it will run in:
 - The APIs below are the only network calls the page may make. Call one with
   `await fetch(`${{API_BASE_URL}}/rest/<name>`, {{method: "POST", headers:
   {{"Content-Type": "application/json"}}, body: JSON.stringify(input)}})`:
-  `API_BASE_URL` is predefined, and the page adds the viewer's credentials
-  itself. The body is the API's input object; the answer is JSON. On an error
-  status the answer is `{{"detail": "..."}}`: show that message to the user.
+  `API_BASE_URL` is predefined, and the page authorizes these calls itself.
+  The body is the API's input object; the answer is JSON. On an error status
+  the answer is `{{"detail": "..."}}`: show that message to the user.
 - Make it clean and usable: show progress while a call runs and its result
   when it returns.
 
@@ -349,8 +390,11 @@ def page(principal: Principal, demo_id: str, api_origin: str) -> tuple[str, str]
 
     Raises:
         NotFound: No such demo, or someone else's.
+        Forbidden: The viewer is not signed in as a user.
     """
-    demo = get(principal, demo_id)
+    record = _owned(principal, demo_id)
+    demo = _to_demo(demo_id, record)
+    granted = _capability(principal, demo_id, record)
     nonce = secrets.token_urlsafe(18)
     policy = page_policy(api_origin, nonce)
     code = demo.generated_code
@@ -366,7 +410,7 @@ def page(principal: Principal, demo_id: str, api_origin: str) -> tuple[str, str]
 </head>
 <body>
 {code.html}
-<script nonce="{nonce}">{_bootstrap(api_origin)}</script>
+<script nonce="{nonce}">{_bootstrap(api_origin, granted.capability)}</script>
 <script type="module" nonce="{nonce}">{_inert(code.js, "script")}</script>
 </body>
 </html>
@@ -380,33 +424,34 @@ def _inert(text: str, tag: str) -> str:
     return re.sub(f"</({tag})", r"<\\/\1", text, flags=re.IGNORECASE)
 
 
-def _bootstrap(api_origin: str) -> str:
-    """Defines `API_BASE_URL` and adds the viewer's token to the page's `/rest/` calls.
+def _bootstrap(api_origin: str, capability: str) -> str:
+    """Defines `API_BASE_URL` and authorizes the page's `/rest/` calls with its capability.
 
-    The token arrives from the embedding window as
-    `postMessage({type: "series:token", token}, "*")`; calls made before it
-    arrives wait for it.
+    The capability is the page's own (`capability`); nothing stronger is ever
+    in the page's realm. An embedding window that keeps the page open longer
+    than the capability lives can mint a fresh one (`POST
+    /demos/{id}/capability`) and hand it over with
+    `postMessage({type: "series:capability", capability}, "*")`; only messages
+    from the parent window carrying a `demo:` capability are taken.
     """
     return (
         f"const API_BASE_URL = {json.dumps(api_origin)};\n"
-        """(() => {
-  let deliver;
-  const token = new Promise((resolve) => { deliver = resolve; });
-  window.addEventListener("message", (event) => {
+        f"(() => {{\n  let capability = {json.dumps(capability)};\n"
+        """  window.addEventListener("message", (event) => {
     const data = event.data;
-    if (event.source === window.parent && data && data.type === "series:token"
-        && typeof data.token === "string") {
-      deliver(data.token);
+    if (event.source === window.parent && data && data.type === "series:capability"
+        && typeof data.capability === "string" && data.capability.startsWith("demo:")) {
+      capability = data.capability;
     }
   });
   const send = window.fetch.bind(window);
-  window.fetch = async (input, init = {}) => {
-    const url = typeof input === "string" ? input : input.url;
+  window.fetch = (input, init = {}) => {
+    const url = input instanceof Request ? input.url : String(input);
     if (!url.startsWith(API_BASE_URL + "/rest/")) {
       return send(input, init);
     }
-    const headers = new Headers(init.headers || (typeof input === "string" ? {} : input.headers));
-    headers.set("Authorization", "Bearer " + (await token));
+    const headers = new Headers(init.headers || (input instanceof Request ? input.headers : {}));
+    headers.set("Authorization", "Bearer " + capability);
     return send(input, { ...init, headers });
   };
 })();"""

@@ -12,7 +12,16 @@ Two kinds of bearer token are accepted in `Authorization: Bearer ...`:
   call chain, the agents the run may call, the data-store namespaces the
   agent declared, the run's model budget and the user's account epoch
   (`RunGrant`). Only routes with auth mode `run` accept them, and they never
-  carry admin rights.
+  carry admin rights;
+- demo capabilities (`demo:...`), held by demo pages: HMAC-signed
+  (`shared.platform.signing`), expiring within `DEMO_CAPABILITY_SECONDS`,
+  carrying the viewer, the demo and the deployment names the page may call.
+  Only routes with auth mode `demo` accept them (`POST /rest/{name}` for
+  those names), they never carry admin rights, and they live no longer than
+  the viewer's sign-in: each use checks that the viewer's Firebase user is
+  still enabled and has not revoked its sessions since the capability was
+  made (or that the viewer's phone session still stands), and that the
+  viewer is not being deleted.
 
 Admin is the custom claim `admin: true` or the role `admin` on the user document.
 
@@ -35,16 +44,13 @@ epoch they carry, on the account reads and writes their routes already do.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
-import json
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from shared.platform import clients, erasure
+from shared.platform import clients, erasure, signing
 from shared.platform.config import get_settings
 from shared.platform.errors import Forbidden, NotFound, Unauthorized, Unavailable
 
@@ -53,6 +59,8 @@ USERS = "users"
 USER_PHONES = "user_phones"
 ADMIN_ROLE = "admin"
 RUN_TOKEN_PREFIX = "run:"  # noqa: S105 - a marker, not a secret
+DEMO_CAPABILITY_PREFIX = "demo:"
+DEMO_CAPABILITY_PURPOSE = "demo-capability.v1"
 
 
 def hash_token(token: str) -> str:
@@ -118,13 +126,7 @@ class RunGrant:
         return declared is not None and declared in (access, "both")
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _run_signature(payload: str) -> str:
-    key = get_settings().service_secret()
-    return _b64(hmac.new(key, b"run-token.v2." + payload.encode(), hashlib.sha256).digest())
+RUN_TOKEN_PURPOSE = "run-token.v2"  # noqa: S105 - a signing label, not a secret
 
 
 def issue_run_token(grant: RunGrant) -> str:
@@ -147,8 +149,7 @@ def issue_run_token(grant: RunGrant) -> str:
         "k": grant.epoch,
         "p": grant.store_prefix,
     }
-    payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
-    return f"{RUN_TOKEN_PREFIX}{payload}~{_run_signature(payload)}"
+    return RUN_TOKEN_PREFIX + signing.sign(RUN_TOKEN_PURPOSE, claims)
 
 
 def read_run_token(token: str) -> RunGrant:
@@ -157,12 +158,7 @@ def read_run_token(token: str) -> RunGrant:
     Raises:
         Unauthorized: Malformed, mis-signed or expired.
     """
-    payload, _, signature = token.removeprefix(RUN_TOKEN_PREFIX).partition("~")
-    if not hmac.compare_digest(_run_signature(payload), signature):
-        raise Unauthorized("Invalid token")
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    if claims["e"] <= time.time():
-        raise Unauthorized("Token expired")
+    claims = signing.read(RUN_TOKEN_PURPOSE, token.removeprefix(RUN_TOKEN_PREFIX))
     namespaces = claims["n"]
     return RunGrant(
         user_id=str(claims["u"]),
@@ -174,6 +170,102 @@ def read_run_token(token: str) -> RunGrant:
         budget_micros=int(claims["b"]),
         epoch=float(claims["k"]),
         store_prefix=str(claims["p"]),
+    )
+
+
+@dataclass(frozen=True)
+class DemoGrant:
+    """What a demo capability allows: `POST /rest/{name}` as the viewer, for the demo's names.
+
+    Attributes:
+        user_id: The viewer the page acts for (who pays for the runs).
+        demo_id: The demo whose page holds the capability.
+        deployments: Friendly names of the deployments the demo selected.
+        session: How the viewer signed in when it was made: `firebase` or `phone`.
+        subject: The Firebase uid, or the stored hash of the phone session token.
+        issued: Unix time it was made.
+        expires: Unix time after which it is refused.
+    """
+
+    user_id: str
+    demo_id: str
+    deployments: tuple[str, ...]
+    session: Literal["firebase", "phone"]
+    subject: str
+    issued: float
+    expires: float
+
+    def require(self, friendly_name: str) -> None:
+        """Allow only the deployments the demo selected.
+
+        Raises:
+            Unauthorized: `friendly_name` is not one of them.
+        """
+        if friendly_name not in self.deployments:
+            raise Unauthorized("This capability does not cover that deployment")
+
+
+def issue_demo_capability(
+    principal: Principal, demo_id: str, deployments: list[str]
+) -> tuple[str, DemoGrant]:
+    """Mint a demo page's capability for its viewer (valid `DEMO_CAPABILITY_SECONDS`).
+
+    Args:
+        principal: The viewer, signed in with a Firebase or phone token.
+        demo_id: The demo.
+        deployments: The friendly names the demo selected.
+
+    Returns:
+        `demo:` + signed claims, and the grant it carries.
+
+    Raises:
+        Forbidden: The viewer is not signed in as a user (a run or demo token, or no user yet).
+    """
+    if principal.kind not in ("firebase", "phone") or not principal.user_id:
+        raise Forbidden("Only a signed-in user can open a demo page")
+    issued = time.time()
+    grant = DemoGrant(
+        user_id=principal.user_id,
+        demo_id=demo_id,
+        deployments=tuple(dict.fromkeys(deployments)),
+        session=principal.kind,
+        subject=principal.subject,
+        issued=issued,
+        expires=issued + get_settings().demo_capability_seconds,
+    )
+    claims = {
+        "u": grant.user_id,
+        "d": grant.demo_id,
+        "n": list(grant.deployments),
+        "k": grant.session,
+        "s": grant.subject,
+        "i": grant.issued,
+        "e": grant.expires,
+    }
+    return DEMO_CAPABILITY_PREFIX + signing.sign(DEMO_CAPABILITY_PURPOSE, claims), grant
+
+
+def _read_demo_capability(token: str) -> DemoGrant:
+    claims = signing.read(DEMO_CAPABILITY_PURPOSE, token.removeprefix(DEMO_CAPABILITY_PREFIX))
+    user_id, demo_id, names = claims.get("u"), claims.get("d"), claims.get("n")
+    session, subject, issued = claims.get("k"), claims.get("s"), claims.get("i")
+    if (
+        not (isinstance(user_id, str) and user_id)
+        or not isinstance(demo_id, str)
+        or not (isinstance(names, list) and all(isinstance(name, str) for name in names))
+        or session not in ("firebase", "phone")
+        or not (isinstance(subject, str) and subject)
+        or not isinstance(issued, int | float)
+    ):
+        raise Unauthorized("Invalid token")
+    return DemoGrant(
+        user_id=user_id,
+        demo_id=demo_id,
+        deployments=tuple(names),
+        session=session,
+        subject=subject,
+        issued=float(issued),
+        expires=float(claims["e"]),
     )
 
 
@@ -191,7 +283,7 @@ class Principal:
         admin_claim: Whether the token itself carries the admin claim.
     """
 
-    kind: Literal["firebase", "phone", "run"]
+    kind: Literal["firebase", "phone", "run", "demo"]
     subject: str
     user_id: str | None
     phone: str | None = None
@@ -199,14 +291,17 @@ class Principal:
     email_verified: bool = False
     admin_claim: bool = False
     run: RunGrant | None = None
+    demo: DemoGrant | None = None
     _admin: bool | None = field(default=None, repr=False, init=False)
 
     @property
     def is_admin(self) -> bool:
         """Whether the caller is an admin (claim, or role on the user document)."""
         if self._admin is None:
-            # Agent code's run tokens never carry admin rights.
-            self._admin = self.kind != "run" and (self.admin_claim or self._has_admin_role())
+            # Agent code's run tokens and demo pages' capabilities never carry admin rights.
+            self._admin = self.kind in ("firebase", "phone") and (
+                self.admin_claim or self._has_admin_role()
+            )
         return self._admin
 
     def _has_admin_role(self) -> bool:
@@ -270,12 +365,16 @@ def _refuse_deleted(user_id: str | None) -> None:
         raise Unauthorized("Account deleted")
 
 
-def authenticate(authorization: str | None, *, allow_run: bool = False) -> Principal:
+def authenticate(
+    authorization: str | None, *, allow_run: bool = False, allow_demo: bool = False
+) -> Principal:
     """Resolve an `Authorization` header to a principal.
 
     Args:
         authorization: The raw header value, or None when absent.
         allow_run: Whether a run token (agent code in the sandbox) is accepted.
+        allow_demo: Whether a demo capability (a demo page) is accepted; the caller
+            then checks the grant's deployments (`DemoGrant.require`).
 
     Returns:
         The authenticated principal.
@@ -293,6 +392,10 @@ def authenticate(authorization: str | None, *, allow_run: bool = False) -> Princ
             raise Unauthorized("Run tokens are not accepted here")
         grant = _read_run_token_safely(token)
         return Principal(kind="run", subject=grant.user_id, user_id=grant.user_id, run=grant)
+    if token.startswith(DEMO_CAPABILITY_PREFIX):
+        if not allow_demo:
+            raise Unauthorized("Demo capabilities are not accepted here")
+        return _demo_principal(token)
     token_hash = hash_token(token)
     remembered = _recall(token_hash)
     if remembered is not None:
@@ -307,6 +410,43 @@ def _read_run_token_safely(token: str) -> RunGrant:
         return read_run_token(token)
     except (ValueError, KeyError, TypeError) as exc:
         raise Unauthorized("Invalid token") from exc
+
+
+def _demo_principal(token: str) -> Principal:
+    token_hash = hash_token(token)
+    remembered = _recall(token_hash)
+    if remembered is not None:
+        return remembered
+    grant = _read_demo_capability(token)
+    _refuse_deleted(grant.user_id)
+    if grant.session == "phone":
+        if _phone_principal(grant.subject).user_id != grant.user_id:
+            raise Unauthorized("Invalid token")
+    else:
+        _refuse_signed_out(grant)
+    principal = Principal(kind="demo", subject=grant.user_id, user_id=grant.user_id, demo=grant)
+    _remember(token_hash, principal, grant.expires)
+    return principal
+
+
+def _refuse_signed_out(grant: DemoGrant) -> None:
+    """Refuse a capability whose Firebase viewer was disabled, deleted or signed out since."""
+    from firebase_admin import auth as firebase_auth
+    from firebase_admin import exceptions as firebase_exceptions
+
+    try:
+        user = firebase_auth.get_user(grant.subject, app=clients.firebase_app())
+    except (firebase_auth.UserNotFoundError, ValueError) as exc:
+        raise Unauthorized("Invalid token") from exc
+    except firebase_exceptions.FirebaseError as exc:
+        raise Unavailable("Token verification is unavailable") from exc
+    if user.uid != grant.user_id:
+        raise Unauthorized("Invalid token")
+    if user.disabled:
+        raise Unauthorized("User disabled")
+    valid_after = (user.tokens_valid_after_timestamp or 0) / 1000
+    if valid_after > grant.issued:
+        raise Unauthorized("Token revoked")
 
 
 def _firebase_principal(token: str, token_hash: str) -> Principal:

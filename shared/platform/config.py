@@ -355,6 +355,13 @@ class Settings(BaseModel):
         le=100,
         description="Agent calls (gofannon_client.call) one run may have going at once.",
     )
+    demo_capability_seconds: int = Field(
+        default=600,
+        alias="DEMO_CAPABILITY_SECONDS",
+        gt=0,
+        le=3600,
+        description="Lifetime of a demo page's capability (POST /rest/{its deployments}).",
+    )
     agent_call_max_depth: int = Field(default=5, alias="AGENT_CALL_MAX_DEPTH", ge=0, le=20)
     sandbox_cpu_seconds: int = Field(default=30, alias="SANDBOX_CPU_SECONDS", gt=0)
     sandbox_wall_seconds: float = Field(default=60, alias="SANDBOX_WALL_SECONDS", gt=0)

@@ -50,7 +50,7 @@ from shared.platform.values import DOC_ID_PATTERN, UnreadableJson, UnstorableVal
 
 logger = logging.getLogger(__name__)
 
-AuthMode = Literal["none", "optional", "user", "admin", "run", "webhook"]
+AuthMode = Literal["none", "optional", "user", "admin", "run", "demo", "webhook"]
 Handler = Callable[..., Any]
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(str|int|path|id))?\}")
@@ -239,7 +239,9 @@ class Router:
             path: Template such as `/users/{user_id:id}` or `/files/{name:path}`; `id`
                 matches document ids, `int` integers, `path` several segments.
             auth: `none`, `optional`, `user` (any valid token), `admin`, `run`
-                (a user token or a sandboxed agent's run token), or `webhook` (the
+                (a user token or a sandboxed agent's run token), `demo` (a user token
+                or a demo page's capability that names the path's `{friendly_name}`;
+                the only routes a capability reaches), or `webhook` (the
                 `Authorization` header equals `LOOPMESSAGE_WEBHOOK_SECRET`, checked in
                 constant time before the body is read).
             summary: The operation's one-line description.
@@ -262,6 +264,8 @@ class Router:
         """
 
         def register(handler: Handler) -> Handler:
+            if auth == "demo" and "{friendly_name" not in path:
+                raise ValueError("auth='demo' routes take the deployment as {friendly_name}")
             self.routes.append(
                 Route(
                     method=method.upper(),
@@ -533,6 +537,8 @@ def _invoke(
     route: Route, raw_params: dict[str, str], request: flask.Request, request_id: str
 ) -> flask.Response:
     principal = _principal(route.auth, request)
+    if principal is not None and principal.demo is not None:
+        principal.demo.require(raw_params["friendly_name"])
     kwargs: dict[str, Any] = _path_params(route, raw_params)
     if route.query is not None:
         kwargs["query"] = _validate(route.query, request.args.to_dict(flat=True), "query")
@@ -559,7 +565,7 @@ def _principal(mode: AuthMode, request: flask.Request) -> auth.Principal | None:
         return None
     if mode == "none" or (mode == "optional" and not header):
         return None
-    principal = auth.authenticate(header, allow_run=mode == "run")
+    principal = auth.authenticate(header, allow_run=mode == "run", allow_demo=mode == "demo")
     if mode == "admin":
         auth.require_admin(principal)
     return principal

@@ -2,7 +2,9 @@
 
 Every route that needs credentials, through the gateway, with credentials
 that must never work: none, garbage, an expired Firebase token, a revoked
-Firebase token, and a phone session token that was logged out. Each answer
+Firebase token, a phone session token that was logged out, and a valid demo
+page capability of an admin (good only for `POST /rest/{its deployments}`,
+which no sample path names). Each answer
 is 401 with a JSON `detail`, before any input is looked at, and never
 carries data.
 """
@@ -63,6 +65,16 @@ def bad_credentials(live_stack) -> dict[str, dict[str, str]]:
     firebase_auth.revoke_refresh_tokens(user.uid, app=clients.firebase_app())
     logged_out = phone_token(live_stack, random_number())["token"]
     requests.post(live_stack.url("/auth/logout"), json={"token": logged_out}, timeout=10)
+    # A demo page's capability, valid, of an admin viewer, for a demo selecting a
+    # deployment that no sample path names: refused by every route.
+    admin = mint_token(f"matrix-demo-admin-{uuid.uuid4().hex[:8]}@example.com", admin=True)
+    admin_headers = {"Authorization": f"Bearer {admin.id_token}"}
+    demo = requests.post(
+        live_stack.url("/demos"), json=demo_body(), headers=admin_headers, timeout=10
+    ).json()
+    capability = requests.post(
+        live_stack.url(f"/demos/{demo['_id']}/capability"), headers=admin_headers, timeout=10
+    ).json()["capability"]
     return {
         "none": {},
         "garbage": {"Authorization": "Bearer not-a-token-at-all"},
@@ -70,6 +82,7 @@ def bad_credentials(live_stack) -> dict[str, dict[str, str]]:
         "expired": {"Authorization": f"Bearer {expired}"},
         "revoked": {"Authorization": f"Bearer {user.id_token}"},
         "logged out": {"Authorization": f"Bearer {logged_out}"},
+        "demo capability": {"Authorization": f"Bearer {capability}"},
     }
 
 
@@ -189,6 +202,7 @@ CASES: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ("PUT", "/demos/{demo_id:id}"): (OWNED, {"json": demo_body(name="owned")}),
     ("DELETE", "/demos/{demo_id:id}"): (OWNED, {}),
     ("GET", "/demos/{demo_id:id}/page"): (OWNED, {}),
+    ("POST", "/demos/{demo_id:id}/capability"): (OWNED, {}),
     ("POST", "/agents"): (OWN, {"json": {}}),
     ("GET", "/agents"): (OWNED, {"params": {"all": "true"}}),
     ("GET", "/agents/{agent_id:id}"): (OWNED, {}),
