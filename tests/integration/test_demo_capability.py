@@ -24,6 +24,7 @@ from devstack.tokens import mint_token
 from shared.platform import auth, clients, signing
 from shared.platform.config import get_settings
 from tests.fakes.server import serving
+from tests.integration.helpers import run_token as run_token_of
 from tests.integration.helpers import sign_up
 from tests.integration.test_demos import WEATHER_API, Viewer, chromium, demo_body, needs_chromium
 
@@ -318,13 +319,13 @@ def test_tampered_and_forged_capabilities_are_refused(stack):
     claims = claims_of(capability)
     widened = {**claims, "n": ["echo_a", "echo_b"]}
     widened_payload = base64.urlsafe_b64encode(json.dumps(widened).encode()).rstrip(b"=").decode()
-    run_token = auth.issue_run_token(uid, ["echo_a"], [])
+    run_token = run_token_of(uid, ("echo_a",))
 
     attempts = {
         "widened claims": f"demo:{widened_payload}~{signature}",
         "other signature": f"demo:{payload}~{signature[::-1]}",
         "no signature": f"demo:{payload}",
-        "signed as a run token": forge(widened, purpose="run-token.v1"),
+        "signed as a run token": forge(widened, purpose=auth.RUN_TOKEN_PURPOSE),
         "run token relabelled": "demo:" + run_token.removeprefix("run:"),
         "capability as a run token": "run:" + capability.removeprefix("demo:"),
         "bad claims": forge({**claims, "n": "echo_b"}),
