@@ -118,6 +118,7 @@ def export_me(principal: Principal, query: ExportQuery) -> PersonalDataExport:
         "sessions": chats["sessions"],
         "agents": owned["agents"],
         "deployments": owned["deployments"],
+        "chosenDeployments": owned["chosenDeployments"],
         "demos": demos.export_user_data(user_id, probe),
         "dataStore": data_store.export_user_data(user_id, probe),
         "conversations": imessage.export_user_data(user_id, contacts, probe),
