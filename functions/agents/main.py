@@ -41,7 +41,7 @@ def create_agent(ctx: RequestContext, body: saved.CreateAgentRequest) -> saved.A
     response=list[saved.Agent],
     responses={403: "Forbidden"},
 )
-def list_agents(ctx: RequestContext, query: saved.ListQuery) -> Page[saved.Agent]:
+def list_agents(ctx: RequestContext, query: saved.ListQuery) -> Page[list[saved.Agent]]:
     """A page of the caller's agents, newest first (`?all=true`: everyone's, admins only).
 
     More pages: repeat with `cursor` = the `X-Next-Cursor` header (absent on the last page).
@@ -166,7 +166,9 @@ def get_deployment(ctx: RequestContext, agent_id: str) -> saved.DeploymentStatus
     response=list[saved.DeployedApi],
     responses={403: "Forbidden"},
 )
-def list_deployments(ctx: RequestContext, query: saved.DeploymentsQuery) -> Page[saved.DeployedApi]:
+def list_deployments(
+    ctx: RequestContext, query: saved.DeploymentsQuery
+) -> Page[list[saved.DeployedApi]]:
     """The caller's chosen deployments, then a page of their own by name (`?all=true`: admins).
 
     More pages: repeat with `cursor` = the `X-Next-Cursor` header (absent on the last page).
@@ -181,7 +183,7 @@ def list_deployments(ctx: RequestContext, query: saved.DeploymentsQuery) -> Page
     query=PageQuery,
     response=list[saved.DeployedApi],
 )
-def list_public_deployments(ctx: RequestContext, query: PageQuery) -> Page[saved.DeployedApi]:
+def list_public_deployments(ctx: RequestContext, query: PageQuery) -> Page[list[saved.DeployedApi]]:
     """A page of every user's public deployments, by name (choose one to use it in chats).
 
     More pages: repeat with `cursor` = the `X-Next-Cursor` header (absent on the last page).
@@ -291,11 +293,15 @@ _SIZES = {413: "Record or namespace too large"}
     "/data-store/namespaces",
     auth="user",
     summary="List Data Store Namespaces",
+    query=PageQuery,
     response=data_store.NamespaceList,
 )
-def list_namespaces(ctx: RequestContext) -> data_store.NamespaceList:
-    """The caller's namespaces with record counts and sizes."""
-    return data_store.list_namespaces(ctx.user)
+def list_namespaces(ctx: RequestContext, query: PageQuery) -> Page[data_store.NamespaceList]:
+    """A page of the caller's namespaces with record counts and sizes, and their totals.
+
+    More pages: repeat with `cursor` = the `X-Next-Cursor` header (absent on the last page).
+    """
+    return data_store.list_namespaces(ctx.user, query)
 
 
 @router.get(
@@ -313,11 +319,17 @@ def get_namespace(ctx: RequestContext, namespace: str) -> data_store.NamespaceSt
     "/data-store/namespaces/{namespace}/records",
     auth="user",
     summary="List Data Store Records",
+    query=PageQuery,
     response=list[data_store.DataStoreRecord],
 )
-def list_records(ctx: RequestContext, namespace: str) -> list[data_store.DataStoreRecord]:
-    """Every record of the namespace, values included."""
-    return data_store.list_records(ctx.user, namespace)
+def list_records(
+    ctx: RequestContext, namespace: str, query: PageQuery
+) -> Page[list[data_store.DataStoreRecord]]:
+    """A page of the namespace's records by key, values included.
+
+    More pages: repeat with `cursor` = the `X-Next-Cursor` header (absent on the last page).
+    """
+    return data_store.list_records(ctx.user, namespace, query)
 
 
 @router.get(

@@ -51,7 +51,7 @@ def create_demo(ctx: RequestContext, body: demo_apps.CreateDemoAppRequest) -> de
     query=PageQuery,
     response=list[demo_apps.DemoApp],
 )
-def list_demos(ctx: RequestContext, query: PageQuery) -> Page[demo_apps.DemoApp]:
+def list_demos(ctx: RequestContext, query: PageQuery) -> Page[list[demo_apps.DemoApp]]:
     """A page of the caller's demo apps, newest first.
 
     More pages: repeat with `cursor` = the `X-Next-Cursor` header (absent on the last page).

@@ -293,7 +293,7 @@ def create(principal: Principal, body: CreateAgentRequest) -> Agent:
     return _to_agent(agent_id, record)
 
 
-def list_agents(principal: Principal, query: ListQuery) -> Page[Agent]:
+def list_agents(principal: Principal, query: ListQuery) -> Page[list[Agent]]:
     """A page of the caller's agents (every user's, for an admin asking for all), newest first.
 
     Raises:
@@ -558,7 +558,7 @@ def _apis(deployments: list[tuple[str, dict[str, Any]]]) -> list[DeployedApi]:
     ]
 
 
-def list_deployments(principal: Principal, query: DeploymentsQuery) -> Page[DeployedApi]:
+def list_deployments(principal: Principal, query: DeploymentsQuery) -> Page[list[DeployedApi]]:
     """A page of the deployments the caller owns, by name; the first page starts with the chosen.
 
     With `all` (admins): a page of every deployment, by name.
@@ -578,7 +578,7 @@ def list_deployments(principal: Principal, query: DeploymentsQuery) -> Page[Depl
     return Page(_apis(chosen + _named(found)), cursor)
 
 
-def list_public(principal: Principal, query: PageQuery) -> Page[DeployedApi]:
+def list_public(principal: Principal, query: PageQuery) -> Page[list[DeployedApi]]:
     """A page of every public deployment, by name (to find one to choose).
 
     Raises:

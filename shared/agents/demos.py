@@ -174,7 +174,7 @@ def create(principal: Principal, body: CreateDemoAppRequest) -> DemoApp:
     return _to_demo(demo_id, record)
 
 
-def list_demos(principal: Principal, query: PageQuery) -> Page[DemoApp]:
+def list_demos(principal: Principal, query: PageQuery) -> Page[list[DemoApp]]:
     """A page of the caller's demos, newest first.
 
     Raises:

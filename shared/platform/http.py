@@ -549,7 +549,7 @@ def _invoke(
         return flask.Response(status=204)
     page = result if isinstance(result, paging.Page) else None
     if page is not None:
-        result = page.items
+        result = page.body
     if route.adapter is not None:
         adapter = route.adapter
         result = adapter.dump_python(adapter.validate_python(result), mode="json", by_alias=True)

@@ -2,7 +2,7 @@
 
 A list route takes `PageQuery` (`?limit=&cursor=`), reads one page with
 `read_page` and returns a `Page`; `shared.platform.http` answers the page's
-items as a plain JSON array (what the gofannon web UI reads) and, when more
+body (a plain JSON array where the gofannon web UI reads one) and, when more
 follow, the cursor of the next page in `X-Next-Cursor` and a `Link: <...>;
 rel="next"` header. A request reads at most `limit + 1` documents, whatever
 other users hold.
@@ -58,9 +58,12 @@ class PageQuery(Model):
 
 @dataclass(frozen=True)
 class Page(Generic[T]):
-    """One page of a list: its items, and the cursor of the next page (None on the last)."""
+    """A route's answer holding one page (a list, or an object around one), and the next cursor.
 
-    items: list[T]
+    `next_cursor` is None on the last page.
+    """
+
+    body: T
     next_cursor: str | None = None
 
 

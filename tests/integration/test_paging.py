@@ -108,7 +108,16 @@ def test_demos_page_newest_first(stack, alice, bob):
 
 
 @pytest.mark.parametrize(
-    "path", ["/agents", "/demos", "/deployments", "/deployments/public", "/agents?all=true"]
+    "path",
+    [
+        "/agents",
+        "/demos",
+        "/deployments",
+        "/deployments/public",
+        "/agents?all=true",
+        "/data-store/namespaces",
+        "/data-store/namespaces/n/records",
+    ],
 )
 @pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 201}, {"limit": "x"}, {"cursor": ""}])
 def test_page_bounds_are_validated(stack, alice, path, params):
@@ -188,6 +197,74 @@ def test_admins_page_through_every_deployment(stack, alice, bob, unique):
     assert call(stack, "GET", "/deployments?all=true", alice).status_code == 403
 
 
+def put_record(stack, headers, namespace, key, value):
+    path = f"/data-store/namespaces/{namespace}/records/{key}"
+    response = call(stack, "PUT", path, headers, json={"value": value})
+    assert response.status_code == 200, response.text
+
+
+def test_data_store_records_and_namespaces_page_by_name(stack, alice, bob):
+    for key in ("k3", "k1", "k2"):
+        put_record(stack, alice, "notes", key, key)
+    for namespace in ("b", "a"):
+        put_record(stack, alice, namespace, "x", 1)
+    put_record(stack, bob, "notes", "theirs", "x" * 100)
+
+    records = every_page(stack, "/data-store/namespaces/notes/records", alice, 2)
+    first = call(stack, "GET", "/data-store/namespaces", alice, params={"limit": 2})
+    rest = call(
+        stack,
+        "GET",
+        "/data-store/namespaces",
+        alice,
+        params={"limit": 2, "cursor": first.headers["X-Next-Cursor"]},
+    )
+
+    assert [[r["key"] for r in page] for page in records] == [["k1", "k2"], ["k3"]]
+    assert [n["namespace"] for n in first.json()["namespaces"]] == ["a", "b"]
+    assert [n["namespace"] for n in rest.json()["namespaces"]] == ["notes"]
+    assert "X-Next-Cursor" not in rest.headers
+    # Totals over every page, from the caller's counter: none of bob's records.
+    totals = {"totalRecordCount": 5, "totalSizeBytes": 3 * 4 + 2 * 1}
+    assert {k: first.json()[k] for k in totals} == totals
+    assert {k: rest.json()[k] for k in totals} == totals
+
+
+def test_data_store_totals_follow_deletes_and_clears(stack, alice):
+    for key in ("a", "b", "c"):
+        put_record(stack, alice, "n", key, "12")
+    put_record(stack, alice, "n", "a", "1234")  # replaced: counted once, at its new size
+
+    replaced = call(stack, "GET", "/data-store/namespaces", alice).json()
+    call(stack, "DELETE", "/data-store/namespaces/n/records/b", alice)
+    deleted = call(stack, "GET", "/data-store/namespaces", alice).json()
+    call(stack, "DELETE", "/data-store/namespaces/n", alice)
+    cleared = call(stack, "GET", "/data-store/namespaces", alice).json()
+
+    assert (replaced["totalRecordCount"], replaced["totalSizeBytes"]) == (3, 6 + 4 + 4)
+    assert (deleted["totalRecordCount"], deleted["totalSizeBytes"]) == (2, 6 + 4)
+    assert cleared == {"namespaces": [], "totalRecordCount": 0, "totalSizeBytes": 0}
+
+
+def test_the_totals_migration_sums_each_users_namespaces(stack, alice, bob):
+    from migrations.m002_data_store_totals import migrate
+    from shared.agents.data_store import TOTALS
+    from shared.platform import clients
+
+    put_record(stack, alice, "n1", "k", "12")
+    put_record(stack, alice, "n2", "k", "1")
+    put_record(stack, bob, "n1", "k", "1")
+    for snapshot in clients.firestore().collection(TOTALS).stream():
+        snapshot.reference.delete()  # as before the counters existed
+
+    users = migrate()
+    again = migrate()
+    listed = call(stack, "GET", "/data-store/namespaces", alice).json()
+
+    assert (users, again) == (2, 2)
+    assert (listed["totalRecordCount"], listed["totalSizeBytes"]) == (2, 4 + 3)
+
+
 def _index_fields(index):
     return [
         (field["fieldPath"], field.get("order") or field.get("arrayConfig"))
@@ -241,8 +318,19 @@ def test_every_query_the_routes_build_has_its_index(stack, alice, bob, unique):
         deployed(stack, alice, "mine")
         call(stack, "POST", "/demos", alice, json=demo_body())
         call(stack, "PUT", "/deployments/theirs/chosen", alice)
-        for path in ("/agents", "/demos", "/deployments", "/deployments/public", "/providers"):
+        for key in ("k1", "k2"):
+            put_record(stack, alice, "notes", key, 1)
+        for path in (
+            "/agents",
+            "/demos",
+            "/deployments",
+            "/deployments/public",
+            "/providers",
+            "/data-store/namespaces",
+            "/data-store/namespaces/notes/records",
+        ):
             every_page(stack, path, alice, 1)
+        call(stack, "DELETE", "/data-store/namespaces/notes", alice)
         every_page(stack, "/agents?all=true", admin, 1)
         every_page(stack, "/deployments?all=true", admin, 1)
         call(stack, "GET", "/users/me/export", alice)
