@@ -22,7 +22,7 @@ from collections import defaultdict
 from shared.agents.data_store import NAMESPACES, TOTALS
 from shared.platform import clients
 from shared.platform.logging import configure_logging
-from shared.platform.paging import MAX_PAGE, PageQuery, read_page
+from shared.platform.paging import batches
 
 logger = logging.getLogger(__name__)
 
@@ -31,17 +31,12 @@ def migrate() -> int:
     """Set every user's totals from their namespaces; return how many users were written."""
     db = clients.firestore()
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    page = PageQuery(limit=MAX_PAGE)
-    while True:
-        found, cursor = read_page(db.collection(NAMESPACES), [], page)
-        for snapshot in found:
+    for batch in batches(db.collection(NAMESPACES)):
+        for snapshot in batch:
             data = snapshot.to_dict() or {}
             if data.get("userId"):
                 totals[data["userId"]][0] += int(data.get("recordCount", 0))
                 totals[data["userId"]][1] += int(data.get("sizeBytes", 0))
-        if cursor is None:
-            break
-        page = PageQuery(limit=MAX_PAGE, cursor=cursor)
     for user_id, (records, size) in totals.items():
         db.collection(TOTALS).document(user_id).set(
             {"userId": user_id, "recordCount": records, "sizeBytes": size}

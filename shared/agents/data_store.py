@@ -41,7 +41,7 @@ from shared.platform.auth import Principal
 from shared.platform.config import get_settings
 from shared.platform.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
 from shared.platform.models import Model
-from shared.platform.paging import MAX_PAGE, Order, Page, PageQuery, read_page
+from shared.platform.paging import MAX_PAGE, Order, Page, PageQuery, batches, read_page
 from shared.platform.transactions import Plan, write_if_unchanged
 
 RECORDS = "data_store"
@@ -334,14 +334,11 @@ def _records_query(user_id: str, namespace: str) -> Any:
 
 def _records(user_id: str, namespace: str) -> list[tuple[str, dict[str, Any]]]:
     """Every record of a namespace by key, `MAX_PAGE` a read (at most the namespace limit)."""
-    found: list[tuple[str, dict[str, Any]]] = []
-    page = PageQuery(limit=MAX_PAGE)
-    while True:
-        batch, cursor = read_page(_records_query(user_id, namespace), [Order("key")], page)
-        found.extend((s.id, s.to_dict() or {}) for s in batch)
-        if cursor is None:
-            return found
-        page = PageQuery(limit=MAX_PAGE, cursor=cursor)
+    return [
+        (s.id, s.to_dict() or {})
+        for batch in batches(_records_query(user_id, namespace), [Order("key")])
+        for s in batch
+    ]
 
 
 def _stats(namespace: str, data: dict[str, Any] | None) -> NamespaceStats:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -150,3 +150,22 @@ def read_page(
     kept = found[: page.limit]
     last = kept[-1]
     return kept, encode_cursor([last.get(item.field) for item in order], last.id)
+
+
+def batches(
+    query: Query | CollectionReference, order: Sequence[Order] = (), size: int = MAX_PAGE
+) -> Iterator[list[Any]]:
+    """Every document of `query`, `size` a read, in `order` then by id (for whole-set work).
+
+    Each batch is read when the previous one has been handled, so documents
+    the caller deletes or moves out of the query meanwhile do not shift the
+    next batch (it starts after the last id seen).
+    """
+    page = PageQuery(limit=size)
+    while True:
+        found, cursor = read_page(query, order, page)
+        if found:
+            yield found
+        if cursor is None:
+            return
+        page = PageQuery(limit=size, cursor=cursor)

@@ -348,3 +348,15 @@ def test_the_index_check_finds_a_missing_index():
 
     assert not _declared(*missing)
     assert _declared(*declared)
+
+
+def test_admins_page_through_accounts_by_header(stack, unique):
+    admin = user(unique, "admin", admin=True)
+    for n in range(3):
+        assert call(stack, "GET", "/users/me", user(unique, f"u{n}")).status_code == 200
+
+    pages = every_page(stack, "/admin/users", admin, 2)
+    ids = [account["_id"] for page in pages for account in page]
+
+    assert len(ids) == len(set(ids)) >= 3
+    assert ids == sorted(ids)
