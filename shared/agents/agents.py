@@ -19,7 +19,8 @@ are charged to the caller and its data store is the caller's.
 `deployment_choices/{userId}` holds `names`: the other users' deployments a
 user has chosen to use (at most `MAX_CHOSEN`, set with `PUT` and removed with
 `DELETE /deployments/{name}/chosen`). Lists read only what the caller owns
-or chose, a page at a time (`shared.platform.paging`): `GET /deployments`
+or chose, a page at a time (`shared.platform.paging`, at most `PAGE_BYTES` a
+page): `GET /deployments`
 is the caller's own deployments by name, its first page preceded by the
 chosen ones; `GET /deployments/public` pages through every public one; the
 `gofannon` chat provider offers the caller's first `MAX_OWN_MODELS` own
@@ -45,7 +46,7 @@ from shared.platform import clients, erasure
 from shared.platform.auth import Principal, can_access_owned, owned_record
 from shared.platform.errors import BadRequest, Conflict, Forbidden, NotFound
 from shared.platform.models import Model, NoNulls
-from shared.platform.paging import Order, Page, PageQuery, read_page
+from shared.platform.paging import Order, Page, PageQuery, fit, read_page
 from shared.platform.transactions import Plan, write_if_unchanged
 from shared.platform.values import DocId, StorableMap
 
@@ -308,13 +309,15 @@ def list_agents(principal: Principal, query: ListQuery) -> Page[list[Agent]]:
     collection = _agents()
     if not query.all_users:
         collection = collection.where(filter=FieldFilter("ownerId", "==", owner))
-    found, cursor = read_page(collection, [Order("createdAt", descending=True)], query)
+    order = [Order("createdAt", descending=True)]
+    found, cursor = read_page(collection, order, query)
     agents = [
-        _to_agent(snapshot.id, record)
+        _to_agent(snapshot.id, record) if (record := snapshot.to_dict() or {}).get("rev") else None
         for snapshot in found
-        if (record := snapshot.to_dict() or {}).get("rev")
     ]
-    return Page(agents, cursor)
+    sizes = [len(agent.model_dump_json(by_alias=True)) if agent else 0 for agent in agents]
+    kept, cursor = fit(found, cursor, order, sizes)
+    return Page([agent for agent in agents[:kept] if agent is not None], cursor)
 
 
 def _owned(principal: Principal, agent_id: str) -> dict[str, Any]:
@@ -558,6 +561,20 @@ def _apis(deployments: list[tuple[str, dict[str, Any]]]) -> list[DeployedApi]:
     ]
 
 
+def _api_page(
+    found: list[Any], cursor: str | None, before: list[DeployedApi] | None = None
+) -> Page[list[DeployedApi]]:
+    """A page of deployments (by name) as APIs, cut to `PAGE_BYTES`, after `before`."""
+    apis = {api.friendly_name: api for api in _apis(_named(found))}
+    sizes = [
+        len(api.model_dump_json(by_alias=True)) if (api := apis.get(snapshot.id)) else 0
+        for snapshot in found
+    ]
+    kept, cursor = fit(found, cursor, [], sizes)
+    listed = [apis[snapshot.id] for snapshot in found[:kept] if snapshot.id in apis]
+    return Page([*(before or []), *listed], cursor)
+
+
 def list_deployments(principal: Principal, query: DeploymentsQuery) -> Page[list[DeployedApi]]:
     """A page of the deployments the caller owns, by name; the first page starts with the chosen.
 
@@ -571,11 +588,10 @@ def list_deployments(principal: Principal, query: DeploymentsQuery) -> Page[list
     if query.all_users:
         if not principal.is_admin:
             raise Forbidden("Only admins may list every deployment")
-        found, cursor = read_page(_deployments(), [], query)
-        return Page(_apis(_named(found)), cursor)
+        return _api_page(*read_page(_deployments(), [], query))
     found, cursor = _own_deployments(user_id, query)
-    chosen = _chosen(user_id, principal.is_admin) if query.cursor is None else []
-    return Page(_apis(chosen + _named(found)), cursor)
+    chosen = _apis(_chosen(user_id, principal.is_admin)) if query.cursor is None else []
+    return _api_page(found, cursor, chosen)
 
 
 def list_public(principal: Principal, query: PageQuery) -> Page[list[DeployedApi]]:
@@ -588,8 +604,7 @@ def list_public(principal: Principal, query: PageQuery) -> Page[list[DeployedApi
 
     _require_user(principal)
     public = _deployments().where(filter=FieldFilter("public", "==", True))
-    found, cursor = read_page(public, [], query)
-    return Page(_apis(_named(found)), cursor)
+    return _api_page(*read_page(public, [], query))
 
 
 def _choices(user_id: str) -> Any:

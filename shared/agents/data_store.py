@@ -41,7 +41,7 @@ from shared.platform.auth import Principal
 from shared.platform.config import get_settings
 from shared.platform.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
 from shared.platform.models import Model
-from shared.platform.paging import MAX_PAGE, Order, Page, PageQuery, batches, read_page
+from shared.platform.paging import MAX_PAGE, Order, Page, PageQuery, batches, fit, read_page
 from shared.platform.transactions import Plan, write_if_unchanged
 
 RECORDS = "data_store"
@@ -395,8 +395,13 @@ def list_records(
     """
     user_id = _user(principal)
     _check_names(namespace)
-    found, cursor = read_page(_records_query(user_id, namespace), [Order("key")], query)
-    return Page([_to_record(s.id, s.to_dict() or {}) for s in found], cursor)
+    order = [Order("key")]
+    found, cursor = read_page(_records_query(user_id, namespace), order, query)
+    records = [_to_record(s.id, s.to_dict() or {}) for s in found]
+    kept, cursor = fit(
+        found, cursor, order, [(s.to_dict() or {}).get("sizeBytes", 0) for s in found]
+    )
+    return Page(records[:kept], cursor)
 
 
 def get_record(principal: Principal, namespace: str, key: str) -> DataStoreRecord:

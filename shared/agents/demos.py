@@ -36,7 +36,7 @@ from shared.platform.errors import (
     Forbidden,
 )
 from shared.platform.models import Model
-from shared.platform.paging import Order, Page, PageQuery, read_page
+from shared.platform.paging import Order, Page, PageQuery, fit, read_page
 from shared.platform.transactions import Plan, write_if_unchanged
 from shared.platform.values import StorableMap
 
@@ -184,8 +184,12 @@ def list_demos(principal: Principal, query: PageQuery) -> Page[list[DemoApp]]:
 
     owner = _require_user(principal)
     owned = clients.firestore().collection(DEMOS).where(filter=FieldFilter("ownerId", "==", owner))
-    found, cursor = read_page(owned, [Order("createdAt", descending=True)], query)
-    return Page([_to_demo(snapshot.id, snapshot.to_dict() or {}) for snapshot in found], cursor)
+    order = [Order("createdAt", descending=True)]
+    found, cursor = read_page(owned, order, query)
+    demos = [_to_demo(snapshot.id, snapshot.to_dict() or {}) for snapshot in found]
+    sizes = [len(demo.model_dump_json(by_alias=True)) for demo in demos]
+    kept, cursor = fit(found, cursor, order, sizes)
+    return Page(demos[:kept], cursor)
 
 
 def _owned(principal: Principal, demo_id: str) -> dict[str, Any]:

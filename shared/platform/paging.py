@@ -15,6 +15,9 @@ Invariants:
   JSON); it positions the next page inside the caller's own filter, so a
   forged cursor can skip items but never reveal others'. A cursor that does
   not decode to the route's order is 422.
+- A page whose items are large ends early (`fit`): its body holds at most
+  `PAGE_BYTES` of items, or its first item alone, and the cursor follows the
+  last item kept.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
+PAGE_BYTES = 1_000_000
 MAX_CURSOR_CHARS = 1024
 _TIME = "$t"
 
@@ -148,8 +152,40 @@ def read_page(
     if len(found) <= page.limit:
         return found, None
     kept = found[: page.limit]
-    last = kept[-1]
-    return kept, encode_cursor([last.get(item.field) for item in order], last.id)
+    return kept, cursor_after(kept[-1], order)
+
+
+def cursor_after(snapshot: Any, order: Sequence[Order]) -> str:
+    """The cursor of the page that follows `snapshot` in `order`."""
+    return encode_cursor([snapshot.get(item.field) for item in order], snapshot.id)
+
+
+def fit(
+    found: Sequence[Any],
+    cursor: str | None,
+    order: Sequence[Order],
+    sizes: Sequence[int],
+    budget: int = PAGE_BYTES,
+) -> tuple[int, str | None]:
+    """How many of a page's snapshots fit in `budget` bytes of items (at least one), and the cursor.
+
+    Args:
+        found: The page's snapshots, as `read_page` returned them.
+        cursor: The cursor `read_page` returned.
+        order: The page's order.
+        sizes: The answer's bytes for each snapshot (0 for one left out of the answer).
+        budget: The bytes a page may hold.
+
+    Returns:
+        The number of snapshots to keep, and the cursor after the last one kept
+        (`cursor` unchanged when all fit).
+    """
+    total = 0
+    for index, size in enumerate(sizes):
+        total += size
+        if total > budget and index > 0:
+            return index, cursor_after(found[index - 1], order)
+    return len(found), cursor
 
 
 def batches(

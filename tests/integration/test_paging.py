@@ -85,6 +85,21 @@ def test_agents_page_newest_first_with_a_cursor_round_trip(stack, alice):
     assert "X-Next-Cursor" not in first.headers
 
 
+def test_a_page_of_large_items_ends_at_the_byte_budget(stack, alice, bob, unique):
+    from shared.platform.paging import PAGE_BYTES
+
+    code = ECHO + "#" * 190_000
+    made = [new_agent(stack, bob, f"big{n}", code=code)["_id"] for n in range(6)]
+    admin = user(unique, "admin", admin=True)
+
+    first = call(stack, "GET", "/agents?all=true", admin)
+    pages = every_page(stack, "/agents?all=true", admin, 50)
+
+    assert len(first.json()) == 5 and len(first.content) <= PAGE_BYTES
+    assert [len(page) for page in pages] == [5, 1]
+    assert [a["_id"] for page in pages for a in page] == made[::-1]
+
+
 def test_admins_page_through_every_users_agents(stack, alice, bob, unique):
     mine = [new_agent(stack, alice, f"a{n}")["_id"] for n in range(2)]
     theirs = [new_agent(stack, bob, f"b{n}")["_id"] for n in range(2)]
