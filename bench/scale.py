@@ -19,7 +19,13 @@ Each route is timed `runs` times in each project, the two projects taking
 turns round by round (the Firestore client is rebuilt for each turn and
 warmed by an untimed call), so both see the same machine load. Rows: p50
 latency, response bytes and documents read per request at N next to the
-same route at N = 0.
+same route at N = 0; and, as the floor under those latencies, bare client
+calls made the same way (a lookup by id, a query of an empty top-level
+collection, and the very queries of `GET /agents` and `GET .../records`):
+the emulator has no indexes and scans the project's top-level documents for
+a query on a top-level collection, so its query latency grows with N where
+production Firestore's, served from indexes, grows with the documents
+returned.
 
     PYTHONPATH=. .venv/bin/python bench/scale.py [--others 10000] [--runs 15]
 """
@@ -84,6 +90,39 @@ ROUTES = (
     Route("GET /admin/users (admin)", "/admin/users", as_admin=True),
     Route("GET /users/me/export", "/users/me/export"),
 )
+
+
+def _agents_of(db: Any, me: str) -> object:
+    from google.cloud import firestore
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    query = db.collection("agents").where(filter=FieldFilter("ownerId", "==", me))
+    return list(
+        query.order_by("createdAt", direction=firestore.Query.DESCENDING).limit(51).stream()
+    )
+
+
+def _records_of(db: Any, me: str) -> object:
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    query = (
+        db.collection("data_store")
+        .where(filter=FieldFilter("userId", "==", me))
+        .where(filter=FieldFilter("namespace", "==", "big"))
+    )
+    return list(query.order_by("key").limit(51).stream())
+
+
+FLOORS: tuple[tuple[str, Callable[[Any, str], object]], ...] = (
+    ("bare lookup by id", lambda db, me: db.collection("accounts").document(me).get()),
+    (
+        "bare query of an empty top-level collection",
+        lambda db, me: list(db.collection("bench_empty").limit(1).stream()),
+    ),
+    ("bare query of GET /agents (51 of my agents)", _agents_of),
+    ("bare query of GET .../records (51 of my records)", _records_of),
+)
+"""Bare client calls, no route: what the emulator itself does as its documents grow."""
 
 
 @dataclass
@@ -293,10 +332,14 @@ def time_routes(
     world: World, activate: Callable[[str], None], runs: int
 ) -> dict[str, dict[str, Sample]]:
     """Each route `runs` times per project, projects taking turns: p50, bytes, reads per call."""
+    from shared.platform import clients
+
     projects = (BASE, GROWN)
+    labels = [route.label for route in ROUTES] + [label for label, _ in FLOORS]
     samples: dict[str, dict[str, list[tuple[float, int, int]]]] = {
-        project: {route.label: [] for route in ROUTES} for project in projects
+        project: {label: [] for label in labels} for project in projects
     }
+    me = _uid(world, world.me)
     for round_ in range(runs + 1):
         for project in projects if round_ % 2 else projects[::-1]:
             activate(project)
@@ -312,6 +355,13 @@ def time_routes(
                 assert response.status_code == 200, (route.path, response.text[:500])
                 if round_:
                     samples[project][route.label].append((elapsed, len(response.content), reads))
+            for label, bare in FLOORS:
+                before = world.probe.read_count()
+                started = time.perf_counter()
+                bare(clients.firestore(), me)
+                elapsed = (time.perf_counter() - started) * 1000
+                if round_:
+                    samples[project][label].append((elapsed, 0, world.probe.read_count() - before))
     return {
         project: {
             label: Sample(
@@ -345,6 +395,15 @@ def rows(base: dict[str, Sample], grown: dict[str, Sample], others: int) -> list
                     unit,
                 )
             )
+    for label, _ in FLOORS:
+        found.append(
+            Row(
+                f"{label} p50, N = {others}",
+                grown[label].p50_ms,
+                base[label].p50_ms,
+                "same call, N = 0",
+            )
+        )
     return found
 
 
