@@ -19,13 +19,13 @@ are charged to the caller and its data store is the caller's.
 `deployment_choices/{userId}` holds `names`: the other users' deployments a
 user has chosen to use (at most `MAX_CHOSEN`, set with `PUT` and removed with
 `DELETE /deployments/{name}/chosen`). Lists read only what the caller owns
-or chose, a page at a time (`shared.platform.paging`, at most `PAGE_BYTES` a
-page): `GET /deployments`
-is the caller's own deployments by name, its first page preceded by the
-chosen ones; `GET /deployments/public` pages through every public one; the
-`gofannon` chat provider offers the caller's first `MAX_OWN_MODELS` own
-deployments and the chosen ones. A chosen deployment that is gone or no
-longer callable is left out of every list.
+or chose, a page at a time (`shared.platform.paging`, at most `PAGE_BYTES`
+a page): `GET /deployments` is the caller's own deployments by name, its
+first page preceded by the chosen ones; `GET /deployments/public` pages
+through every public one; the `gofannon` chat provider offers the caller's
+first `MAX_OWN_MODELS` own deployments and the chosen ones. A chosen
+deployment that is gone, the caller's own, or no longer callable by them is
+left out of the chosen ones.
 """
 
 from __future__ import annotations
