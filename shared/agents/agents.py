@@ -60,6 +60,7 @@ MAX_CHOSEN = 50
 MAX_OWN_MODELS = 100
 NOT_DEPLOYED = "No deployed agent found with that name."
 CHAIN_MAX_DEPTH = 8
+CHAIN_MAX_AGENTS = 200
 
 _FRIENDLY_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$"
 FriendlyName = Annotated[str, StringConstraints(pattern=_FRIENDLY_NAME)]
@@ -367,7 +368,10 @@ def chain(principal: Principal, agent_id: str) -> Chain:
 
     Agents that are missing or someone else's appear as `missing` nodes; a
     call back into the current path is an edge marked `cyclic`; agents past
-    `CHAIN_MAX_DEPTH` are `truncated` leaves.
+    `CHAIN_MAX_DEPTH`, or met once `CHAIN_MAX_AGENTS` agents are in the
+    chain, are `truncated` leaves. Each agent is read and expanded once, so a
+    request reads at most `CHAIN_MAX_AGENTS` agents however they call each
+    other.
 
     Raises:
         NotFound: No such agent, or someone else's.
@@ -375,28 +379,40 @@ def chain(principal: Principal, agent_id: str) -> Chain:
     _owned(principal, agent_id)
     nodes: dict[str, dict[str, Any]] = {}
     edges: list[dict[str, Any]] = []
+    loaded: dict[str, dict[str, Any] | None] = {}
+    expanded: set[str] = set()
 
     def load(node_id: str) -> dict[str, Any] | None:
-        record = _agents().document(node_id).get().to_dict()
-        return record if record and can_access_owned(principal, record.get("ownerId")) else None
+        if node_id not in loaded:
+            record = _agents().document(node_id).get().to_dict()
+            allowed = record and can_access_owned(principal, record.get("ownerId"))
+            loaded[node_id] = record if allowed else None
+        return loaded[node_id]
 
     def visit(node_id: str, depth: int, path: frozenset[str]) -> bool:
         if node_id in path:
             return False
-        record = load(node_id)
-        if node_id not in nodes:
-            nodes[node_id] = {
-                "id": node_id,
-                "type": "agent",
-                "name": (record or {}).get("name", "(missing)"),
-                "description": (record or {}).get("description", ""),
-                "input_schema": (record or {}).get("inputSchema") or {},
-                "output_schema": (record or {}).get("outputSchema") or {},
-                "missing": record is None,
-                "truncated": depth > CHAIN_MAX_DEPTH,
-            }
-        if record is None or depth > CHAIN_MAX_DEPTH:
+        if node_id in expanded:
             return True
+        truncated = depth > CHAIN_MAX_DEPTH or (
+            node_id not in loaded and len(loaded) >= CHAIN_MAX_AGENTS
+        )
+        record = None if truncated else load(node_id)
+        node = {
+            "id": node_id,
+            "type": "agent",
+            "name": (record or {}).get("name", "(missing)"),
+            "description": (record or {}).get("description", ""),
+            "input_schema": (record or {}).get("inputSchema") or {},
+            "output_schema": (record or {}).get("outputSchema") or {},
+            "missing": record is None and not truncated,
+            "truncated": truncated,
+        }
+        if record is None:
+            nodes.setdefault(node_id, node)
+            return True
+        nodes[node_id] = node
+        expanded.add(node_id)
         for url, tool_names in (record.get("tools") or {}).items():
             server = f"mcp:{url}"
             names = list(tool_names or [])

@@ -100,6 +100,23 @@ def test_a_page_of_large_items_ends_at_the_byte_budget(stack, alice, bob, unique
     assert [a["_id"] for page in pages for a in page] == made[::-1]
 
 
+def test_a_chain_reads_each_agent_once(stack, alice):
+    """Eight levels of two agents, each calling both of the next: 2^8 paths, 16 agents."""
+    level = [new_agent(stack, alice, f"leaf{n}")["_id"] for n in range(2)]
+    for depth in range(7):
+        calls = {"gofannonAgents": level}
+        level = [new_agent(stack, alice, f"l{depth}x{n}", **calls)["_id"] for n in range(2)]
+    root = new_agent(stack, alice, "root", gofannonAgents=level)["_id"]
+
+    with observed_firestore() as probe:
+        chain = call(stack, "GET", f"/agents/{root}/chain", alice).json()
+
+    assert len(chain["nodes"]) == 17
+    assert len(chain["edges"]) == 2 + 7 * 4
+    assert not any(node["truncated"] or node["missing"] for node in chain["nodes"].values())
+    assert probe.read_count() <= 17 + 2  # each agent once, and the owner check of the root
+
+
 def test_admins_page_through_every_users_agents(stack, alice, bob, unique):
     mine = [new_agent(stack, alice, f"a{n}")["_id"] for n in range(2)]
     theirs = [new_agent(stack, bob, f"b{n}")["_id"] for n in range(2)]
