@@ -182,6 +182,7 @@ def list_deployments(
     summary="List Public Deployments",
     query=PageQuery,
     response=list[saved.DeployedApi],
+    responses={403: "Forbidden"},
 )
 def list_public_deployments(ctx: RequestContext, query: PageQuery) -> Page[list[saved.DeployedApi]]:
     """A page of every user's public deployments, by name (choose one to use it in chats).
@@ -196,7 +197,7 @@ def list_public_deployments(ctx: RequestContext, query: PageQuery) -> Page[list[
     auth="user",
     summary="Choose Deployment",
     response=saved.ChosenDeployments,
-    responses={404: "Not Found", 409: "Conflict"},
+    responses={403: "Forbidden", 404: "Not Found", 409: "Conflict"},
 )
 def choose_deployment(ctx: RequestContext, friendly_name: str) -> saved.ChosenDeployments:
     """Use a deployment the caller may call: listed in `/deployments` and as a `gofannon` model."""
@@ -208,6 +209,7 @@ def choose_deployment(ctx: RequestContext, friendly_name: str) -> saved.ChosenDe
     auth="user",
     summary="Unchoose Deployment",
     status_code=204,
+    responses={403: "Forbidden"},
 )
 def unchoose_deployment(ctx: RequestContext, friendly_name: str) -> None:
     """Stop using a chosen deployment (not chosen is not an error)."""

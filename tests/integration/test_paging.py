@@ -197,6 +197,21 @@ def test_other_users_public_deployments_are_listed_only_once_chosen(stack, alice
     assert [d["friendlyName"] for d in finally_] == ["mine"]
 
 
+def test_chosen_deployments_are_capped(stack, alice, bob, monkeypatch):
+    from shared.agents import agents
+
+    monkeypatch.setattr(agents, "MAX_CHOSEN", 1)
+    for name in ("p1", "p2"):
+        deployed(stack, bob, name, public=True)
+
+    first = call(stack, "PUT", "/deployments/p1/chosen", alice)
+    second = call(stack, "PUT", "/deployments/p2/chosen", alice)
+
+    assert first.status_code == 200
+    assert second.status_code == 409
+    assert [d["friendlyName"] for d in call(stack, "GET", "/deployments", alice).json()] == ["p1"]
+
+
 def test_a_chosen_deployment_made_private_drops_out(stack, alice, bob):
     agent = deployed(stack, bob, "theirs", public=True)
     call(stack, "PUT", "/deployments/theirs/chosen", alice)
