@@ -54,6 +54,7 @@ BENCHMARKS = (
     ),
     Benchmark("mcp_latency", {"runs": 50}, {"runs": 2}),
     Benchmark("face_analysis", {"runs": 20}, {"runs": 1}),
+    Benchmark("scale", {"others": 10_000, "runs": 15}, {"others": 60, "runs": 1}),
 )
 
 

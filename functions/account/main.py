@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from shared.agents import accounts
 from shared.platform.http import RequestContext, Router, http_function
+from shared.platform.paging import Page
 from shared.privacy import api
 
 router = Router("account")
@@ -134,10 +135,12 @@ def post_reset_allowance(ctx: RequestContext) -> accounts.Account:
     query=accounts.AdminUsersQuery,
     response=list[accounts.AdminAccount],
 )
-def list_users(ctx: RequestContext, query: accounts.AdminUsersQuery) -> list[accounts.AdminAccount]:
+def list_users(
+    ctx: RequestContext, query: accounts.AdminUsersQuery
+) -> Page[list[accounts.AdminAccount]]:
     """All accounts, a page at a time (admin; the reset date in epoch milliseconds).
 
-    Page on with `cursor` = the last `_id` while a page holds `limit` users.
+    Page on with `cursor` = the `X-Next-Cursor` header (the page's last `_id`), absent on the last.
     """
     return accounts.admin_list(query)
 

@@ -12,6 +12,7 @@ from shared.agents import composer, data_store, runs
 from shared.llm import gateway
 from shared.platform.http import RequestContext, Router, http_function
 from shared.platform.models import Model
+from shared.platform.paging import Page, PageQuery
 
 router = Router("agents")
 _OWNED = {404: "Not Found"}
@@ -40,8 +41,11 @@ def create_agent(ctx: RequestContext, body: saved.CreateAgentRequest) -> saved.A
     response=list[saved.Agent],
     responses={403: "Forbidden"},
 )
-def list_agents(ctx: RequestContext, query: saved.ListQuery) -> list[saved.Agent]:
-    """The caller's agents, newest first (`?all=true`: everyone's, admins only)."""
+def list_agents(ctx: RequestContext, query: saved.ListQuery) -> Page[list[saved.Agent]]:
+    """A page of the caller's agents, newest first (`?all=true`: everyone's, admins only).
+
+    More pages: repeat with `cursor` = the `X-Next-Cursor` header (absent on the last page).
+    """
     return saved.list_agents(ctx.user, query)
 
 
@@ -158,11 +162,58 @@ def get_deployment(ctx: RequestContext, agent_id: str) -> saved.DeploymentStatus
     "/deployments",
     auth="user",
     summary="List Deployments",
+    query=saved.DeploymentsQuery,
     response=list[saved.DeployedApi],
+    responses={403: "Forbidden"},
 )
-def list_deployments(ctx: RequestContext) -> list[saved.DeployedApi]:
-    """The deployments the caller may call: their own and public ones (all, for admins)."""
-    return saved.list_deployments(ctx.user)
+def list_deployments(
+    ctx: RequestContext, query: saved.DeploymentsQuery
+) -> Page[list[saved.DeployedApi]]:
+    """The caller's chosen deployments, then a page of their own by name (`?all=true`: admins).
+
+    More pages: repeat with `cursor` = the `X-Next-Cursor` header (absent on the last page).
+    """
+    return saved.list_deployments(ctx.user, query)
+
+
+@router.get(
+    "/deployments/public",
+    auth="user",
+    summary="List Public Deployments",
+    query=PageQuery,
+    response=list[saved.DeployedApi],
+    responses={403: "Forbidden"},
+)
+def list_public_deployments(ctx: RequestContext, query: PageQuery) -> Page[list[saved.DeployedApi]]:
+    """A page of every user's public deployments, by name (choose one to use it in chats).
+
+    More pages: repeat with `cursor` = the `X-Next-Cursor` header (absent on the last page).
+    """
+    return saved.list_public(ctx.user, query)
+
+
+@router.put(
+    "/deployments/{friendly_name}/chosen",
+    auth="user",
+    summary="Choose Deployment",
+    response=saved.ChosenDeployments,
+    responses={403: "Forbidden", 404: "Not Found", 409: "Conflict"},
+)
+def choose_deployment(ctx: RequestContext, friendly_name: str) -> saved.ChosenDeployments:
+    """Use a deployment the caller may call: listed in `/deployments` and as a `gofannon` model."""
+    return saved.choose(ctx.user, friendly_name)
+
+
+@router.delete(
+    "/deployments/{friendly_name}/chosen",
+    auth="user",
+    summary="Unchoose Deployment",
+    status_code=204,
+    responses={403: "Forbidden"},
+)
+def unchoose_deployment(ctx: RequestContext, friendly_name: str) -> None:
+    """Stop using a chosen deployment (not chosen is not an error)."""
+    saved.unchoose(ctx.user, friendly_name)
 
 
 class AgentInput(Model):
@@ -260,11 +311,15 @@ _SIZES = {413: "Record or namespace too large"}
     "/data-store/namespaces",
     auth="user",
     summary="List Data Store Namespaces",
+    query=PageQuery,
     response=data_store.NamespaceList,
 )
-def list_namespaces(ctx: RequestContext) -> data_store.NamespaceList:
-    """The caller's namespaces with record counts and sizes."""
-    return data_store.list_namespaces(ctx.user)
+def list_namespaces(ctx: RequestContext, query: PageQuery) -> Page[data_store.NamespaceList]:
+    """A page of the caller's namespaces with record counts and sizes, and their totals.
+
+    More pages: repeat with `cursor` = the `X-Next-Cursor` header (absent on the last page).
+    """
+    return data_store.list_namespaces(ctx.user, query)
 
 
 @router.get(
@@ -282,11 +337,17 @@ def get_namespace(ctx: RequestContext, namespace: str) -> data_store.NamespaceSt
     "/data-store/namespaces/{namespace}/records",
     auth="user",
     summary="List Data Store Records",
+    query=PageQuery,
     response=list[data_store.DataStoreRecord],
 )
-def list_records(ctx: RequestContext, namespace: str) -> list[data_store.DataStoreRecord]:
-    """Every record of the namespace, values included."""
-    return data_store.list_records(ctx.user, namespace)
+def list_records(
+    ctx: RequestContext, namespace: str, query: PageQuery
+) -> Page[list[data_store.DataStoreRecord]]:
+    """A page of the namespace's records by key, values included.
+
+    More pages: repeat with `cursor` = the `X-Next-Cursor` header (absent on the last page).
+    """
+    return data_store.list_records(ctx.user, namespace, query)
 
 
 @router.get(

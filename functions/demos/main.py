@@ -7,6 +7,7 @@ import flask
 from shared.agents import demos as demo_apps
 from shared.platform.config import get_settings
 from shared.platform.http import RequestContext, Router, http_function
+from shared.platform.paging import Page, PageQuery
 
 router = Router("demos")
 _OWNED = {404: "Not Found"}
@@ -43,10 +44,19 @@ def create_demo(ctx: RequestContext, body: demo_apps.CreateDemoAppRequest) -> de
     return demo_apps.create(ctx.user, body)
 
 
-@router.get("/demos", auth="user", summary="List Demo Apps", response=list[demo_apps.DemoApp])
-def list_demos(ctx: RequestContext) -> list[demo_apps.DemoApp]:
-    """The caller's demo apps, newest first."""
-    return demo_apps.list_demos(ctx.user)
+@router.get(
+    "/demos",
+    auth="user",
+    summary="List Demo Apps",
+    query=PageQuery,
+    response=list[demo_apps.DemoApp],
+)
+def list_demos(ctx: RequestContext, query: PageQuery) -> Page[list[demo_apps.DemoApp]]:
+    """A page of the caller's demo apps, newest first.
+
+    More pages: repeat with `cursor` = the `X-Next-Cursor` header (absent on the last page).
+    """
+    return demo_apps.list_demos(ctx.user, query)
 
 
 @router.get(

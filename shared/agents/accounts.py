@@ -66,6 +66,7 @@ from shared.platform.errors import (
     Unauthorized,
 )
 from shared.platform.models import Model
+from shared.platform.paging import Page
 from shared.platform.transactions import Plan, write_if_unchanged
 from shared.platform.values import StorableMap
 
@@ -491,18 +492,18 @@ def admin_update(user_id: str, body: AdminUsageUpdate) -> AdminAccount:
     return admin_view(with_recent_usage(_change_usage(user_id, change)))
 
 
-def admin_list(query: AdminUsersQuery) -> list[AdminAccount]:
-    """List accounts by user id, a page at a time (a page shorter than `limit` is the last)."""
+def admin_list(query: AdminUsersQuery) -> Page[list[AdminAccount]]:
+    """A page of accounts by user id; the next page's cursor (the last `_id`) when more follow."""
     from google.cloud.firestore_v1.field_path import FieldPath
 
     collection = clients.firestore().collection(ACCOUNTS)
-    request = collection.order_by(FieldPath.document_id()).limit(query.limit)
+    request = collection.order_by(FieldPath.document_id()).limit(query.limit + 1)
     if query.cursor:
         request = request.start_after({FieldPath.document_id(): collection.document(query.cursor)})
-    return [
-        admin_view(_to_account(snapshot.id, snapshot.to_dict() or {}))
-        for snapshot in request.stream()
-    ]
+    found = list(request.stream())
+    kept = found[: query.limit]
+    accounts = [admin_view(_to_account(s.id, s.to_dict() or {})) for s in kept]
+    return Page(accounts, kept[-1].id if len(found) > query.limit else None)
 
 
 def reserve(user_id: str, micros: int, also_set: list[tuple[Any, dict[str, Any]]]) -> None:

@@ -19,6 +19,17 @@ may use only the namespaces the agent declares in `dataStoreConfig`; a
 deployment of another user also runs within `PUBLIC_RUN_LLM_BUDGET`, may
 not call other agents, and has an area of the caller's store to itself
 (see `shared.agents.runs`).
+
+`deployment_choices/{userId}` holds `names`: the other users' deployments a
+user has chosen to use (at most `MAX_CHOSEN`, set with `PUT` and removed with
+`DELETE /deployments/{name}/chosen`). Lists read only what the caller owns
+or chose, a page at a time (`shared.platform.paging`, at most `PAGE_BYTES`
+a page): `GET /deployments` is the caller's own deployments by name, its
+first page preceded by the chosen ones; `GET /deployments/public` pages
+through every public one; the `gofannon` chat provider offers the caller's
+first `MAX_OWN_MODELS` own deployments and the chosen ones. A chosen
+deployment that is gone, the caller's own, or no longer callable by them is
+left out of the chosen ones.
 """
 
 from __future__ import annotations
@@ -39,6 +50,7 @@ from shared.platform import clients, erasure
 from shared.platform.auth import Principal, can_access_owned, owned_record
 from shared.platform.errors import BadRequest, Conflict, Forbidden, NotFound
 from shared.platform.models import Model, NoNulls
+from shared.platform.paging import Order, Page, PageQuery, fit, read_page
 from shared.platform.transactions import Plan, write_if_unchanged
 from shared.platform.values import DocId, StorableMap
 
@@ -47,8 +59,12 @@ if TYPE_CHECKING:
 
 AGENTS = "agents"
 DEPLOYMENTS = "deployments"
+CHOICES = "deployment_choices"
+MAX_CHOSEN = 50
+MAX_OWN_MODELS = 100
 NOT_DEPLOYED = "No deployed agent found with that name."
 CHAIN_MAX_DEPTH = 8
+CHAIN_MAX_AGENTS = 200
 
 _FRIENDLY_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$"
 FriendlyName = Annotated[str, StringConstraints(pattern=_FRIENDLY_NAME)]
@@ -165,12 +181,22 @@ class Agent(Model):
     updated_at: datetime
 
 
-class ListQuery(Model):
-    """`GET /agents?all=true`: every user's agents (admins only)."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+class ListQuery(PageQuery):
+    """`GET /agents?limit=&cursor=`, and `all=true`: every user's agents (admins only)."""
 
     all_users: bool = Field(default=False, alias="all")
+
+
+class DeploymentsQuery(PageQuery):
+    """`GET /deployments?limit=&cursor=`, and `all=true`: every deployment (admins only)."""
+
+    all_users: bool = Field(default=False, alias="all")
+
+
+class ChosenDeployments(Model):
+    """The other users' deployments the caller has chosen to use, by name."""
+
+    names: list[str]
 
 
 class DeployQuery(Model):
@@ -292,11 +318,12 @@ def create(principal: Principal, body: CreateAgentRequest) -> Agent:
     return _to_agent(agent_id, record)
 
 
-def list_agents(principal: Principal, query: ListQuery) -> list[Agent]:
-    """The caller's agents (every user's, for an admin asking for all), newest first.
+def list_agents(principal: Principal, query: ListQuery) -> Page[list[Agent]]:
+    """A page of the caller's agents (every user's, for an admin asking for all), newest first.
 
     Raises:
         Forbidden: `all` asked for by someone who is not an admin.
+        InvalidInput: A cursor that is not one of this list's.
     """
     from google.cloud.firestore_v1.base_query import FieldFilter
 
@@ -306,12 +333,15 @@ def list_agents(principal: Principal, query: ListQuery) -> list[Agent]:
     collection = _agents()
     if not query.all_users:
         collection = collection.where(filter=FieldFilter("ownerId", "==", owner))
-    found = [
-        _to_agent(snapshot.id, record)
-        for snapshot in collection.stream()
-        if (record := snapshot.to_dict() or {}).get("rev")
+    order = [Order("createdAt", descending=True)]
+    found, cursor = read_page(collection, order, query)
+    agents = [
+        _to_agent(snapshot.id, record) if (record := snapshot.to_dict() or {}).get("rev") else None
+        for snapshot in found
     ]
-    return sorted(found, key=lambda agent: agent.created_at, reverse=True)
+    sizes = [len(agent.model_dump_json(by_alias=True)) if agent else 0 for agent in agents]
+    kept, cursor = fit(found, cursor, order, sizes)
+    return Page([agent for agent in agents[:kept] if agent is not None], cursor)
 
 
 def _owned(principal: Principal, agent_id: str) -> dict[str, Any]:
@@ -361,7 +391,10 @@ def chain(principal: Principal, agent_id: str) -> Chain:
 
     Agents that are missing or someone else's appear as `missing` nodes; a
     call back into the current path is an edge marked `cyclic`; agents past
-    `CHAIN_MAX_DEPTH` are `truncated` leaves.
+    `CHAIN_MAX_DEPTH`, or met once `CHAIN_MAX_AGENTS` agents are in the
+    chain, are `truncated` leaves. Each agent is read and expanded once, so a
+    request reads at most `CHAIN_MAX_AGENTS` agents however they call each
+    other.
 
     Raises:
         NotFound: No such agent, or someone else's.
@@ -369,28 +402,40 @@ def chain(principal: Principal, agent_id: str) -> Chain:
     _owned(principal, agent_id)
     nodes: dict[str, dict[str, Any]] = {}
     edges: list[dict[str, Any]] = []
+    loaded: dict[str, dict[str, Any] | None] = {}
+    expanded: set[str] = set()
 
     def load(node_id: str) -> dict[str, Any] | None:
-        record = _agents().document(node_id).get().to_dict()
-        return record if record and can_access_owned(principal, record.get("ownerId")) else None
+        if node_id not in loaded:
+            record = _agents().document(node_id).get().to_dict()
+            allowed = record and can_access_owned(principal, record.get("ownerId"))
+            loaded[node_id] = record if allowed else None
+        return loaded[node_id]
 
     def visit(node_id: str, depth: int, path: frozenset[str]) -> bool:
         if node_id in path:
             return False
-        record = load(node_id)
-        if node_id not in nodes:
-            nodes[node_id] = {
-                "id": node_id,
-                "type": "agent",
-                "name": (record or {}).get("name", "(missing)"),
-                "description": (record or {}).get("description", ""),
-                "input_schema": (record or {}).get("inputSchema") or {},
-                "output_schema": (record or {}).get("outputSchema") or {},
-                "missing": record is None,
-                "truncated": depth > CHAIN_MAX_DEPTH,
-            }
-        if record is None or depth > CHAIN_MAX_DEPTH:
+        if node_id in expanded:
             return True
+        truncated = depth > CHAIN_MAX_DEPTH or (
+            node_id not in loaded and len(loaded) >= CHAIN_MAX_AGENTS
+        )
+        record = None if truncated else load(node_id)
+        node = {
+            "id": node_id,
+            "type": "agent",
+            "name": (record or {}).get("name", "(missing)"),
+            "description": (record or {}).get("description", ""),
+            "input_schema": (record or {}).get("inputSchema") or {},
+            "output_schema": (record or {}).get("outputSchema") or {},
+            "missing": record is None and not truncated,
+            "truncated": truncated,
+        }
+        if record is None:
+            nodes.setdefault(node_id, node)
+            return True
+        nodes[node_id] = node
+        expanded.add(node_id)
         for url, tool_names in (record.get("tools") or {}).items():
             server = f"mcp:{url}"
             names = list(tool_names or [])
@@ -495,21 +540,35 @@ def deployment(principal: Principal, agent_id: str) -> DeploymentStatus:
     )
 
 
-def _visible_deployments(user_id: str, admin: bool) -> list[tuple[str, dict[str, Any]]]:
+def _may_call(user_id: str, admin: bool, record: dict[str, Any]) -> bool:
+    return record.get("ownerId") == user_id or record.get("public") is True or admin
+
+
+def _own_deployments(user_id: str, page: PageQuery) -> tuple[list[Any], str | None]:
     from google.cloud.firestore_v1.base_query import FieldFilter
 
-    if admin:
-        streams = [_deployments().stream()]
-    else:
-        streams = [
-            _deployments().where(filter=FieldFilter("ownerId", "==", user_id)).stream(),
-            _deployments().where(filter=FieldFilter("public", "==", True)).stream(),
-        ]
-    seen: dict[str, dict[str, Any]] = {}
-    for stream in streams:
-        for snapshot in stream:
-            seen[snapshot.id] = snapshot.to_dict() or {}
-    return sorted(seen.items())
+    owned = _deployments().where(filter=FieldFilter("ownerId", "==", user_id))
+    return read_page(owned, [], page)
+
+
+def _chosen(user_id: str, admin: bool) -> list[tuple[str, dict[str, Any]]]:
+    """The caller's chosen deployments that exist and that they may still call, by name."""
+    names = (_choices(user_id).get().to_dict() or {}).get("names") or []
+    refs = [_deployments().document(name) for name in names]
+    found = [
+        (snapshot.id, snapshot.to_dict() or {})
+        for snapshot in (clients.firestore().get_all(refs) if refs else [])
+        if snapshot.exists
+    ]
+    return sorted(
+        (name, record)
+        for name, record in found
+        if record.get("ownerId") != user_id and _may_call(user_id, admin, record)
+    )
+
+
+def _named(snapshots: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(snapshot.id, snapshot.to_dict() or {}) for snapshot in snapshots]
 
 
 def _with_agents(
@@ -528,10 +587,7 @@ def _with_agents(
     ]
 
 
-def list_deployments(principal: Principal) -> list[DeployedApi]:
-    """The deployments the caller may call: their own and public ones (every one, for admins)."""
-    user_id = _require_user(principal)
-    found = _with_agents(_visible_deployments(user_id, principal.is_admin))
+def _apis(deployments: list[tuple[str, dict[str, Any]]]) -> list[DeployedApi]:
     return [
         DeployedApi(
             friendly_name=name,
@@ -540,8 +596,98 @@ def list_deployments(principal: Principal) -> list[DeployedApi]:
             input_schema=agent.get("inputSchema") or {},
             output_schema=agent.get("outputSchema") or {},
         )
-        for name, record, agent in found
+        for name, record, agent in _with_agents(deployments)
     ]
+
+
+def _api_page(
+    found: list[Any], cursor: str | None, before: list[DeployedApi] | None = None
+) -> Page[list[DeployedApi]]:
+    """A page of deployments (by name) as APIs, cut to `PAGE_BYTES`, after `before`."""
+    apis = {api.friendly_name: api for api in _apis(_named(found))}
+    sizes = [
+        len(api.model_dump_json(by_alias=True)) if (api := apis.get(snapshot.id)) else 0
+        for snapshot in found
+    ]
+    kept, cursor = fit(found, cursor, [], sizes)
+    listed = [apis[snapshot.id] for snapshot in found[:kept] if snapshot.id in apis]
+    return Page([*(before or []), *listed], cursor)
+
+
+def list_deployments(principal: Principal, query: DeploymentsQuery) -> Page[list[DeployedApi]]:
+    """A page of the deployments the caller owns, by name; the first page starts with the chosen.
+
+    With `all` (admins): a page of every deployment, by name.
+
+    Raises:
+        Forbidden: `all` asked for by someone who is not an admin.
+        InvalidInput: A cursor that is not one of this list's.
+    """
+    user_id = _require_user(principal)
+    if query.all_users:
+        if not principal.is_admin:
+            raise Forbidden("Only admins may list every deployment")
+        return _api_page(*read_page(_deployments(), [], query))
+    found, cursor = _own_deployments(user_id, query)
+    chosen = _apis(_chosen(user_id, principal.is_admin)) if query.cursor is None else []
+    return _api_page(found, cursor, chosen)
+
+
+def list_public(principal: Principal, query: PageQuery) -> Page[list[DeployedApi]]:
+    """A page of every public deployment, by name (to find one to choose).
+
+    Raises:
+        InvalidInput: A cursor that is not one of this list's.
+    """
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    _require_user(principal)
+    public = _deployments().where(filter=FieldFilter("public", "==", True))
+    return _api_page(*read_page(public, [], query))
+
+
+def _choices(user_id: str) -> Any:
+    return clients.firestore().collection(CHOICES).document(user_id)
+
+
+def choose(principal: Principal, friendly_name: str) -> ChosenDeployments:
+    """Add a deployment the caller may call to their chosen ones (already there: no change).
+
+    Raises:
+        NotFound: No such deployment, or one the caller may not call.
+        Conflict: `MAX_CHOSEN` are chosen already.
+    """
+    user_id = _require_user(principal)
+    valid = re.fullmatch(_FRIENDLY_NAME, friendly_name) is not None
+    record = _deployments().document(friendly_name).get().to_dict() if valid else None
+    if record is None or not _may_call(user_id, principal.is_admin, record):
+        raise NotFound(NOT_DEPLOYED)
+
+    def decide(current: dict[str, Any] | None) -> Plan[ChosenDeployments]:
+        names = list((current or {}).get("names") or [])
+        if friendly_name in names:
+            return Plan(ChosenDeployments(names=names))
+        if len(names) >= MAX_CHOSEN:
+            raise Conflict(f"At most {MAX_CHOSEN} deployments may be chosen; remove one first")
+        names = sorted([*names, friendly_name])
+        update = {"userId": user_id, "names": names, "updatedAt": datetime.now(UTC)}
+        return Plan(ChosenDeployments(names=names), update=update)
+
+    return write_if_unchanged(_choices(user_id), decide)
+
+
+def unchoose(principal: Principal, friendly_name: str) -> None:
+    """Remove a deployment from the caller's chosen ones (not there is not an error)."""
+    user_id = _require_user(principal)
+
+    def decide(current: dict[str, Any] | None) -> Plan[None]:
+        names = list((current or {}).get("names") or [])
+        if friendly_name not in names:
+            return Plan(None)
+        names.remove(friendly_name)
+        return Plan(None, update={"names": names, "updatedAt": datetime.now(UTC)})
+
+    write_if_unchanged(_choices(user_id), decide)
 
 
 class GofannonModel(Model):
@@ -560,10 +706,15 @@ class GofannonProvider(Model):
 
 
 def gofannon_provider(principal: Principal) -> GofannonProvider | None:
-    """The deployments the caller may chat with, as a provider (None when there are none)."""
+    """The caller's first `MAX_OWN_MODELS` deployments and their chosen ones, as a provider.
+
+    None when there are none. Other users' public deployments are offered
+    only once chosen (`PUT /deployments/{name}/chosen`).
+    """
     if not principal.user_id:
         return None
-    found = _with_agents(_visible_deployments(principal.user_id, principal.is_admin))
+    own, _ = _own_deployments(principal.user_id, PageQuery(limit=MAX_OWN_MODELS))
+    chosen = _chosen(principal.user_id, principal.is_admin)
     models = {
         name: GofannonModel(
             id=record["agentId"],
@@ -573,7 +724,7 @@ def gofannon_provider(principal: Principal) -> GofannonProvider | None:
                 for key, kind in (agent.get("inputSchema") or {}).items()
             },
         )
-        for name, record, agent in found
+        for name, record, agent in _with_agents(_named(own) + chosen)
     }
     return GofannonProvider(models=models) if models else None
 
@@ -659,15 +810,17 @@ def documented(user_id: str, agent_ids: list[str]) -> list[dict[str, Any]]:
 
 
 def delete_user_data(user_id: str) -> None:
-    """Delete a user's deployments, then their agents (re-runnable)."""
+    """Delete a user's deployments, then their agents and chosen deployments (re-runnable)."""
     for collection in (DEPLOYMENTS, AGENTS):
         erasure.delete_matching(erasure.belonging_to(collection, user_id, field="ownerId"))
+    _choices(user_id).delete()
 
 
 def export_user_data(user_id: str, limit: int) -> dict[str, Any]:
-    """Return a user's agents and deployments (at most `limit` of each)."""
-    exported = {}
+    """Return a user's agents and deployments (at most `limit` of each) and their chosen ones."""
+    exported: dict[str, Any] = {}
     for name, collection in (("agents", AGENTS), ("deployments", DEPLOYMENTS)):
         query = erasure.belonging_to(collection, user_id, field="ownerId").limit(limit)
         exported[name] = [{"id": s.id, **(s.to_dict() or {})} for s in query.stream()]
+    exported["chosenDeployments"] = (_choices(user_id).get().to_dict() or {}).get("names") or []
     return exported

@@ -11,6 +11,14 @@
   namespace document with a precondition, so writers to one namespace are
   serialised and the totals, which enforce `DATA_STORE_NAMESPACE_BYTES` and
   `DATA_STORE_NAMESPACE_RECORDS`, stay exact.
+- `data_store_totals/{userId}`: the user's totals over every namespace
+  (recordCount, sizeBytes), changed by increments in the same commit as the
+  namespace document, so they stay the sum of the namespaces' without
+  reading them.
+
+Lists are paged (`shared.platform.paging`): namespaces by name, records by
+key; whole-namespace operations (clear, agent code's `list_keys`, `get_all`)
+read `MAX_PAGE` records at a time, never more than the namespace's record limit.
 
 A record's value is at most `DATA_STORE_RECORD_BYTES` of JSON. The UI's
 routes and agent code (`data_store` in the sandbox, through `POST
@@ -43,10 +51,12 @@ from shared.platform.auth import Principal, RunGrant
 from shared.platform.config import get_settings
 from shared.platform.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
 from shared.platform.models import Model
+from shared.platform.paging import MAX_PAGE, Order, Page, PageQuery, batches, fit, read_page
 from shared.platform.transactions import Plan, write_if_unchanged
 
 RECORDS = "data_store"
 NAMESPACES = "data_store_namespaces"
+TOTALS = "data_store_totals"
 MAX_KEY_CHARS = 1024
 MAX_NAMESPACE_CHARS = 256
 MAX_AGENTS_LISTED = 50
@@ -86,7 +96,7 @@ class NamespaceStats(Model):
 
 
 class NamespaceList(Model):
-    """`GET /data-store/namespaces`."""
+    """`GET /data-store/namespaces`: a page of namespaces, and the totals over all of them."""
 
     model_config = _BY_ALIAS
 
@@ -165,6 +175,22 @@ def _record_ref(user_id: str, namespace: str, key: str) -> Any:
 
 def _namespace_ref(user_id: str, namespace: str) -> Any:
     return clients.firestore().collection(NAMESPACES).document(_digest(user_id, namespace))
+
+
+def _totals_ref(user_id: str) -> Any:
+    return clients.firestore().collection(TOTALS).document(user_id)
+
+
+def _totals_change(user_id: str, records: int, size: int) -> tuple[Any, dict[str, Any]]:
+    """The merge that moves the user's totals by a namespace's change (for `Plan.also_set`)."""
+    from google.cloud import firestore
+
+    change = {
+        "userId": user_id,
+        "recordCount": firestore.Increment(records),
+        "sizeBytes": firestore.Increment(size),
+    }
+    return _totals_ref(user_id), change
 
 
 def _check_names(namespace: str, key: str | None = None) -> None:
@@ -281,6 +307,9 @@ def _write(
             "agents": sorted(agents),
             "updatedAt": now,
         }
+        before = totals or {}
+        moved = (count - before.get("recordCount", 0), size - before.get("sizeBytes", 0))
+        writes.append(_totals_change(user_id, *moved))
         return Plan(len(items), update=update, also_set=writes)
 
     return write_if_unchanged(ns_ref, decide)
@@ -306,7 +335,13 @@ def _remove(user_id: str, namespace: str, keys: Iterable[str], run: RunGrant | N
             "sizeBytes": max(totals.get("sizeBytes", 0) - freed, 0),
             "updatedAt": _now(),
         }
-        return Plan([s.reference for s in found], update=update)
+        moved = (
+            update["recordCount"] - totals.get("recordCount", 0),
+            update["sizeBytes"] - totals.get("sizeBytes", 0),
+        )
+        return Plan(
+            [s.reference for s in found], update=update, also_set=[_totals_change(user_id, *moved)]
+        )
 
     removed = write_if_unchanged(ns_ref, decide)
     for start in range(0, len(removed), _BATCH):
@@ -317,17 +352,24 @@ def _remove(user_id: str, namespace: str, keys: Iterable[str], run: RunGrant | N
     return len(removed)
 
 
-def _records(user_id: str, namespace: str) -> list[tuple[str, dict[str, Any]]]:
+def _records_query(user_id: str, namespace: str) -> Any:
     from google.cloud.firestore import FieldFilter
 
-    query = (
+    return (
         clients.firestore()
         .collection(RECORDS)
         .where(filter=FieldFilter("userId", "==", user_id))
         .where(filter=FieldFilter("namespace", "==", namespace))
     )
-    found = [(s.id, s.to_dict() or {}) for s in query.stream()]
-    return sorted(found, key=lambda item: str(item[1].get("key")))
+
+
+def _records(user_id: str, namespace: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every record of a namespace by key, `MAX_PAGE` a read (at most the namespace limit)."""
+    return [
+        (s.id, s.to_dict() or {})
+        for batch in batches(_records_query(user_id, namespace), [Order("key")])
+        for s in batch
+    ]
 
 
 def _stats(namespace: str, data: dict[str, Any] | None) -> NamespaceStats:
@@ -340,26 +382,31 @@ def _stats(namespace: str, data: dict[str, Any] | None) -> NamespaceStats:
     )
 
 
-def list_namespaces(principal: Principal) -> NamespaceList:
-    """Every namespace of the caller that holds records, with totals."""
+def list_namespaces(principal: Principal, query: PageQuery) -> Page[NamespaceList]:
+    """A page of the caller's namespaces that hold records, by name, and their totals.
+
+    The totals are the user's counters (`data_store_totals`), not a sum of the page.
+
+    Raises:
+        InvalidInput: A cursor that is not one of this list's.
+    """
     from google.cloud.firestore import FieldFilter
 
     user_id = _user(principal)
-    query = (
+    owned = (
         clients.firestore()
         .collection(NAMESPACES)
         .where(filter=FieldFilter("userId", "==", user_id))
     )
-    stats = sorted(
-        (_stats(data["namespace"], data) for s in query.stream() if (data := s.to_dict() or {})),
-        key=lambda item: item.namespace,
+    found, cursor = read_page(owned, [Order("namespace")], query)
+    stats = [_stats(data["namespace"], data) for s in found if (data := s.to_dict() or {})]
+    totals = _totals_ref(user_id).get().to_dict() or {}
+    listing = NamespaceList(
+        namespaces=[item for item in stats if item.record_count > 0],
+        totalRecordCount=totals.get("recordCount", 0),
+        totalSizeBytes=totals.get("sizeBytes", 0),
     )
-    stats = [item for item in stats if item.record_count > 0]
-    return NamespaceList(
-        namespaces=stats,
-        totalRecordCount=sum(item.record_count for item in stats),
-        totalSizeBytes=sum(item.size_bytes for item in stats),
-    )
+    return Page(listing, cursor)
 
 
 def namespace_stats(principal: Principal, namespace: str) -> NamespaceStats:
@@ -369,11 +416,23 @@ def namespace_stats(principal: Principal, namespace: str) -> NamespaceStats:
     return _stats(namespace, _namespace_ref(user_id, namespace).get().to_dict())
 
 
-def list_records(principal: Principal, namespace: str) -> list[DataStoreRecord]:
-    """Every record of a namespace, by key."""
+def list_records(
+    principal: Principal, namespace: str, query: PageQuery
+) -> Page[list[DataStoreRecord]]:
+    """A page of a namespace's records, by key.
+
+    Raises:
+        InvalidInput: A bad namespace, or a cursor that is not one of this list's.
+    """
     user_id = _user(principal)
     _check_names(namespace)
-    return [_to_record(doc_id, data) for doc_id, data in _records(user_id, namespace)]
+    order = [Order("key")]
+    found, cursor = read_page(_records_query(user_id, namespace), order, query)
+    records = [_to_record(s.id, s.to_dict() or {}) for s in found]
+    kept, cursor = fit(
+        found, cursor, order, [(s.to_dict() or {}).get("sizeBytes", 0) for s in found]
+    )
+    return Page(records[:kept], cursor)
 
 
 def get_record(principal: Principal, namespace: str, key: str) -> DataStoreRecord:
@@ -458,21 +517,25 @@ def _op_delete(principal: Principal, user_id: str, body: OpBody) -> Any:
 
 
 def _op_list_keys(principal: Principal, user_id: str, body: OpBody) -> Any:
-    keys = sorted(str(data["key"]) for _, data in _records(user_id, body.namespace))
+    keys = [str(data["key"]) for _, data in _records(user_id, body.namespace)]
     return [key for key in keys if key.startswith(body.prefix or "")]
 
 
 def _op_list_namespaces(principal: Principal, user_id: str, body: OpBody) -> Any:
+    names: list[str] = []
+    page = PageQuery(limit=MAX_PAGE)
+    while True:
+        listed = list_namespaces(principal, page)
+        names.extend(item.namespace for item in listed.body.namespaces)
+        if listed.next_cursor is None:
+            break
+        page = PageQuery(limit=MAX_PAGE, cursor=listed.next_cursor)
     grant = principal.run
     if grant is None:
-        return [item.namespace for item in list_namespaces(principal).namespaces]
+        return names
     prefix = grant.store_prefix
-    names = [
-        item.namespace.removeprefix(prefix)
-        for item in list_namespaces(principal).namespaces
-        if item.namespace.startswith(prefix)
-    ]
-    return [n for n in names if grant.may_use(n, "read") or grant.may_use(n, "write")]
+    own = [name.removeprefix(prefix) for name in names if name.startswith(prefix)]
+    return [n for n in own if grant.may_use(n, "read") or grant.may_use(n, "write")]
 
 
 def _op_get_all(principal: Principal, user_id: str, body: OpBody) -> Any:
@@ -541,9 +604,10 @@ def run_op(principal: Principal, body: OpBody) -> OpResult:
 
 
 def delete_user_data(user_id: str) -> None:
-    """Delete a user's data store records and namespaces (re-runnable)."""
+    """Delete a user's data store records, namespaces and totals (re-runnable)."""
     for collection in (RECORDS, NAMESPACES):
         erasure.delete_matching(erasure.belonging_to(collection, user_id))
+    _totals_ref(user_id).delete()
 
 
 def export_user_data(user_id: str, limit: int) -> dict[str, Any]:

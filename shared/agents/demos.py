@@ -40,6 +40,7 @@ from shared.platform.errors import (
     Forbidden,
 )
 from shared.platform.models import Model
+from shared.platform.paging import Order, Page, PageQuery, fit, read_page
 from shared.platform.transactions import Plan, write_if_unchanged
 from shared.platform.values import StorableMap
 
@@ -185,14 +186,22 @@ def create(principal: Principal, body: CreateDemoAppRequest) -> DemoApp:
     return _to_demo(demo_id, record)
 
 
-def list_demos(principal: Principal) -> list[DemoApp]:
-    """The caller's demos, newest first."""
+def list_demos(principal: Principal, query: PageQuery) -> Page[list[DemoApp]]:
+    """A page of the caller's demos, newest first.
+
+    Raises:
+        InvalidInput: A cursor that is not one of this list's.
+    """
     from google.cloud.firestore_v1.base_query import FieldFilter
 
     owner = _require_user(principal)
-    query = clients.firestore().collection(DEMOS).where(filter=FieldFilter("ownerId", "==", owner))
-    demos = [_to_demo(snapshot.id, snapshot.to_dict() or {}) for snapshot in query.stream()]
-    return sorted(demos, key=lambda demo: demo.created_at, reverse=True)
+    owned = clients.firestore().collection(DEMOS).where(filter=FieldFilter("ownerId", "==", owner))
+    order = [Order("createdAt", descending=True)]
+    found, cursor = read_page(owned, order, query)
+    demos = [_to_demo(snapshot.id, snapshot.to_dict() or {}) for snapshot in found]
+    sizes = [len(demo.model_dump_json(by_alias=True)) for demo in demos]
+    kept, cursor = fit(found, cursor, order, sizes)
+    return Page(demos[:kept], cursor)
 
 
 def _owned(principal: Principal, demo_id: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import logging
 import re
 import sys
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from typing import Any, Literal
 import flask
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from shared.platform import auth, coldstart
+from shared.platform import auth, coldstart, paging
 from shared.platform.config import get_settings
 from shared.platform.errors import (
     BadGateway,
@@ -403,7 +404,7 @@ class Router:
         return [r.method for r in self.routes if (credentialed or r.cors) and r.pattern.match(path)]
 
 
-_EXPOSED_HEADERS = "X-Request-Id, Retry-After, WWW-Authenticate"
+_EXPOSED_HEADERS = "X-Request-Id, Retry-After, WWW-Authenticate, X-Next-Cursor, Link"
 # The gofannon web UI also sends X-Admin-Password on admin calls; allowed so the call
 # goes through, it grants nothing (admin is the token's claim or role).
 _CREDENTIALED_HEADERS = "Authorization, Content-Type, Accept, X-Request-Id, X-Admin-Password"
@@ -552,10 +553,24 @@ def _invoke(
         return result
     if route.status_code == 204:
         return flask.Response(status=204)
+    page = result if isinstance(result, paging.Page) else None
+    if page is not None:
+        result = page.body
     if route.adapter is not None:
         adapter = route.adapter
         result = adapter.dump_python(adapter.validate_python(result), mode="json", by_alias=True)
-    return _json(result, route.status_code)
+    response = _json(result, route.status_code)
+    if page is not None and page.next_cursor is not None:
+        _link_next(response, request, page.next_cursor)
+    return response
+
+
+def _link_next(response: flask.Response, request: flask.Request, cursor: str) -> None:
+    """Point at the next page: `X-Next-Cursor`, and `Link` with the same query but that cursor."""
+    args = [(key, value) for key, value in request.args.items(multi=True) if key != "cursor"]
+    query = urllib.parse.urlencode([*args, ("cursor", cursor)])
+    response.headers["X-Next-Cursor"] = cursor
+    response.headers["Link"] = f'<{request.path}?{query}>; rel="next"'
 
 
 def _principal(mode: AuthMode, request: flask.Request) -> auth.Principal | None:

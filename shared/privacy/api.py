@@ -70,6 +70,7 @@ class PersonalDataExport(Model):
     sessions: list[Item]
     agents: list[Item]
     deployments: list[Item]
+    chosenDeployments: list[str]  # noqa: N815 - API field name
     demos: list[Item]
     dataStore: DataStoreExport  # noqa: N815 - API field name
     conversations: list[Item]

@@ -94,14 +94,14 @@ def export_me(principal: Principal, query: ExportQuery) -> PersonalDataExport:
     if user_id is None:
         raise NotFound("User not found")
     limit = min(query.maxItems or get_settings().export_max_items, get_settings().export_max_items)
-    social = user_store.export_user_data(user_id)
+    probe = limit + 1  # one more than the cap tells a complete list from a cut one
+    social = user_store.export_user_data(user_id, probe)
     profile = social["profile"] or {}
     phone = profile.get("phone") or principal.phone
     # Only contacts proven to be the caller's: an unverified Firebase email may be anyone's.
     verified_email = principal.email if principal.email_verified else None
     contacts = sorted({c for c in (phone, profile.get("email"), verified_email) if c})
-    pending_keys = phone_auth.session_keys(user_id, phone)
-    probe = limit + 1  # one more than the cap tells a complete list from a cut one
+    pending_keys = phone_auth.session_keys(user_id, phone, probe)
     account = accounts.export_user_data(user_id, probe)
     chats = chat.export_user_data(user_id, probe)
     owned = agents.export_user_data(user_id, probe)
@@ -118,6 +118,7 @@ def export_me(principal: Principal, query: ExportQuery) -> PersonalDataExport:
         "sessions": chats["sessions"],
         "agents": owned["agents"],
         "deployments": owned["deployments"],
+        "chosenDeployments": owned["chosenDeployments"],
         "demos": demos.export_user_data(user_id, probe),
         "dataStore": data_store.export_user_data(user_id, probe),
         "conversations": imessage.export_user_data(user_id, contacts, probe),

@@ -51,10 +51,11 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import itertools
 import json
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -67,6 +68,7 @@ from shared.platform.auth import Principal
 from shared.platform.config import LOCAL_LLM_PROVIDER, get_settings
 from shared.platform.errors import DomainError, InvalidInput, NotFound, Unavailable
 from shared.platform.models import Model
+from shared.platform.paging import batches
 from shared.platform.transactions import Plan, write_if_unchanged
 from shared.platform.values import DOC_ID_PATTERN
 from shared.social import matches, photos, pictures, user_store, users
@@ -800,14 +802,18 @@ def deliver(contact: str, ref: DocumentReference) -> None:
     )
 
 
-def _conversations_of(user_id: str, contacts: Iterable[str]) -> list[DocumentReference]:
-    """A user's conversations: those recorded as theirs, and those of their phone or email."""
-    query = erasure.belonging_to(CONVERSATIONS, user_id)
-    refs = {snapshot.id: snapshot.reference for snapshot in query.stream()}
-    for contact in contacts:
-        if contact and "/" not in contact:
-            refs.setdefault(contact, conversation_ref(contact))
-    return list(refs.values())
+def _conversations_of(user_id: str, contacts: Iterable[str]) -> Iterator[DocumentReference]:
+    """A user's conversations: those of their phone or email, then those recorded as theirs.
+
+    The recorded ones are read `MAX_PAGE` at a time, each batch after the
+    previous one was handled.
+    """
+    named = {
+        contact: conversation_ref(contact) for contact in contacts if contact and "/" not in contact
+    }
+    yield from named.values()
+    for batch in batches(erasure.belonging_to(CONVERSATIONS, user_id)):
+        yield from (snapshot.reference for snapshot in batch if snapshot.id not in named)
 
 
 def delete_user_data(user_id: str, contacts: list[str]) -> None:
@@ -831,7 +837,7 @@ def export_user_data(user_id: str, contacts: list[str], limit: int) -> list[dict
     from google.cloud import firestore
 
     exported = []
-    for ref in _conversations_of(user_id, contacts):
+    for ref in itertools.islice(_conversations_of(user_id, contacts), limit):
         record = ref.get().to_dict()
         if record is None:
             continue

@@ -311,10 +311,14 @@ def _user_tokens(user_id: str, phone: str | None) -> list[Any]:
     return queries
 
 
-def session_keys(user_id: str, phone: str | None) -> list[str]:
-    """Return the stored keys (hashes) of a user's phone session tokens."""
+def session_keys(user_id: str, phone: str | None, limit: int) -> list[str]:
+    """Return the stored keys (hashes) of a user's phone session tokens (`limit` per query)."""
     return sorted(
-        {snapshot.id for query in _user_tokens(user_id, phone) for snapshot in query.stream()}
+        {
+            snapshot.id
+            for query in _user_tokens(user_id, phone)
+            for snapshot in query.limit(limit).stream()
+        }
     )
 
 

@@ -16,13 +16,15 @@ creating the profile writes over it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.platform import clients, erasure
 from shared.platform.auth import USER_PHONES, USERS
 from shared.platform.errors import Conflict, NotFound
+from shared.platform.paging import batches
 from shared.platform.transactions import Plan, write_if_unchanged
 from shared.social.profile_types import PictureData
 
@@ -315,25 +317,31 @@ def analysed_object(record: dict[str, Any]) -> str | None:
     return (record.get("pictureAnalysis") or {}).get("object")
 
 
-def _referred(user_id: str) -> list[tuple[DocumentReference, bool]]:
-    """The users whose `metadata.referredBy` is `user_id`, each with whether it is an archetype."""
+def _referred(user_id: str) -> Iterator[list[tuple[DocumentReference, bool]]]:
+    """The users whose `metadata.referredBy` is `user_id`, each with whether it is an archetype.
+
+    In batches of `MAX_PAGE`, each read after the previous one was handled.
+    """
     query = erasure.belonging_to(USERS, user_id, field="metadata.referredBy")
-    return [(found.reference, is_archetype(found.to_dict() or {})) for found in query.stream()]
+    for batch in batches(query):
+        yield [(found.reference, is_archetype(found.to_dict() or {})) for found in batch]
 
 
-def created_archetypes(user_id: str) -> list[str]:
-    """Return the ids of the archetype users made from a user's network."""
-    return [ref.id for ref, archetype in _referred(user_id) if archetype]
+def created_archetypes(user_id: str, limit: int | None = None) -> Iterator[str]:
+    """The ids of the archetype users made from a user's network (the first `limit`, if given)."""
+    ids = (ref.id for batch in _referred(user_id) for ref, archetype in batch if archetype)
+    return itertools.islice(ids, limit)
 
 
 def forget_referrer(user_id: str, tombstone: str) -> None:
     """Replace a deleted user's id by `tombstone` in the real users they referred."""
-    referred = [ref for ref, archetype in _referred(user_id) if not archetype]
-    for start in range(0, len(referred), erasure.BATCH):
-        batch = clients.firestore().batch()
-        for ref in referred[start : start + erasure.BATCH]:
-            batch.update(ref, {"metadata.referredBy": tombstone})
-        batch.commit()
+    for found in _referred(user_id):
+        referred = [ref for ref, archetype in found if not archetype]
+        if referred:
+            batch = clients.firestore().batch()
+            for ref in referred:
+                batch.update(ref, {"metadata.referredBy": tombstone})
+            batch.commit()
 
 
 def delete_user_data(user_id: str) -> None:
@@ -347,9 +355,9 @@ def delete_user_data(user_id: str) -> None:
     user_ref(user_id).delete()
 
 
-def export_user_data(user_id: str) -> dict[str, Any]:
-    """Return a user's profile and the archetype users made from their network."""
-    archetypes = load_many(created_archetypes(user_id))
+def export_user_data(user_id: str, limit: int) -> dict[str, Any]:
+    """Return a user's profile and the (first `limit`) archetype users made from their network."""
+    archetypes = load_many(list(created_archetypes(user_id, limit)))
     return {
         "profile": user_ref(user_id).get().to_dict(),
         "archetypes": [archetypes[key] for key in sorted(archetypes)],

@@ -285,8 +285,11 @@ def test_public_deployments_run_for_everyone_signed_in(stack, alice, bob):
     call(stack, "POST", f"/agents/{agent['_id']}/deploy?public=true", alice)
 
     response = call(stack, "POST", "/rest/echo", bob, json={"inputText": "hey"})
+    unchosen = call(stack, "GET", "/deployments", bob).json()
+    call(stack, "PUT", "/deployments/echo/chosen", bob)
 
     assert response.json() == {"outputText": "hey"}
+    assert unchosen == []
     assert [d["friendlyName"] for d in call(stack, "GET", "/deployments", bob).json()] == ["echo"]
 
 

@@ -214,6 +214,10 @@ CASES: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ("DELETE", "/agents/{agent_id:id}/undeploy"): (OWNED, {}),
     ("GET", "/agents/{agent_id:id}/deployment"): (OWNED, {}),
     ("GET", "/deployments"): (OWN, {}),
+    ("GET", "/deployments/public"): (OWN, {}),
+    # The victim's deployment is private: choosing it is refused; unchoosing acts on one's own list.
+    ("PUT", "/deployments/{friendly_name}/chosen"): (OWNED, {}),
+    ("DELETE", "/deployments/{friendly_name}/chosen"): (OWN, {}),
     ("POST", "/rest/{friendly_name}"): (OWNED, {"json": {"inputText": "hi"}}),
     ("POST", "/agents/run-code"): (OWN, {"json": {}}),
     ("POST", "/agents/run-code/stream"): (OWN, {"json": {}}),
