@@ -294,7 +294,7 @@ def test_data_store_totals_follow_deletes_and_clears(stack, alice):
 
 
 def test_the_totals_migration_sums_each_users_namespaces(stack, alice, bob):
-    from migrations.m002_data_store_totals import migrate
+    from migrations.m003_data_store_totals import migrate
     from shared.agents.data_store import TOTALS
     from shared.platform import clients
 

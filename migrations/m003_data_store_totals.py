@@ -11,7 +11,7 @@ writes are quiet, and again to repair. Run it once against each project
 after deploying, with Application Default Credentials (or the emulator
 variables):
 
-    GOOGLE_CLOUD_PROJECT=my-project python -m migrations.m002_data_store_totals
+    GOOGLE_CLOUD_PROJECT=my-project python -m migrations.m003_data_store_totals
 """
 
 from __future__ import annotations
