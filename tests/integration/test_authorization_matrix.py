@@ -126,6 +126,7 @@ OUTBOUND = {"json": {"url": "http://127.0.0.1:9/mcp"}}
 CASES: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ("GET", "/debug"): (ADMIN, {}),
     ("GET", "/auth/validate"): (OWN, {}),
+    ("GET", "/auth/me"): (OWN, {}),
     ("GET", "/users/check-phone"): (OWN, {"params": {"phone": "{phone}"}}),
     ("GET", "/users/check-email"): (OWN, {"params": {"email": "{email}"}}),
     ("POST", "/users/close-loop"): (
@@ -154,6 +155,10 @@ CASES: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ("PUT", "/users/me/spend-remaining"): (OWN, {"json": {}}),
     ("POST", "/users/me/usage"): (OWN, {"json": {}}),
     ("POST", "/users/me/reset-allowance"): (OWN, {}),
+    ("GET", "/users/me/api-keys"): (OWN, {}),
+    ("PUT", "/users/me/api-keys"): (OWN, {"json": {"provider": "acme", "api_key": "k"}}),
+    ("DELETE", "/users/me/api-keys/{provider}"): (OWN, {}),
+    ("GET", "/users/me/api-keys/{provider}/effective"): (OWN, {}),
     ("GET", "/admin/users"): (ADMIN, {}),
     ("PUT", "/admin/users/{user_id:id}"): (ADMIN, {"json": {}}),
     ("POST", "/chat"): (OWN, {"json": {}}),
