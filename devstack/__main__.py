@@ -43,6 +43,8 @@ def _dev() -> None:
     ):
         os.environ.update(stack.env(gateway_url))
         os.environ.setdefault("LOCAL_LLM_BASE_URL", local_llm_url)
+        # The local model runs on shared CPUs: a 1,000-token answer can take minutes.
+        os.environ.setdefault("LLM_TIMEOUT_SECONDS", "300")
         os.environ.setdefault("APP_ENV", "local")
         os.environ.setdefault("CORS_ORIGINS", json.dumps(DEV_CORS_ORIGINS))
         os.environ.setdefault("TEST_PHONE_NUMBERS", DEV_TEST_NUMBERS)

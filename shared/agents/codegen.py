@@ -19,6 +19,7 @@ model for one JSON object and go through `generate`:
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -49,15 +50,25 @@ class Unusable(Exception):
 def parse_object(text: str) -> dict[str, Any]:
     """Read the JSON object in a model's answer, repairing what models get wrong.
 
+    First the first complete object in the text, control characters (raw
+    newlines) allowed in its strings and any text around it ignored; when
+    there is none, `json_repair` (code fences, a cut end, missing quotes or
+    commas), taking the first object when it reads several values.
+
     Raises:
         Unusable: No JSON object could be read from the answer.
     """
-    import json_repair
+    value: Any = None
+    start = text.find("{")
+    if start >= 0:
+        with contextlib.suppress(ValueError):
+            value, _ = json.JSONDecoder(strict=False).raw_decode(text, start)
+    if not isinstance(value, dict):
+        import json_repair
 
-    try:
-        value = json.loads(text)
-    except ValueError:
         value = json_repair.loads(text)
+        if isinstance(value, list) and value:
+            value = value[0]
     if not isinstance(value, dict) or not value:
         raise Unusable("the answer was not a JSON object")
     return value

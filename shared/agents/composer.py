@@ -133,6 +133,39 @@ def _unfenced(text: str) -> str:
     return fenced.group(1) if fenced else text
 
 
+_REPAIRS = 8
+
+
+def _parsed(body: str) -> tuple[str, ast.Module]:
+    """The wrapped code of `body` and its syntax tree, repairing two slips of models.
+
+    Models writing code inside JSON often close a bracket once more than they
+    opened (taking the JSON's closing brace for the code's) and append an
+    explanation after a closing code fence. When the body does not parse as
+    it is, it is cut at a closing fence and each closing bracket the parser
+    reports as unmatched is removed (a few at most); what is returned always
+    parses.
+
+    Raises:
+        SyntaxError: The body does not parse, repaired or not (the first error).
+    """
+    code = wrap(body)
+    try:
+        return code, ast.parse(code)
+    except SyntaxError as first:
+        lines = wrap(_unfenced(body).split("\n```", 1)[0]).split("\n")
+        for _ in range(_REPAIRS):
+            try:
+                code = "\n".join(lines)
+                return code, ast.parse(code)
+            except SyntaxError as exc:
+                if not (exc.msg.startswith("unmatched ") and exc.lineno and exc.offset):
+                    break
+                line = lines[exc.lineno - 1]
+                lines[exc.lineno - 1] = line[: exc.offset - 1] + line[exc.offset :]
+        raise first from None
+
+
 def _checked(answer: dict[str, Any], result: gateway.LlmResult) -> GeneratedAgentCode:
     """The agent from the model's answer, once its code parses and defines `async def run`.
 
@@ -142,9 +175,8 @@ def _checked(answer: dict[str, Any], result: gateway.LlmResult) -> GeneratedAgen
     body = codegen.string_field(answer, "body")
     if not body.strip():
         raise codegen.Unusable("the field `body` was empty")
-    code = wrap(body)
     try:
-        tree = ast.parse(code)
+        code, tree = _parsed(body)
     except SyntaxError as exc:
         line = (exc.lineno or 0) - HEADER.count("\n") - 1
         raise codegen.Unusable(f"the body is not valid Python ({exc.msg}, line {line})") from exc
@@ -260,4 +292,7 @@ The body must `return` a dict following this schema:
 
 Answer with one JSON object: `friendlyName` (a snake_case name for the agent),
 `docstring` (what the agent does, its inputs and outputs) and `body` (the Python
-code of the body, not indented), nothing else."""
+code of the body, not indented), nothing else. `body` is Python code, never prose.
+For an agent that repeats its input, the answer would be:
+{{"friendlyName": "echo_agent", "docstring": "Answers with the input text.",
+"body": "text = input_dict['inputText']\nreturn {{'outputText': text}}"}}"""
