@@ -11,6 +11,8 @@ import requests
 from devstack.tokens import mint_token
 from shared.agents import accounts
 from shared.platform import clients
+from tests.fakes.kms import FakeKms
+from tests.fakes.server import serving
 
 OWN_KEY = "sk-own-key-of-the-user-0123456789abcdef"
 
@@ -226,3 +228,29 @@ def test_deleting_the_account_deletes_the_keys(stack, user):
     accounts.delete_user_data(uid)
 
     assert accounts.sealed_api_keys(uid) == {}
+
+
+KMS_KEY = "projects/demo-series-test/locations/global/keyRings/series/cryptoKeys/user-api-keys"
+
+
+def test_cloud_kms_wraps_the_data_keys_when_configured(stack, user, monkeypatch):
+    headers, uid = user
+    kms = FakeKms()
+    stack.llm.accepted_keys.add(OWN_KEY)
+    with serving(kms.app()) as kms_url:
+        monkeypatch.setenv("API_KEYS_KMS_KEY", KMS_KEY)
+        monkeypatch.setenv("API_KEYS_KMS_ENDPOINT", kms_url)
+        clients.reset()
+        try:
+            saved = put_key(stack, headers, "anthropic")
+            answer = chat(stack, headers, "anthropic", "claude-haiku-4-5")
+        finally:
+            monkeypatch.undo()
+            clients.reset()
+
+    assert saved.status_code == 200, saved.text
+    assert answer["status"] == "completed"
+    assert stack.llm.keys == [("anthropic", OWN_KEY)]
+    assert kms.calls == [("encrypt", KMS_KEY), ("decrypt", KMS_KEY)]
+    sealed = accounts.sealed_api_keys(uid)["anthropic"]
+    assert sealed["kek"] == KMS_KEY

@@ -42,9 +42,14 @@ RAW_NEWLINES = '{"friendlyName": "echo", "docstring": "Echoes.", "body": "x = 1\
 FENCED = "```json\n" + json.dumps({"friendlyName": "e", "docstring": "d", "body": BODY}) + "\n```"
 CHATTY = "Here you go!\n" + json.dumps({"friendlyName": "e", "docstring": "d", "body": BODY})
 CUT = '{"friendlyName": "echo", "docstring": "Echoes the input", "body": "return {}'
+# SmolLM2 in JSON mode: the dict closed twice, then an explanation after a fence, in the string.
+CLOSED_TWICE = (
+    '{"friendlyName": "echo", "docstring": "d", "body": "text = input_dict[\'inputText\']\n'
+    "return {'outputText': text}}\n```\nThis returns the text.\n{\"}"
+)
 
 
-@pytest.mark.parametrize("answer", [RAW_NEWLINES, FENCED, CHATTY, CUT])
+@pytest.mark.parametrize("answer", [RAW_NEWLINES, FENCED, CHATTY, CUT, CLOSED_TWICE])
 def test_agent_answers_models_really_give_are_read(stack, user, answer):
     headers, uid = user
     stack.llm.replies.append(answer)
