@@ -106,6 +106,7 @@ PATH_VALUES = {
     "agent_id": "agent_id",
     "demo_id": "demo_id",
     "ticket_id": "ticket_id",
+    "run_id": "ticket_id",
     "session_id": "session_id",
     "namespace": "namespace",
     "key": "key",
@@ -205,6 +206,8 @@ CASES: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ("POST", "/rest/{friendly_name}"): (OWNED, {"json": {"inputText": "hi"}}),
     ("POST", "/agents/run-code"): (OWN, {"json": {}}),
     ("POST", "/agents/run-code/stream"): (OWN, {"json": {}}),
+    # A run is cancellable only while it streams: owner-only is tested in test_run_code.py.
+    ("POST", "/agents/run-code/{run_id:id}/cancel"): (OWNED, {}),
     ("POST", "/agents/run-code/llm"): (OWN, {"json": {}}),
     ("POST", "/agents/run-code/call"): (
         OWNED,
