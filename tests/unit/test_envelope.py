@@ -60,7 +60,20 @@ def test_tampering_and_another_local_key_are_refused(environment):
         envelope.open_sealed(sealed, "c")
 
 
-def test_production_refuses_a_local_key(environment):
+LOCAL_ONLY = (
+    "FIRESTORE_EMULATOR_HOST",
+    "FIREBASE_AUTH_EMULATOR_HOST",
+    "STORAGE_EMULATOR_HOST",
+    "CLOUD_TASKS_EMULATOR_HOST",
+    "VERTEXAI_BASE_URL",
+    "SIGNING_CREDENTIALS_FILE",
+    "FETCH_ALLOWED_ADDRESSES",
+)
+
+
+def test_production_refuses_a_local_key(environment, monkeypatch):
+    for name in LOCAL_ONLY:
+        monkeypatch.delenv(name, raising=False)
     environment(
         APP_ENV="production", API_KEYS_LOCAL_KEK="YW5vdGhlci1sb2NhbC1rZXktb2YtMzItYnl0ZXMhISE="
     )
@@ -70,15 +83,7 @@ def test_production_refuses_a_local_key(environment):
 
 
 def test_production_without_a_kms_key_seals_nothing(environment, monkeypatch):
-    for name in (
-        "FIRESTORE_EMULATOR_HOST",
-        "FIREBASE_AUTH_EMULATOR_HOST",
-        "STORAGE_EMULATOR_HOST",
-        "CLOUD_TASKS_EMULATOR_HOST",
-        "VERTEXAI_BASE_URL",
-        "SIGNING_CREDENTIALS_FILE",
-        "FETCH_ALLOWED_ADDRESSES",
-    ):
+    for name in LOCAL_ONLY:
         monkeypatch.delenv(name, raising=False)
     environment(APP_ENV="production")
 
