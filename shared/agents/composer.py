@@ -294,5 +294,5 @@ Answer with one JSON object: `friendlyName` (a snake_case name for the agent),
 `docstring` (what the agent does, its inputs and outputs) and `body` (the Python
 code of the body, not indented), nothing else. `body` is Python code, never prose.
 For an agent that repeats its input, the answer would be:
-{{"friendlyName": "echo_agent", "docstring": "Answers with the input text.",
+{{"friendlyName": "repeat_input", "docstring": "Answers with the input text.",
 "body": "text = input_dict['inputText']\nreturn {{'outputText': text}}"}}"""
