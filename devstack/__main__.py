@@ -49,6 +49,8 @@ def _dev() -> None:
         for name, value in standins.settings(standin_urls).items():
             os.environ.setdefault(name, value)
         os.environ.setdefault("IMESSAGE_DEBOUNCE_SECONDS", DEV_DEBOUNCE_SECONDS)
+        # The local model runs on shared CPUs: a 1,000-token answer can take minutes.
+        os.environ.setdefault("LLM_TIMEOUT_SECONDS", "300")
         os.environ.setdefault("APP_ENV", "local")
         os.environ.setdefault("CORS_ORIGINS", json.dumps(DEV_CORS_ORIGINS))
         os.environ.setdefault("TEST_PHONE_NUMBERS", DEV_TEST_NUMBERS)

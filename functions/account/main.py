@@ -7,7 +7,7 @@ call) starts without them.
 
 from __future__ import annotations
 
-from shared.agents import accounts
+from shared.agents import accounts, api_keys
 from shared.platform.http import RequestContext, Router, http_function
 from shared.platform.paging import Page
 from shared.privacy import api
@@ -126,6 +126,57 @@ def post_usage(ctx: RequestContext, body: accounts.UsageBody) -> accounts.Accoun
 def post_reset_allowance(ctx: RequestContext) -> accounts.Account:
     """Refill the allowance (before the reset date: admin only)."""
     return accounts.with_recent_usage(accounts.reset_allowance(ctx.user))
+
+
+@router.get(
+    "/users/me/api-keys",
+    auth="user",
+    summary="Get User Api Keys",
+    response=accounts.ApiKeys,
+)
+def get_api_keys(ctx: RequestContext) -> accounts.ApiKeys:
+    """The caller's own LLM API keys, masked (null where none is set)."""
+    return api_keys.masked(ctx.user)
+
+
+@router.put(
+    "/users/me/api-keys",
+    auth="user",
+    summary="Update User Api Key",
+    body=api_keys.ApiKeyBody,
+    response=accounts.Account,
+    responses={400: "Bad Request", 503: "Service Unavailable"},
+)
+def put_api_key(ctx: RequestContext, body: api_keys.ApiKeyBody) -> accounts.Account:
+    """Store the caller's key for a provider, sealed (envelope encryption); answers the account.
+
+    The caller's model calls to that provider then use this key before the
+    platform's, and are not charged to the allowance.
+    """
+    return api_keys.put(ctx.user, body)
+
+
+@router.delete(
+    "/users/me/api-keys/{provider}",
+    auth="user",
+    summary="Delete User Api Key",
+    response=accounts.Account,
+    responses={400: "Bad Request"},
+)
+def delete_api_key(ctx: RequestContext, provider: str) -> accounts.Account:
+    """Remove the caller's key for a provider; answers the account."""
+    return api_keys.delete(ctx.user, provider)
+
+
+@router.get(
+    "/users/me/api-keys/{provider}/effective",
+    auth="user",
+    summary="Get Effective Api Key",
+    response=api_keys.EffectiveKey,
+)
+def get_effective_api_key(ctx: RequestContext, provider: str) -> api_keys.EffectiveKey:
+    """Whether the caller's calls to `provider` have a key: `user` (theirs) or `env` (ours)."""
+    return api_keys.effective(ctx.user, provider)
 
 
 @router.get(

@@ -8,7 +8,7 @@ import flask
 from pydantic import ConfigDict
 
 from shared.agents import agents as saved
-from shared.agents import composer, data_store, runs
+from shared.agents import cancels, composer, data_store, runs
 from shared.llm import gateway
 from shared.platform.http import RequestContext, Router, http_function
 from shared.platform.models import Model
@@ -261,10 +261,33 @@ def run_code(ctx: RequestContext, body: runs.RunCodeBody) -> runs.RunCodeResult:
     responses={429: "Too Many Requests"},
 )
 def run_code_stream(ctx: RequestContext, body: runs.RunCodeBody) -> flask.Response:
-    """`event: trace` frames as the agent runs, then one `event: done` frame."""
-    frames = runs.stream_run_code(ctx.user, body)
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    """`event: trace` frames as the agent runs, then one `event: done` frame.
+
+    The first frame's `runId` (also the `X-Run-Id` header) cancels the run with
+    `POST /agents/run-code/{runId}/cancel`; closing the stream cancels it too.
+    """
+    run_id, frames = runs.stream_run_code(ctx.user, body)
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Run-Id": run_id}
     return flask.Response(frames, mimetype="text/event-stream", headers=headers)
+
+
+@router.post(
+    "/agents/run-code/{run_id:id}/cancel",
+    auth="user",
+    summary="Cancel a Streamed Run",
+    response=cancels.CancelAccepted,
+    status_code=202,
+    responses={404: "Not Found"},
+)
+def cancel_run(ctx: RequestContext, run_id: str) -> cancels.CancelAccepted:
+    """End a run started by `POST /agents/run-code/stream` (its owner or an admin).
+
+    The streaming instance sees the request within seconds, closes the sandbox
+    call and the sandbox kills the run's whole process tree; the stream ends
+    with `done.error` "The run was cancelled". Model calls the run made are
+    charged, nothing after. 404 once the run has ended.
+    """
+    return cancels.cancel(ctx.user, run_id)
 
 
 @router.post(

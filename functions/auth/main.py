@@ -1,7 +1,8 @@
-"""The `auth` function: phone verification codes and phone session tokens."""
+"""The `auth` function: phone codes, phone session tokens, the web UI's sign-in probes."""
 
 from __future__ import annotations
 
+from shared.platform import sign_in
 from shared.platform.http import RequestContext, Router, http_function
 from shared.social import phone_auth
 
@@ -53,6 +54,23 @@ def logout(ctx: RequestContext, body: phone_auth.LogoutRequest) -> phone_auth.Lo
 def validate(ctx: RequestContext) -> phone_auth.ValidateResponse:
     """Validate the token in the Authorization header."""
     return phone_auth.ValidateResponse(valid=True, user_id=ctx.user.user_id)
+
+
+@router.get(
+    "/auth/providers",
+    auth="none",
+    summary="List Sign-In Providers",
+    response=sign_in.SignInProviders,
+)
+def list_sign_in_providers(ctx: RequestContext) -> sign_in.SignInProviders:
+    """What the web UI's login page offers: Firebase sign-in, no server session providers."""
+    return sign_in.providers()
+
+
+@router.get("/auth/me", auth="user", summary="Get Signed-In User", response=sign_in.SignedInUser)
+def get_signed_in_user(ctx: RequestContext) -> sign_in.SignedInUser:
+    """The identity of the bearer token (Firebase ID token or phone session token); 401 without."""
+    return sign_in.me(ctx.user)
 
 
 auth = http_function(router)

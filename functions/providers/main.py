@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.agents import agents
+from shared.agents import agents, api_keys
 from shared.llm import catalog
 from shared.platform.http import RequestContext, Router, http_function
 
@@ -15,8 +15,12 @@ Listing = dict[str, catalog.ProviderConfig | agents.GofannonProvider]
 
 @router.get("/providers", auth="user", summary="List Providers", response=Listing)
 def list_providers(ctx: RequestContext) -> Listing:
-    """Provider configurations keyed by slug; `gofannon`: the deployments the caller may call."""
-    listing: Listing = dict(catalog.providers())
+    """Provider configurations keyed by slug; `gofannon`: the deployments the caller may call.
+
+    Lists the providers the platform has configured and those the caller has
+    an API key of their own for (`/users/me/api-keys`).
+    """
+    listing: Listing = dict(catalog.providers(api_keys.keyed_providers(ctx.user.user_id)))
     deployed = agents.gofannon_provider(ctx.user)
     if deployed is not None:
         listing["gofannon"] = deployed
@@ -32,7 +36,7 @@ def list_providers(ctx: RequestContext) -> Listing:
 )
 def get_provider(ctx: RequestContext, provider: str) -> catalog.ProviderConfig:
     """One provider's configuration."""
-    return catalog.provider(provider)
+    return catalog.provider(provider, api_keys.keyed_providers(ctx.user.user_id))
 
 
 @router.get(
@@ -44,7 +48,7 @@ def get_provider(ctx: RequestContext, provider: str) -> catalog.ProviderConfig:
 )
 def list_models(ctx: RequestContext, provider: str) -> list[str]:
     """The provider's model slugs."""
-    return list(catalog.provider(provider).models)
+    return list(catalog.provider(provider, api_keys.keyed_providers(ctx.user.user_id)).models)
 
 
 @router.get(
@@ -56,7 +60,7 @@ def list_models(ctx: RequestContext, provider: str) -> list[str]:
 )
 def get_model(ctx: RequestContext, provider: str, model: str) -> catalog.ModelConfig:
     """One model's configuration."""
-    return catalog.model(provider, model)
+    return catalog.model(provider, model, api_keys.keyed_providers(ctx.user.user_id))
 
 
 providers = http_function(router)

@@ -12,8 +12,13 @@ what remains, and the entry records what was taken.
 `GET /users/me` (and every answer about one account) also lists the
 `RECENT_USAGE` newest ledger entries in `usageInfo.usage` (read from the
 ledger, never stored in the account document), with the gofannon web UI's
-`_id`, `createdAt`, `updatedAt` and an empty `apiKeys` (keys are not stored
-here). The admin list leaves `usage` empty (`with_recent_usage` fills it).
+`_id`, `createdAt`, `updatedAt` and `apiKeys`. The admin list leaves `usage`
+empty (`with_recent_usage` fills it).
+
+A user's own LLM API keys are kept sealed (`shared.platform.envelope`) in
+`ownApiKeys.{provider}` with their last four characters; answers show only a
+masked form to the user (`apiKeys`) and nothing to admins, and exports leave
+the sealed material out. Deleting the account deletes them.
 
 All balance changes are atomic compare-and-set writes on the account
 (`write_if_unchanged`), so concurrent calls can never overspend.
@@ -124,14 +129,37 @@ class UsageInfo(Model):
     )
 
 
-class ApiKeys(Model):
-    """The web UI's per-provider key slots; keys are never stored on the account, so all null."""
+# The gofannon web UI's API key slots, by provider.
+API_KEY_SLOTS = {
+    "openai": "openaiApiKey",
+    "anthropic": "anthropicApiKey",
+    "gemini": "geminiApiKey",
+    "perplexity": "perplexityApiKey",
+    "openrouter": "openrouterApiKey",
+}
+OWN_KEYS = "ownApiKeys"
+_MASK = "\u2022" * 8
 
-    openaiApiKey: None = None  # noqa: N815 - UI field name
-    anthropicApiKey: None = None  # noqa: N815 - UI field name
-    geminiApiKey: None = None  # noqa: N815 - UI field name
-    perplexityApiKey: None = None  # noqa: N815 - UI field name
-    openrouterApiKey: None = None  # noqa: N815 - UI field name
+
+class ApiKeys(Model):
+    """The web UI's per-provider key slots: a masked form of the user's own key, or null."""
+
+    openaiApiKey: str | None = None  # noqa: N815 - UI field name
+    anthropicApiKey: str | None = None  # noqa: N815 - UI field name
+    geminiApiKey: str | None = None  # noqa: N815 - UI field name
+    perplexityApiKey: str | None = None  # noqa: N815 - UI field name
+    openrouterApiKey: str | None = None  # noqa: N815 - UI field name
+
+
+def _masked_keys(record: dict[str, Any]) -> ApiKeys:
+    stored = record.get(OWN_KEYS) or {}
+    return ApiKeys.model_validate(
+        {
+            slot: _MASK + str(stored[provider].get("last4", ""))
+            for provider, slot in API_KEY_SLOTS.items()
+            if stored.get(provider)
+        }
+    )
 
 
 class Account(Model):
@@ -286,7 +314,7 @@ def _recent_usage(user_id: str) -> list[UsageEntry]:
     for snapshot in query.stream():
         entry = snapshot.to_dict() or {}
         metadata = dict(entry.get("metadata") or {})
-        for key in ("source", "provider", "model", "usage", "ticketId"):
+        for key in ("source", "keySource", "provider", "model", "usage", "ticketId"):
             if key in entry:
                 metadata.setdefault(key, entry[key])
         entries.append(
@@ -314,6 +342,7 @@ def _to_account(user_id: str, record: dict[str, Any]) -> Account:
         userId=user_id,
         createdAt=created,
         updatedAt=record.get("updatedAt") or created,
+        apiKeys=_masked_keys(record),
         basicInfo=BasicInfo.model_validate(record["basicInfo"]),
         billingInfo=BillingInfo(plan=plan, planCap=to_dollars(_plan_cap(plan))),
         usageInfo=UsageInfo(
@@ -464,6 +493,7 @@ def reset_allowance(principal: Principal) -> Account:
 def admin_view(account: Account) -> AdminAccount:
     """The account in the admin routes' units (the reset date in epoch milliseconds)."""
     data = account.model_dump(by_alias=True)
+    data["apiKeys"] = {}  # a user's keys are theirs alone, even masked
     data["usageInfo"]["allowanceResetDate"] = account.usageInfo.allowanceResetDate * 1000
     return AdminAccount.model_validate(data)
 
@@ -748,6 +778,43 @@ def settle_for_run(
     return write_if_unchanged(ref, decide)
 
 
+def set_own_api_key(principal: Principal, provider: str, sealed: dict[str, Any] | None) -> Account:
+    """Store (or, with None, remove) the caller's sealed API key for `provider`.
+
+    Args:
+        principal: The caller (their account is created on first use).
+        provider: One of `API_KEY_SLOTS`.
+        sealed: The sealed key and its `last4` (`shared.platform.envelope`), or None.
+    """
+    from google.cloud import firestore
+
+    if provider not in API_KEY_SLOTS:
+        raise ValueError(f"not an API key slot: {provider}")
+    user_id = _require_user_id(principal)
+
+    def decide(record: dict[str, Any] | None) -> Plan[Account]:
+        now = datetime.now(UTC)
+        account, writes = _current(user_id, record, principal, now)
+        keys = {**(account.get(OWN_KEYS) or {})}
+        keys.pop(provider, None)
+        if sealed is not None:
+            keys[provider] = sealed
+        if record is None:
+            writes = {**writes, OWN_KEYS: keys}
+        else:
+            value = sealed if sealed is not None else firestore.DELETE_FIELD
+            writes = {**writes, f"{OWN_KEYS}.{provider}": value, "updatedAt": now}
+        return Plan(_to_account(user_id, {**account, OWN_KEYS: keys}), update=writes)
+
+    return write_if_unchanged(_account_ref(user_id), decide)
+
+
+def sealed_api_keys(user_id: str) -> dict[str, dict[str, Any]]:
+    """A user's sealed API keys by provider (empty when they have none or no account)."""
+    record = _account_ref(user_id).get().to_dict() or {}
+    return dict(record.get(OWN_KEYS) or {})
+
+
 def delete_user_data(user_id: str) -> None:
     """Delete a user's account and its whole usage ledger, in bounded batches (re-runnable).
 
@@ -765,8 +832,15 @@ def export_user_data(user_id: str, limit: int) -> dict[str, Any]:
 
     ref = _account_ref(user_id)
     ledger = ref.collection(LEDGER).order_by("createdAt", direction=firestore.Query.DESCENDING)
+    account = ref.get().to_dict()
+    if account and account.get(OWN_KEYS):
+        # The sealed material stays out of exports: which providers, when, the last four.
+        account[OWN_KEYS] = {
+            provider: {key: entry.get(key) for key in ("last4", "updatedAt")}
+            for provider, entry in account[OWN_KEYS].items()
+        }
     return {
-        "account": ref.get().to_dict(),
+        "account": account,
         "usage": [snapshot.to_dict() or {} for snapshot in ledger.limit(limit).stream()],
     }
 

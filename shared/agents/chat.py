@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from shared.agents import accounts, agents, runs
+from shared.agents import accounts, agents, api_keys, metering, runs
 from shared.llm import gateway
 from shared.platform import clients, erasure, tasks
 from shared.platform.auth import Principal, owned_record
@@ -133,6 +133,7 @@ def create_ticket(principal: Principal, request: ChatRequest) -> TicketCreated:
     """
     if not principal.user_id:
         raise Forbidden("Create your user first")
+    keyed: list[str] = []
     if request.provider == GOFANNON:
         _agent_input(request)
         try:
@@ -140,8 +141,10 @@ def create_ticket(principal: Principal, request: ChatRequest) -> TicketCreated:
         except NotFound as exc:
             raise InvalidInput(agents.NOT_DEPLOYED, ("body", "model")) from exc
     else:
-        gateway.prepare(request)
-    if accounts.get_account(principal).usageInfo.spendRemaining <= 0:
+        keyed = api_keys.keyed_providers(principal.user_id)
+        gateway.prepare(request, keyed)
+    own_key_pays = request.provider in keyed
+    if not own_key_pays and accounts.get_account(principal).usageInfo.spendRemaining <= 0:
         raise PaymentRequired("Allowance exhausted")
     ticket_id = str(uuid.uuid4())
     now = datetime.now(UTC)
@@ -219,30 +222,25 @@ def run_ticket(ticket_id: str) -> None:
         _run_agent_ticket(ref, ticket, request)
         return
     try:
-        estimate = accounts.to_micros(gateway.estimate_cost(request))
-        accounts.reserve(owner, estimate, also_set=[(ref, {"reservedMicros": estimate})])
+        own_key = api_keys.own_key(owner, request.provider)
+        estimate = 0 if own_key else accounts.to_micros(gateway.estimate_cost(request))
+        if estimate:
+            accounts.reserve(owner, estimate, also_set=[(ref, {"reservedMicros": estimate})])
     except DomainError as exc:
         ref.set(_finished("failed", exc.detail), merge=True)
         return
     try:
-        result = gateway.complete(request)
+        result = gateway.complete(request, own_key)
     except DomainError as exc:
         logger.warning("chat ticket failed", extra={"ticket": ticket_id, "error": exc.detail})
         accounts.settle(owner, estimate, 0, also_set=[(ref, _finished("failed", exc.detail))])
         return
-    entry = {
-        "model": result.model,
-        "provider": request.provider,
-        "usage": result.usage.model_dump(),
-        "ticketId": ticket_id,
-        "source": "chat",
-        "createdAt": datetime.now(UTC),
-    }
+    entry = {**metering.usage_entry(request, result, "chat", own_key), "ticketId": ticket_id}
     outcome = {**_finished("completed", None), "result": result.model_dump(mode="json")}
     accounts.settle(
         owner,
         estimate,
-        accounts.to_micros(result.cost),
+        0 if own_key else accounts.to_micros(result.cost),
         ledger=(ticket_id, entry),
         also_set=[(ref, outcome)],
     )
@@ -313,7 +311,8 @@ def save_session(principal: Principal, session_id: str, body: ProviderConfigBody
     """
     if not principal.user_id:
         raise Forbidden("Create your user first")
-    gateway.check_config(body.provider, body.model, body.parameters)
+    keyed = api_keys.keyed_providers(principal.user_id)
+    gateway.check_config(body.provider, body.model, body.parameters, keyed=keyed)
     owner_id = principal.user_id
 
     def decide(record: dict[str, Any] | None) -> Plan[SessionSaved]:

@@ -5,13 +5,16 @@ MCP server (listed live from the server, with their input schemas, through
 the connectors' guarded client and the caller's outbound budget), swagger
 specs, the other agents it may call (their docs, only the caller's own),
 the models it may invoke, the data store, and the input and output schemas.
-One model call, through the LLM gateway and charged to the caller, answers
-with JSON `{friendlyName, docstring, body}`; `body` is the body of `run`,
-which the platform wraps in gofannon 81e4595's standard header.
+The model, through the LLM gateway and charged to the caller, answers with
+JSON `{friendlyName, docstring, body}`; `body` is the body of `run`, which the
+platform wraps in gofannon 81e4595's standard header. The answer is read
+leniently and checked (`codegen.generate`): the wrapped code must parse and
+define `async def run`, or the model is asked once more.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import textwrap
@@ -20,10 +23,10 @@ from typing import Any
 from pydantic import ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from shared.agents import agents, connectors, metering
+from shared.agents import agents, codegen, connectors
 from shared.llm import catalog, gateway
 from shared.platform.auth import Principal
-from shared.platform.errors import BadGateway, Forbidden, NotFound
+from shared.platform.errors import Forbidden, NotFound
 from shared.platform.models import Model
 from shared.platform.values import DocId, StorableMap
 
@@ -92,7 +95,8 @@ def generate_code(principal: Principal, request: GenerateCodeRequest) -> Generat
         RateLimited: The caller's outbound budget is spent.
         PaymentRequired: The allowance cannot cover the call.
         Unavailable: The provider failed (nothing is charged).
-        BadGateway: An MCP server failed, or the model's answer was unusable (charged).
+        BadGateway: An MCP server failed, or the model's answer was unusable twice
+            (both calls charged); the detail says what was wrong.
     """
     if not principal.user_id:
         raise Forbidden("Create your user first")
@@ -107,11 +111,14 @@ def generate_code(principal: Principal, request: GenerateCodeRequest) -> Generat
         parameters=composer.parameters,
         responseSchema=_ANSWER_SCHEMA,
     )
-    gateway.prepare(llm_request)
-    result = metering.charged_completion(
-        principal, principal.user_id, llm_request, "agent-generate-code"
+    return codegen.generate(
+        principal,
+        principal.user_id,
+        llm_request,
+        source="agent-generate-code",
+        check=_checked,
+        what="the agent's code as JSON",
     )
-    return _parse(result.content, result.thoughts)
 
 
 def wrap(body: str) -> str:
@@ -126,17 +133,62 @@ def _unfenced(text: str) -> str:
     return fenced.group(1) if fenced else text
 
 
-def _parse(content: str, thoughts: str | None) -> GeneratedAgentCode:
+_REPAIRS = 8
+
+
+def _parsed(body: str) -> tuple[str, ast.Module]:
+    """The wrapped code of `body` and its syntax tree, repairing two slips of models.
+
+    Models writing code inside JSON often close a bracket once more than they
+    opened (taking the JSON's closing brace for the code's) and append an
+    explanation after a closing code fence. When the body does not parse as
+    it is, it is cut at a closing fence and each closing bracket the parser
+    reports as unmatched is removed (a few at most); what is returned always
+    parses.
+
+    Raises:
+        SyntaxError: The body does not parse, repaired or not (the first error).
+    """
+    code = wrap(body)
     try:
-        answer = json.loads(_unfenced(content))
-        body, name, docstring = answer["body"], answer["friendlyName"], answer["docstring"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise BadGateway("The model did not answer with the agent's code as JSON") from exc
-    if not isinstance(body, str) or not body.strip():
-        raise BadGateway("The model answered without the agent's code")
-    slug = re.sub(r"[^a-z0-9]+", "_", str(name).lower()).strip("_")[:100] or "unnamed_agent"
+        return code, ast.parse(code)
+    except SyntaxError as first:
+        lines = wrap(_unfenced(body).split("\n```", 1)[0]).split("\n")
+        for _ in range(_REPAIRS):
+            try:
+                code = "\n".join(lines)
+                return code, ast.parse(code)
+            except SyntaxError as exc:
+                if not (exc.msg.startswith("unmatched ") and exc.lineno and exc.offset):
+                    break
+                line = lines[exc.lineno - 1]
+                lines[exc.lineno - 1] = line[: exc.offset - 1] + line[exc.offset :]
+        raise first from None
+
+
+def _checked(answer: dict[str, Any], result: gateway.LlmResult) -> GeneratedAgentCode:
+    """The agent from the model's answer, once its code parses and defines `async def run`.
+
+    Raises:
+        codegen.Unusable: No body, or code that does not parse.
+    """
+    body = codegen.string_field(answer, "body")
+    if not body.strip():
+        raise codegen.Unusable("the field `body` was empty")
+    try:
+        code, tree = _parsed(body)
+    except SyntaxError as exc:
+        line = (exc.lineno or 0) - HEADER.count("\n") - 1
+        raise codegen.Unusable(f"the body is not valid Python ({exc.msg}, line {line})") from exc
+    if not any(isinstance(node, ast.AsyncFunctionDef) and node.name == "run" for node in tree.body):
+        raise codegen.Unusable("the code does not define `async def run`")
+    name = codegen.string_field(answer, "friendlyName", required=False)
+    slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")[:100] or "unnamed_agent"
     return GeneratedAgentCode(
-        code=wrap(body), friendly_name=slug, docstring=str(docstring), thoughts=thoughts
+        code=code,
+        friendly_name=slug,
+        docstring=codegen.string_field(answer, "docstring", required=False),
+        thoughts=result.thoughts,
     )
 
 
@@ -240,4 +292,7 @@ The body must `return` a dict following this schema:
 
 Answer with one JSON object: `friendlyName` (a snake_case name for the agent),
 `docstring` (what the agent does, its inputs and outputs) and `body` (the Python
-code of the body, not indented), nothing else."""
+code of the body, not indented), nothing else. `body` is Python code, never prose.
+For an agent that repeats its input, the answer would be:
+{{"friendlyName": "repeat_input", "docstring": "Answers with the input text.",
+"body": "text = input_dict['inputText']\nreturn {{'outputText': text}}"}}"""

@@ -31,12 +31,11 @@ from typing import Any
 
 from pydantic import ConfigDict, Field
 
-from shared.agents import metering, revisions
+from shared.agents import codegen, revisions
 from shared.llm import gateway
 from shared.platform import clients, erasure
 from shared.platform.auth import Principal, issue_demo_capability, owned_record
 from shared.platform.errors import (
-    BadGateway,
     Forbidden,
 )
 from shared.platform.models import Model
@@ -46,7 +45,6 @@ from shared.platform.values import StorableMap
 
 DEMOS = "demos"
 MAX_CODE_CHARS = 200_000
-_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 _CODE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -281,7 +279,8 @@ def generate_code(principal: Principal, request: GenerateDemoCodeRequest) -> Gen
         InvalidInput: The model configuration does not fit the catalog.
         PaymentRequired: The caller's remaining allowance cannot cover the call.
         Unavailable: The provider failed (nothing is charged).
-        BadGateway: The model's answer was not the JSON asked for (the call is charged).
+        BadGateway: The model's answer was unusable twice (both calls charged); the
+            detail says what was wrong.
     """
     owner = _require_user(principal)
     config = request.model_config_
@@ -296,26 +295,31 @@ def generate_code(principal: Principal, request: GenerateDemoCodeRequest) -> Gen
         builtInTools=request.built_in_tools,
         responseSchema=_CODE_SCHEMA,
     )
-    gateway.prepare(llm_request)
-    result = metering.charged_completion(principal, owner, llm_request, "demo-generate-code")
-    return _parse_code(result.content, result.thoughts)
+    return codegen.generate(
+        principal,
+        owner,
+        llm_request,
+        source="demo-generate-code",
+        check=_checked,
+        what="the demo's code as JSON",
+    )
 
 
-def _parse_code(content: str, thoughts: str | None) -> GeneratedCode:
-    fenced = _FENCE.match(content)
-    text = fenced.group(1) if fenced else content
-    try:
-        answer = json.loads(text)
-        return GeneratedCode.model_validate(
-            {
-                "html": answer.get("html", ""),
-                "css": answer.get("css", ""),
-                "js": answer.get("js", ""),
-                "thoughts": thoughts,
-            }
-        )
-    except (json.JSONDecodeError, AttributeError, ValueError) as exc:
-        raise BadGateway("The model did not answer with the demo's code as JSON") from exc
+def _checked(answer: dict[str, Any], result: gateway.LlmResult) -> GeneratedCode:
+    """The demo's code from the model's answer, once its three parts are there.
+
+    Raises:
+        codegen.Unusable: A part missing or not a string, an empty `html`, or a part too long.
+    """
+    parts = {name: codegen.string_field(answer, name) for name in ("html", "css", "js")}
+    if not parts["html"].strip():
+        raise codegen.Unusable("the field `html` was empty")
+    for name, text in parts.items():
+        if len(text) > MAX_CODE_CHARS:
+            raise codegen.Unusable(
+                f"the field `{name}` was longer than {MAX_CODE_CHARS} characters"
+            )
+    return GeneratedCode.model_validate({**parts, "thoughts": result.thoughts})
 
 
 _SYSTEM_PROMPT = (

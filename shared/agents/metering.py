@@ -1,16 +1,21 @@
 """A model call charged to a user: reserve the estimate, call, settle the real cost.
 
-Used by every caller that is not a chat ticket (demo code generation, model
+Used by every caller that is not a chat ticket (code generation, model
 calls from agent code); chat tickets do the same in steps, because each step
 is also written to the ticket for a retried worker to resume.
+
+A call the payer's own API key pays for (`api_keys.own_key`) is made with
+that key, recorded in the ledger with `keySource: user` and charged nothing;
+every other call has `keySource: platform`.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
-from shared.agents import accounts
+from shared.agents import accounts, api_keys
 from shared.llm import gateway
 from shared.platform.auth import Principal
 from shared.platform.errors import DomainError, PaymentRequired
@@ -42,6 +47,21 @@ def charged_completion(
         DomainError: The provider failed (nothing is charged).
     """
     grant = principal.run
+    # Another user's agent never spends the caller's own key: it is held to the run's budget.
+    foreign = grant is not None and bool(grant.store_prefix)
+    own_key = None if foreign else api_keys.own_key(payer, request.provider)
+    if own_key is not None:
+        if grant is not None:
+            accounts.require_live_run(grant)
+        result = gateway.complete(request, own_key)
+        _settle(
+            principal,
+            payer,
+            0,
+            0,
+            (uuid.uuid4().hex, usage_entry(request, result, source, own_key)),
+        )
+        return result
     estimate = accounts.to_micros(gateway.estimate_cost(request))
     if grant is not None:
         accounts.reserve_for_run(grant, estimate)
@@ -52,22 +72,40 @@ def charged_completion(
     try:
         result = gateway.complete(request)
     except DomainError:
-        if grant is not None:
-            accounts.settle_for_run(grant, estimate, 0, None)
-        else:
-            accounts.settle(payer, estimate, 0)
+        _settle(principal, payer, estimate, 0, None)
         raise
-    entry = {
+    charged = accounts.to_micros(result.cost)
+    entry = usage_entry(request, result, source, None)
+    _settle(principal, payer, estimate, charged, (uuid.uuid4().hex, entry))
+    return result
+
+
+def _settle(
+    principal: Principal,
+    payer: str,
+    reserved: int,
+    charged: int,
+    ledger: tuple[str, dict[str, Any]] | None,
+) -> None:
+    """Replace a reservation by the charge: within the run's budget when a run is calling."""
+    if principal.run is not None:
+        accounts.settle_for_run(principal.run, reserved, charged, ledger)
+    else:
+        accounts.settle(payer, reserved, charged, ledger=ledger)
+
+
+def usage_entry(
+    request: gateway.LlmRequest,
+    result: gateway.LlmResult,
+    source: str,
+    own_key: gateway.OwnKey | None,
+) -> dict[str, Any]:
+    """The ledger entry of a model call: what it was for, and whose key paid (`keySource`)."""
+    return {
         "model": result.model,
         "provider": request.provider,
         "usage": result.usage.model_dump(),
         "source": source,
+        "keySource": "user" if own_key is not None else "platform",
         "createdAt": datetime.now(UTC),
     }
-    charged = accounts.to_micros(result.cost)
-    ledger = (uuid.uuid4().hex, entry)
-    if grant is not None:
-        accounts.settle_for_run(grant, estimate, charged, ledger)
-    else:
-        accounts.settle(payer, estimate, charged, ledger=ledger)
-    return result

@@ -57,7 +57,7 @@ from typing import Any
 from pydantic import ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from shared.agents import accounts, agents, metering, run_leases
+from shared.agents import accounts, agents, cancels, metering, run_leases
 from shared.agents.sandbox.host import MAX_CODE_CHARS, RunContext, SandboxCall
 from shared.llm import catalog, gateway
 from shared.platform import service
@@ -77,6 +77,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_AGENT_NAME = "sandbox_agent"
 RUN_MARGIN_SECONDS = 30
 """How long a run token and lease outlive the sandbox's wall clock (the call's own slack)."""
+CANCELLED = "The run was cancelled"
 _TRACE_LIMIT = 2000
 _CAMEL = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
@@ -206,6 +207,8 @@ class _Run:
     """One sandbox run: its call, and the events it streams back."""
 
     def __init__(self, grant: RunGrant, body: RunCodeBody) -> None:
+        self.run_id = grant.run_id
+        self.user_id = grant.user_id
         self.body = body
         self.grant = grant
         self.agent_name = grant.chain[-1]
@@ -235,29 +238,50 @@ class _Run:
             **fields,
         }
 
-    def events(self) -> Iterator[dict[str, Any]]:
+    def events(self, *, cancellable: bool = False) -> Iterator[dict[str, Any]]:
         """Trace events (`{"trace": ...}`) then the outcome (`{"done": ...}`).
+
+        `{"idle": True}` marks each silent second (the sandbox's heartbeat).
+        Closing this generator closes the sandbox call, and the sandbox then
+        kills the run's whole tree. A `cancellable` run is registered in
+        `cancels` (its `runId` is in the first event) and ends when its owner
+        cancels it; model calls it made are charged, nothing after.
 
         Raises:
             Unavailable: The sandbox could not be reached.
         """
         settings = get_settings()
-        yield {"trace": self._event("agent_start", agent_id=None, called_by=None)}
-        response = service.call(
-            settings.sandbox_url, self.call, timeout=settings.sandbox_wall_seconds + 30
-        )
+        start = {"runId": self.run_id} if cancellable else {}
+        if cancellable:
+            cancels.register(self.run_id, self.user_id, settings.sandbox_wall_seconds + 120)
         done: dict[str, Any] = {"outcome": "error", "error": "The sandbox ended the run early"}
         try:
-            for line in response.iter_lines():
-                message = json.loads(line) if line else {}
-                if "trace" in message:
-                    yield {"trace": self._shape(message["trace"])}
-                elif "done" in message:
-                    done = message["done"]
-        except (ValueError, OSError) as exc:
-            raise Unavailable("The sandbox connection failed") from exc
+            yield {"trace": self._event("agent_start", agent_id=None, called_by=None, **start)}
+            response = service.call(
+                settings.sandbox_url, self.call, timeout=settings.sandbox_wall_seconds + 30
+            )
+            try:
+                check_at = time.monotonic() + cancels.POLL_SECONDS
+                for line in response.iter_lines():
+                    if cancellable and time.monotonic() >= check_at:
+                        check_at = time.monotonic() + cancels.POLL_SECONDS
+                        if cancels.cancelled(self.run_id):
+                            done = {"outcome": "error", "error": CANCELLED}
+                            break
+                    message = json.loads(line) if line else {}
+                    if not message:
+                        yield {"idle": True}
+                    elif "trace" in message:
+                        yield {"trace": self._shape(message["trace"])}
+                    elif "done" in message:
+                        done = message["done"]
+            except (ValueError, OSError) as exc:
+                raise Unavailable("The sandbox connection failed") from exc
+            finally:
+                response.close()
         finally:
-            response.close()
+            if cancellable:
+                cancels.unregister(self.run_id)
         outcome = "error" if done.get("error") else "success"
         duration = round((time.monotonic() - self.started) * 1000, 1)
         if outcome == "error":
@@ -460,8 +484,16 @@ class Frames:
                 release()
 
 
-def stream_run_code(principal: Principal, body: RunCodeBody) -> Frames:
+def stream_run_code(principal: Principal, body: RunCodeBody) -> tuple[str, Frames]:
     """Run agent code, as server-sent events: `trace` frames, then one `done` frame.
+
+    The first frame (`agent_start`) carries the `runId` that `POST
+    /agents/run-code/{runId}/cancel` takes; a `: keepalive` comment follows
+    each silent second, so a stream the client closed is noticed and its run
+    killed within about a second.
+
+    Returns:
+        The run id and the frames.
 
     Raises:
         Forbidden: The caller has no user yet (before anything is streamed).
@@ -471,7 +503,10 @@ def stream_run_code(principal: Principal, body: RunCodeBody) -> Frames:
 
     def frames() -> Generator[str]:
         try:
-            for event in run.events():
+            for event in run.events(cancellable=True):
+                if "idle" in event:
+                    yield ": keepalive\n\n"
+                    continue
                 kind = "trace" if "trace" in event else "done"
                 yield f"event: {kind}\ndata: {json.dumps(event[kind], default=str)}\n\n"
         except DomainError as exc:
@@ -479,7 +514,7 @@ def stream_run_code(principal: Principal, body: RunCodeBody) -> Frames:
             payload = {**failure, "schemaWarnings": None, "opsLog": None}
             yield f"event: done\ndata: {json.dumps(payload)}\n\n"
 
-    return Frames(frames(), lambda: _release_soon(run))
+    return run.run_id, Frames(frames(), lambda: _release_soon(run))
 
 
 def _grant(principal: Principal) -> RunGrant:

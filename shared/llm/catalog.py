@@ -12,6 +12,7 @@ sends a valid set. A provider is listed only when it is configured.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -79,31 +80,36 @@ def _catalog() -> dict[str, ProviderConfig]:
     return {name: ProviderConfig.model_validate(entry) for name, entry in data.items()}
 
 
-def providers() -> dict[str, ProviderConfig]:
-    """The configured providers, keyed by slug."""
-    configured = set(get_settings().configured_llm_providers())
-    return {name: config for name, config in _catalog().items() if name in configured}
+def providers(also: Collection[str] = ()) -> dict[str, ProviderConfig]:
+    """The configured providers, keyed by slug.
+
+    Args:
+        also: Providers the caller holds an API key of their own for, listed
+            even when the platform has none.
+    """
+    usable = set(get_settings().configured_llm_providers()) | set(also)
+    return {name: config for name, config in _catalog().items() if name in usable}
 
 
-def provider(name: str) -> ProviderConfig:
-    """One configured provider.
+def provider(name: str, also: Collection[str] = ()) -> ProviderConfig:
+    """One configured provider (or one in `also`, the caller's own keys).
 
     Raises:
         NotFound: Unknown or not configured.
     """
-    found = providers().get(name)
+    found = providers(also).get(name)
     if found is None:
         raise NotFound(f"Provider '{name}' not found")
     return found
 
 
-def model(provider_name: str, model_name: str) -> ModelConfig:
-    """One model of a configured provider.
+def model(provider_name: str, model_name: str, also: Collection[str] = ()) -> ModelConfig:
+    """One model of a configured provider (or of one in `also`, the caller's own keys).
 
     Raises:
         NotFound: Unknown provider or model.
     """
-    found = provider(provider_name).models.get(model_name)
+    found = provider(provider_name, also).models.get(model_name)
     if found is None:
         raise NotFound(f"Model '{model_name}' not found for provider '{provider_name}'")
     return found

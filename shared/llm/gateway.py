@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
@@ -26,6 +28,18 @@ from shared.platform.values import StorableMap
 _CHARS_PER_TOKEN = 4
 # Providers spoken to through an OpenAI-compatible endpoint of their own.
 _OPENAI_COMPATIBLE = ("ollama", "local")
+
+
+# Providers a user's own API key can pay for (the gofannon UI's key slots we can speak to).
+OWN_KEY_PROVIDERS = ("openai", "anthropic", "gemini")
+
+
+@dataclass(frozen=True)
+class OwnKey:
+    """A user's own API key for one provider; its secret is never printed."""
+
+    provider: str
+    secret: str = field(repr=False)
 
 
 class Message(Model):
@@ -85,9 +99,16 @@ def _retryable_status(status: int) -> bool:
 
 
 def check_config(
-    provider: str, model: str, parameters: dict[str, Any], tools: list[str] | None = None
+    provider: str,
+    model: str,
+    parameters: dict[str, Any],
+    tools: list[str] | None = None,
+    keyed: Collection[str] = (),
 ) -> tuple[catalog.ModelConfig, dict[str, Any]]:
     """Validate a provider, model, parameters and built-in tools against the catalog.
+
+    `keyed` names the providers the caller has an API key of their own for
+    (usable even when the platform has no key).
 
     Returns:
         The model's catalog entry and the checked parameters.
@@ -96,7 +117,7 @@ def check_config(
         InvalidInput: Unknown provider or model, bad parameters or tools.
     """
     try:
-        config = catalog.model(provider, model)
+        config = catalog.model(provider, model, keyed)
     except NotFound as exc:
         raise InvalidInput(exc.detail, loc=("body", "model")) from exc
     checked = catalog.validate_parameters(config, parameters)
@@ -104,8 +125,10 @@ def check_config(
     return config, checked
 
 
-def prepare(request: LlmRequest) -> tuple[catalog.ModelConfig, dict[str, Any]]:
-    """Validate a request against the catalog.
+def prepare(
+    request: LlmRequest, keyed: Collection[str] = ()
+) -> tuple[catalog.ModelConfig, dict[str, Any]]:
+    """Validate a request against the catalog (`keyed`: providers of the caller's own keys).
 
     Returns:
         The model's catalog entry and the checked parameters.
@@ -114,20 +137,20 @@ def prepare(request: LlmRequest) -> tuple[catalog.ModelConfig, dict[str, Any]]:
         InvalidInput: Unknown provider or model, bad parameters or tools, no user message.
     """
     config, parameters = check_config(
-        request.provider, request.model, request.parameters, request.builtInTools
+        request.provider, request.model, request.parameters, request.builtInTools, keyed
     )
     if all(message.role == "system" for message in request.messages):
         raise InvalidInput("The conversation needs a user message", loc=("body", "messages"))
     return config, parameters
 
 
-def estimate_cost(request: LlmRequest) -> float:
+def estimate_cost(request: LlmRequest, keyed: Collection[str] = ()) -> float:
     """The most a call may cost: its input at 4 characters a token, plus `max_tokens` of output.
 
     Raises:
         InvalidInput: The request is not valid for the catalog.
     """
-    config, parameters = prepare(request)
+    config, parameters = prepare(request, keyed)
     input_tokens = sum(len(m.content) for m in request.messages) // _CHARS_PER_TOKEN + 1
     output_tokens = int(parameters.get("max_tokens") or 0)
     if "thinking_budget" in config.parameters:
@@ -137,8 +160,8 @@ def estimate_cost(request: LlmRequest) -> float:
     return catalog.cost(config, input_tokens, output_tokens)
 
 
-def complete(request: LlmRequest) -> LlmResult:
-    """Call the model.
+def complete(request: LlmRequest, own_key: OwnKey | None = None) -> LlmResult:
+    """Call the model, with the caller's own key for its provider when given one.
 
     A call the provider refused with 429 or a 5xx, or that could not connect,
     is repeated (a completion changes nothing on our side) up to
@@ -150,7 +173,8 @@ def complete(request: LlmRequest) -> LlmResult:
         InvalidInput: The request is not valid for the catalog.
         UpstreamError: The provider failed, refused or timed out.
     """
-    config, parameters = prepare(request)
+    secret = own_key.secret if own_key and own_key.provider == request.provider else None
+    config, parameters = prepare(request, [request.provider] if secret else [])
     call = {
         "gemini": _gemini,
         "vertexai": _gemini,
@@ -163,7 +187,9 @@ def complete(request: LlmRequest) -> LlmResult:
     attempt = 1
     while True:
         try:
-            content, thoughts, input_tokens, output_tokens = call(request, config, parameters)
+            content, thoughts, input_tokens, output_tokens = call(
+                request, config, parameters, secret
+            )
             break
         except UpstreamError as exc:
             if not exc.retryable or attempt >= settings.llm_max_attempts:
@@ -195,11 +221,13 @@ def _system_text(request: LlmRequest) -> str | None:
 
 
 def _gemini(
-    request: LlmRequest, config: catalog.ModelConfig, parameters: dict[str, Any]
+    request: LlmRequest, config: catalog.ModelConfig, parameters: dict[str, Any], key: str | None
 ) -> _Answer:
     from google.genai import errors, types
 
-    client = clients.genai(vertex=request.provider == "vertexai")
+    client = (
+        clients.genai_with_key(key) if key else clients.genai(vertex=request.provider == "vertexai")
+    )
     contents = [
         types.Content(
             role="model" if m.role == "assistant" else "user", parts=[types.Part(text=m.content)]
@@ -253,12 +281,16 @@ def _gemini(
 
 
 def _openai(
-    request: LlmRequest, config: catalog.ModelConfig, parameters: dict[str, Any]
+    request: LlmRequest, config: catalog.ModelConfig, parameters: dict[str, Any], key: str | None
 ) -> _Answer:
     import openai
 
     compatible = request.provider in _OPENAI_COMPATIBLE
-    client = clients.openai(request.provider if compatible else None)
+    client = (
+        clients.openai_with_key(key)
+        if key
+        else clients.openai(request.provider if compatible else None)
+    )
     options: dict[str, Any] = {
         key: parameters[key]
         for key in ("temperature", "top_p", "reasoning_effort")
@@ -304,11 +336,11 @@ _RESPOND_TOOL = "respond"
 
 
 def _anthropic(
-    request: LlmRequest, config: catalog.ModelConfig, parameters: dict[str, Any]
+    request: LlmRequest, config: catalog.ModelConfig, parameters: dict[str, Any], key: str | None
 ) -> _Answer:
     import anthropic
 
-    client = clients.anthropic()
+    client = clients.anthropic_with_key(key) if key else clients.anthropic()
     options: dict[str, Any] = {
         key: parameters[key] for key in ("temperature", "top_p") if key in parameters
     }

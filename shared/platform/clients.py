@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import requests
     from google import genai as genai_module
     from google.cloud import firestore as firestore_module
+    from google.cloud import kms as kms_module
     from google.cloud import tasks_v2
     from google.cloud.storage import Client as StorageClient
 
@@ -141,6 +142,24 @@ def loopmessage() -> LoopMessageClient:
 
 
 @cache
+def kms() -> kms_module.KeyManagementServiceClient:
+    """Return the Cloud KMS client (a local REST endpoint, without credentials, if configured)."""
+    from google.cloud import kms as kms_module
+
+    endpoint = get_settings().api_keys_kms_endpoint
+    if endpoint:
+        from google.api_core.client_options import ClientOptions
+        from google.auth.credentials import AnonymousCredentials
+
+        return kms_module.KeyManagementServiceClient(
+            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+            transport="rest",
+            client_options=ClientOptions(api_endpoint=endpoint),
+        )
+    return kms_module.KeyManagementServiceClient()
+
+
+@cache
 def genai(vertex: bool) -> genai_module.Client:
     """Return the google-genai client: Gemini API (API key) or Gemini on Vertex AI (ADC)."""
     from google import genai as genai_module
@@ -164,6 +183,16 @@ def genai(vertex: bool) -> genai_module.Client:
             http_options=options,
         )
     key = settings.gemini_api_key.get_secret_value() if settings.gemini_api_key else None
+    return genai_with_key(key)
+
+
+def genai_with_key(key: str | None) -> genai_module.Client:
+    """Return a Gemini API client for `key` (a user's own key: built per call, never cached)."""
+    from google import genai as genai_module
+    from google.genai import types
+
+    settings = get_settings()
+    timeout_ms = int(settings.llm_timeout_seconds * 1000)
     options = types.HttpOptions(base_url=settings.gemini_base_url, timeout=timeout_ms)
     return genai_module.Client(api_key=key, http_options=options)
 
@@ -191,13 +220,32 @@ def openai(compatible: str | None = None) -> openai_module.OpenAI:
     )
 
 
+def openai_with_key(key: str) -> openai_module.OpenAI:
+    """Return an OpenAI client for a user's own key (built per call, never cached)."""
+    import openai as openai_module
+
+    settings = get_settings()
+    return openai_module.OpenAI(
+        api_key=key,
+        base_url=settings.openai_base_url,
+        timeout=settings.llm_timeout_seconds,
+        max_retries=0,
+    )
+
+
 @cache
 def anthropic() -> anthropic_module.Anthropic:
     """Return the Anthropic client."""
+    settings = get_settings()
+    key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
+    return anthropic_with_key(key)
+
+
+def anthropic_with_key(key: str | None) -> anthropic_module.Anthropic:
+    """Return an Anthropic client for `key` (a user's own key: built per call, never cached)."""
     import anthropic as anthropic_module
 
     settings = get_settings()
-    key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
     return anthropic_module.Anthropic(
         api_key=key,
         base_url=settings.anthropic_base_url,
@@ -221,6 +269,7 @@ def reset() -> None:
         sms,
         person_data,
         loopmessage,
+        kms,
         genai,
         openai,
         anthropic,

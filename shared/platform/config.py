@@ -41,6 +41,8 @@ _LOCAL_SERVICE_SECRET = "local-service-signing-secret"  # noqa: S105 - refused i
 _LOCAL_ARCHETYPE_SECRET = "local-archetype-id-secret"  # noqa: S105 - refused in production below
 LOCAL_LLM_PROVIDER = "local"
 LOCAL_LLM_MODEL = "smollm2-135m-instruct"  # the catalog's model of provider `local`
+# Base64 of 32 bytes; production wraps with Cloud KMS and refuses any local key.
+_LOCAL_API_KEYS_KEK = "bG9jYWwtYXBpLWtleXMtd3JhcHBpbmcta2V5LTMyYnk="
 
 
 class Settings(BaseModel):
@@ -245,6 +247,24 @@ class Settings(BaseModel):
         description="An OpenAI-compatible llama.cpp server (`make dev` runs SmolLM2 there).",
     )
     llm_timeout_seconds: float = Field(default=120, alias="LLM_TIMEOUT_SECONDS", gt=0)
+    api_keys_kms_key: str | None = Field(
+        default=None,
+        alias="API_KEYS_KMS_KEY",
+        pattern=r"^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$",
+        description="The Cloud KMS key that wraps the data keys of users' API keys"
+        " (required in production).",
+    )
+    api_keys_kms_endpoint: str | None = Field(
+        default=None,
+        alias="API_KEYS_KMS_ENDPOINT",
+        description="A Cloud KMS REST endpoint reached without credentials (tests only).",
+    )
+    api_keys_local_kek: SecretStr | None = Field(
+        default=None,
+        alias="API_KEYS_LOCAL_KEK",
+        description="Base64 of the 32-byte local key that wraps data keys when"
+        " API_KEYS_KMS_KEY is unset (never in production).",
+    )
     llm_max_attempts: int = Field(
         default=3,
         alias="LLM_MAX_ATTEMPTS",
@@ -568,6 +588,26 @@ class Settings(BaseModel):
             raise RuntimeError(f"{name} must be set when APP_ENV=production")
         return secret.encode()
 
+    def local_key_encryption_key(self) -> bytes:
+        """The local key that wraps data keys of users' API keys (never in production).
+
+        Raises:
+            RuntimeError: In production, where Cloud KMS (`API_KEYS_KMS_KEY`) wraps them.
+        """
+        if self.is_production:
+            raise RuntimeError("API_KEYS_KMS_KEY must be set when APP_ENV=production")
+        import base64
+
+        encoded = (
+            self.api_keys_local_kek.get_secret_value()
+            if self.api_keys_local_kek
+            else _LOCAL_API_KEYS_KEK
+        )
+        key = base64.b64decode(encoded, validate=True)
+        if len(key) != 32:
+            raise RuntimeError("API_KEYS_LOCAL_KEK must be the base64 of 32 bytes")
+        return key
+
     def configured_llm_providers(self) -> list[str]:
         """Names of the LLM providers that have credentials or an endpoint configured."""
         configured = {
@@ -626,7 +666,11 @@ class Settings(BaseModel):
 def get_settings() -> Settings:
     """Return the process-wide settings, read from the environment on first use."""
     settings = Settings.model_validate(dict(os.environ))
-    local_only = settings.vertexai_base_url or settings.signing_credentials_file
+    local_only = (
+        settings.vertexai_base_url
+        or settings.signing_credentials_file
+        or settings.api_keys_kms_endpoint
+    )
     if settings.is_production and (settings.emulator_hosts() or local_only):
         raise RuntimeError("emulator settings must not be set when APP_ENV=production")
     if settings.is_production and any(map(unsafe_in_production, settings.fetch_allowlist())):
@@ -634,4 +678,6 @@ def get_settings() -> Settings:
             "FETCH_ALLOWED_ADDRESSES must not reach loopback, link-local, unspecified or"
             " multicast addresses when APP_ENV=production"
         )
+    if settings.is_production and settings.api_keys_local_kek is not None:
+        raise RuntimeError("API_KEYS_LOCAL_KEK must not be set when APP_ENV=production")
     return settings

@@ -404,7 +404,7 @@ class Router:
         return [r.method for r in self.routes if (credentialed or r.cors) and r.pattern.match(path)]
 
 
-_EXPOSED_HEADERS = "X-Request-Id, Retry-After, WWW-Authenticate, X-Next-Cursor, Link"
+_EXPOSED_HEADERS = "X-Request-Id, X-Run-Id, Retry-After, WWW-Authenticate, X-Next-Cursor, Link"
 # The gofannon web UI also sends X-Admin-Password on admin calls; allowed so the call
 # goes through, it grants nothing (admin is the token's claim or role).
 _CREDENTIALED_HEADERS = "Authorization, Content-Type, Accept, X-Request-Id, X-Admin-Password"

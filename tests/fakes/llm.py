@@ -35,7 +35,11 @@ class FakeLlm:
     fail_times: int | None = None  # how many requests fail with `fail_status` (None: all)
     delay_seconds: float = 0.0
     reply: str | None = None  # Gemini and Vertex AI answer this text instead of the echo
+    # Answers given in turn by OpenAI-compatible and Gemini calls before `reply` or the echo.
+    replies: list[str] = field(default_factory=list)
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    keys: list[tuple[str, str]] = field(default_factory=list)  # (provider, key sent)
+    accepted_keys: set[str] = field(default_factory=lambda: {API_KEY})  # Gemini and Anthropic
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def reset(self) -> None:
@@ -44,7 +48,10 @@ class FakeLlm:
             self.fail_times = None
             self.delay_seconds = 0.0
             self.reply = None
+            self.replies.clear()
             self.requests.clear()
+            self.keys.clear()
+            self.accepted_keys = {API_KEY}
 
     def calls(self, provider: str) -> list[dict[str, Any]]:
         with self._lock:
@@ -59,10 +66,22 @@ class FakeLlm:
                 self.fail_times -= 1
             return True
 
+    def next_reply(self) -> str | None:
+        """The next of `replies`, if any is left."""
+        with self._lock:
+            return self.replies.pop(0) if self.replies else None
+
     def _record(self, provider: str) -> dict[str, Any]:
         body = flask.request.get_json(force=True)
+        headers = flask.request.headers
+        key = (
+            headers.get("x-goog-api-key")
+            or headers.get("x-api-key")
+            or headers.get("Authorization", "").removeprefix("Bearer ")
+        )
         with self._lock:
             self.requests.append((provider, body))
+            self.keys.append((provider, key))
         if self.delay_seconds:
             time.sleep(self.delay_seconds)
         return body
@@ -92,6 +111,7 @@ class FakeLlm:
             )
             if self.reply is not None:
                 text = self.reply
+            text = self.next_reply() or text
             parts = [{"text": "thinking about it", "thought": True}, {"text": text}]
             return flask.jsonify(
                 candidates=[
@@ -113,7 +133,7 @@ class FakeLlm:
 
         @app.post("/<version>/models/<model>:generateContent")
         def gemini(version: str, model: str) -> flask.Response:
-            if flask.request.headers.get("x-goog-api-key") != API_KEY:
+            if flask.request.headers.get("x-goog-api-key") not in self.accepted_keys:
                 return _error(
                     400,
                     {
@@ -161,6 +181,7 @@ class FakeLlm:
             last = body["messages"][-1]["content"]
             structured = body.get("response_format", {}).get("type") == "json_schema"
             answer = json.dumps({"echo": last}) if structured else f"echo: {last}"
+            answer = self.next_reply() or answer
             return flask.jsonify(
                 id="chatcmpl-" + uuid.uuid4().hex,
                 object="chat.completion",
@@ -191,7 +212,7 @@ class FakeLlm:
             key = headers.get("x-api-key") or headers.get("Authorization", "").removeprefix(
                 "Bearer "
             )
-            if key != API_KEY or not headers.get("anthropic-version"):
+            if key not in self.accepted_keys or not headers.get("anthropic-version"):
                 return _error(
                     401,
                     {

@@ -437,7 +437,10 @@ def test_an_unusable_composer_answer_is_a_bad_gateway(stack, alice):
     response = call(stack, "POST", "/agents/generate-code", alice, json=body)
 
     assert response.status_code == 502
-    assert response.json() == {"detail": "The model did not answer with the agent's code as JSON"}
+    assert response.json() == {
+        "detail": "The model did not answer with the agent's code as JSON: "
+        "the answer was not a JSON object (asked 2 times)"
+    }
 
 
 @needs_root

@@ -119,6 +119,7 @@ PATH_VALUES = {
     "agent_id": "agent_id",
     "demo_id": "demo_id",
     "ticket_id": "ticket_id",
+    "run_id": "ticket_id",
     "session_id": "session_id",
     "referred_id": "friend_id",
     "namespace": "namespace",
@@ -140,6 +141,7 @@ OUTBOUND = {"json": {"url": "http://127.0.0.1:9/mcp"}}
 CASES: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ("GET", "/debug"): (ADMIN, {}),
     ("GET", "/auth/validate"): (OWN, {}),
+    ("GET", "/auth/me"): (OWN, {}),
     ("GET", "/users/check-phone"): (OWN, {"params": {"phone": "{phone}"}}),
     ("GET", "/users/check-email"): (OWN, {"params": {"email": "{email}"}}),
     ("POST", "/users/close-loop"): (
@@ -169,6 +171,10 @@ CASES: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ("PUT", "/users/me/spend-remaining"): (OWN, {"json": {}}),
     ("POST", "/users/me/usage"): (OWN, {"json": {}}),
     ("POST", "/users/me/reset-allowance"): (OWN, {}),
+    ("GET", "/users/me/api-keys"): (OWN, {}),
+    ("PUT", "/users/me/api-keys"): (OWN, {"json": {"provider": "acme", "api_key": "k"}}),
+    ("DELETE", "/users/me/api-keys/{provider}"): (OWN, {}),
+    ("GET", "/users/me/api-keys/{provider}/effective"): (OWN, {}),
     ("GET", "/admin/users"): (ADMIN, {}),
     ("PUT", "/admin/users/{user_id:id}"): (ADMIN, {"json": {}}),
     ("POST", "/chat"): (OWN, {"json": {}}),
@@ -221,6 +227,8 @@ CASES: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ("POST", "/rest/{friendly_name}"): (OWNED, {"json": {"inputText": "hi"}}),
     ("POST", "/agents/run-code"): (OWN, {"json": {}}),
     ("POST", "/agents/run-code/stream"): (OWN, {"json": {}}),
+    # A run is cancellable only while it streams: owner-only is tested in test_run_code.py.
+    ("POST", "/agents/run-code/{run_id:id}/cancel"): (OWNED, {}),
     ("POST", "/agents/run-code/llm"): (OWN, {"json": {}}),
     ("POST", "/agents/run-code/call"): (
         OWNED,

@@ -215,8 +215,11 @@ def test_unusable_answers_are_bad_gateway_and_charged(stack, alice):
     response = generate(stack, headers)
 
     assert response.status_code == 502
-    assert response.json() == {"detail": "The model did not answer with the demo's code as JSON"}
-    assert len(ledger(uid)) == 1
+    assert response.json() == {
+        "detail": "The model did not answer with the demo's code as JSON: "
+        "the answer was not a JSON object (asked 2 times)"
+    }
+    assert len(ledger(uid)) == 2
 
 
 def test_provider_failures_charge_nothing(stack, alice):

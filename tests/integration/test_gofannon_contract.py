@@ -564,3 +564,136 @@ def test_generate_code_with_the_view_agent_body(stack, ui_user):
     generated = response.json()
     assert generated["code"] and generated["docstring"] == "Repeats its input."
     assert generated["friendlyName"]
+
+
+def ui_preflight(stack, method, path):
+    """The browser's CORS preflight before a cross-origin call from the UI's dev server."""
+    return requests.options(
+        stack.url(path),
+        headers={
+            "Origin": UI_ORIGIN,
+            "Access-Control-Request-Method": method,
+            "Access-Control-Request-Headers": "accept, authorization, content-type",
+        },
+        timeout=10,
+    )
+
+
+# components/profile/ApiKeysTab.jsx -> services/userService.js getApiKeys, updateApiKey,
+# deleteApiKey (through services/apiClient.js, cross-origin from the dev server); the tab
+# reads `apiKeys[`${provider.id}ApiKey`]` as "configured" and shows errors' `detail`
+def test_api_keys_tab_as_the_ui_drives_it(stack, ui_user):
+    headers = {**ui_user[0], "Accept": "application/json", "Origin": UI_ORIGIN}
+    key = "sk-proj-a-key-typed-into-the-tab-1234"
+    preflights = [
+        ui_preflight(stack, method, path)
+        for method, path in (
+            ("GET", "/users/me/api-keys"),
+            ("PUT", "/users/me/api-keys"),
+            ("DELETE", "/users/me/api-keys/openai"),
+        )
+    ]
+
+    empty = ui_call(stack, "GET", "/users/me/api-keys", headers)
+    saved = ui_call(
+        stack, "PUT", "/users/me/api-keys", headers, {"provider": "openai", "api_key": key}
+    )
+    loaded = ui_call(stack, "GET", "/users/me/api-keys", headers)
+    refused = ui_call(
+        stack, "PUT", "/users/me/api-keys", headers, {"provider": "openrouter", "api_key": key}
+    )
+    removed = ui_call(stack, "DELETE", "/users/me/api-keys/openai", headers)
+    reloaded = ui_call(stack, "GET", "/users/me/api-keys", headers)
+
+    for preflight in preflights:
+        assert preflight.status_code == 204
+        assert preflight.headers["Access-Control-Allow-Origin"] == UI_ORIGIN
+    assert "PUT" in preflights[1].headers["Access-Control-Allow-Methods"]
+    assert "DELETE" in preflights[2].headers["Access-Control-Allow-Methods"]
+    providers = ("openai", "anthropic", "gemini", "perplexity", "openrouter")
+    assert {f"{provider}ApiKey" for provider in providers} <= set(empty.json())
+    assert not any(empty.json().values())
+    assert saved.status_code == 200
+    assert saved.headers["Access-Control-Allow-Origin"] == UI_ORIGIN
+    assert loaded.json()["openaiApiKey"]
+    assert key[:-4] not in loaded.text + saved.text
+    assert refused.status_code == 400
+    assert isinstance(refused.json()["detail"], str)
+    assert removed.status_code == 200
+    assert not reloaded.json()["openaiApiKey"]
+
+
+# services/userService.js getEffectiveApiKey -> {provider, has_key, source}
+def test_effective_api_key_as_the_ui_reads_it(stack, ui_user):
+    headers, _ = ui_user
+    ui_call(
+        stack,
+        "PUT",
+        "/users/me/api-keys",
+        headers,
+        {"provider": "anthropic", "api_key": "sk-ant-users-own-key-0123456789"},
+    )
+
+    own = ui_call(stack, "GET", "/users/me/api-keys/anthropic/effective", headers)
+    platform = ui_call(stack, "GET", "/users/me/api-keys/gemini/effective", headers)
+    unknown = ui_call(stack, "GET", "/users/me/api-keys/perplexity/effective", headers)
+
+    assert own.json() == {"provider": "anthropic", "has_key": True, "source": "user"}
+    assert platform.json() == {"provider": "gemini", "has_key": True, "source": "env"}
+    assert unknown.json() == {"provider": "perplexity", "has_key": False, "source": None}
+
+
+# pages/LoginPage.jsx -> services/authService.js fetchAuthProviders: unauthenticated,
+# credentials included; `providers` empty renders the Firebase sign-in
+def test_login_page_probe_offers_firebase_sign_in(stack):
+    preflight = ui_preflight(stack, "GET", "/auth/providers")
+    response = requests.get(
+        stack.url("/auth/providers"),
+        headers={"Accept": "application/json", "Origin": UI_ORIGIN},
+        timeout=10,
+    )
+
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == UI_ORIGIN
+    assert response.json() == {"providers": [], "legacyFirebaseEnabled": True}
+    assert preflight.status_code == 204
+
+
+# services/authService.js sessionAuth._fetchMe + _buildUser (read by components/ProfileMenu.jsx:
+# uid, email, displayName, providerType, workspaces, isSiteAdmin); 401 means signed out
+def test_auth_me_has_the_identity_the_account_menu_reads(stack, ui_user, unique):
+    headers, uid = ui_user
+    admin = mint_token(f"ui-admin-{unique}@example.com", admin=True)
+
+    me = ui_call(stack, "GET", "/auth/me", headers)
+    admin_me = ui_call(stack, "GET", "/auth/me", {"Authorization": f"Bearer {admin.id_token}"})
+    signed_out = requests.get(stack.url("/auth/me"), timeout=10)
+
+    assert me.status_code == 200
+    assert me.json() == {
+        "uid": uid,
+        "displayName": f"ui-{unique}@example.com",
+        "email": f"ui-{unique}@example.com",
+        "providerType": "firebase",
+        "workspaces": [],
+        "isSiteAdmin": False,
+    }
+    assert admin_me.json()["isSiteAdmin"] is True
+    assert signed_out.status_code == 401
+
+
+# pages/DemoCreationFlow/CanvasScreen.jsx generateDemoAppCode and pages/ViewAgent.jsx
+# generateCode show a failure's `detail`: it says what the model got wrong
+def test_code_generation_failures_say_what_the_model_got_wrong(stack, ui_user):
+    headers, _ = ui_user
+    stack.llm.reply = json.dumps({"html": "", "css": "", "js": ""})
+    body = {
+        "userPrompt": "A page",
+        "selectedApis": [],
+        "modelConfig": {"provider": "gemini", "model": "gemini-2.5-flash", "parameters": {}},
+    }
+
+    response = ui_call(stack, "POST", "/demos/generate-code", headers, body)
+
+    assert response.status_code == 502
+    assert "the field `html` was empty" in response.json()["detail"]

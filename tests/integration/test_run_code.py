@@ -7,8 +7,10 @@ gateway (fake providers) with its run token, charged to the caller.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import textwrap
+import time
 
 import pytest
 import requests
@@ -402,3 +404,98 @@ def test_agent_calls_stop_at_the_depth_limit(stack, alice):
 
     assert response.status_code == 403
     assert response.json()["detail"] == "Agent calls nest deeper than 5"
+
+
+SLEEPER = (
+    "import asyncio\n"
+    "async def run(input_dict, tools):\n"
+    "    print('started', flush=True)\n"
+    "    await asyncio.sleep(60)\n"
+    "    return {'outputText': 'too late'}\n"
+)
+
+
+def sse_events(response):
+    """The (event, data) frames of a streamed response as they arrive (comments skipped)."""
+    kind = None
+    for line in response.iter_lines(decode_unicode=True):
+        if line.startswith("event: "):
+            kind = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            yield kind, json.loads(line.removeprefix("data: "))
+
+
+def run_ended(caplog, outcome, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for record in caplog.records:
+            if record.getMessage() == f"sandbox run {outcome}":
+                return record
+        time.sleep(0.1)
+    return None
+
+
+def start_sleeper(stack, headers):
+    response = requests.post(
+        stack.url("/agents/run-code/stream"),
+        json={"code": SLEEPER, "inputDict": {}, "tools": {}},
+        headers=headers,
+        stream=True,
+        timeout=120,
+    )
+    assert response.status_code == 200
+    events = sse_events(response)
+    kind, start = next(events)
+    assert (kind, start["type"]) == ("trace", "agent_start")
+    assert start["runId"] == response.headers["X-Run-Id"]
+    for _kind, event in events:
+        if event.get("type") == "stdout":
+            break
+    return response, events, start["runId"]
+
+
+def test_a_streamed_run_is_cancelled_by_its_owner_only(stack, alice, caplog, unique):
+    headers, _ = alice
+    caplog.set_level(logging.INFO)
+    mallory = mint_token(f"mallory-{unique}@example.com")
+    _response, events, run_id = start_sleeper(stack, headers)
+    started = time.monotonic()
+
+    foreign = requests.post(
+        stack.url(f"/agents/run-code/{run_id}/cancel"),
+        headers={"Authorization": f"Bearer {mallory.id_token}"},
+        timeout=10,
+    )
+    cancelled = requests.post(
+        stack.url(f"/agents/run-code/{run_id}/cancel"), headers=headers, timeout=10
+    )
+    done = next(event for kind, event in events if kind == "done")
+    again = requests.post(
+        stack.url(f"/agents/run-code/{run_id}/cancel"), headers=headers, timeout=10
+    )
+
+    assert foreign.status_code == 404
+    assert cancelled.status_code == 202
+    assert cancelled.json() == {"runId": run_id, "status": "cancelling"}
+    assert done["outcome"] == "error"
+    assert done["error"] == "The run was cancelled"
+    assert time.monotonic() - started < 15
+    assert run_ended(caplog, "abandoned", timeout=10) is not None
+    assert again.status_code == 404
+
+
+def test_closing_the_stream_kills_the_run(stack, alice, caplog):
+    headers, _ = alice
+    caplog.set_level(logging.INFO)
+    response, _, run_id = start_sleeper(stack, headers)
+    started = time.monotonic()
+
+    response.close()
+
+    ended = run_ended(caplog, "abandoned", timeout=15)
+    assert ended is not None
+    assert time.monotonic() - started < 15
+    gone = requests.post(
+        stack.url(f"/agents/run-code/{run_id}/cancel"), headers=headers, timeout=10
+    )
+    assert gone.status_code == 404

@@ -2,7 +2,8 @@
 
 The body names the code, its arguments and the run's context (token, agent
 name, context windows, LLM overrides); the answer streams one JSON object a
-line: `{"trace": {...}}` events, then `{"done": {...}}`. This process holds
+line: `{"trace": {...}}` events, then `{"done": {...}}`, with an empty line
+after each silent second. This process holds
 no credentials of its own: the run token in the body is the only authority
 a run has, and it is the user's, for minutes.
 """
@@ -21,6 +22,7 @@ from shared.platform.config import get_settings
 from shared.platform.models import Model
 
 MAX_CODE_CHARS = 200_000
+HEARTBEAT_SECONDS = 1.0
 
 
 class RunContext(Model):
@@ -46,9 +48,21 @@ class SandboxCall(Model):
 
 
 def _lines(call: SandboxCall) -> Iterator[str]:
+    """The run's events, a JSON object a line, and an empty line after each silent second.
+
+    The empty lines make a caller that went away (a closed stream, a
+    cancelled run) fail the next write, which closes this generator and so
+    the run's: its whole process tree is killed at once.
+    """
     context = {**call.context.model_dump(), "platformUrl": get_settings().platform_url}
-    for event in get_runner().run(call.code, call.inputDict, call.tools, context):
-        yield json.dumps(event, separators=(",", ":"), default=str) + "\n"
+    events = get_runner().run(
+        call.code, call.inputDict, call.tools, context, heartbeat_seconds=HEARTBEAT_SECONDS
+    )
+    try:
+        for event in events:
+            yield json.dumps(event, separators=(",", ":"), default=str) + "\n" if event else "\n"
+    finally:
+        events.close()
 
 
 def serve(call: SandboxCall) -> flask.Response:

@@ -43,7 +43,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -370,7 +370,9 @@ class Runner:
         tools: Any,
         context: dict[str, Any],
         limits: Limits | None = None,
-    ) -> Iterator[dict[str, Any]]:
+        *,
+        heartbeat_seconds: float | None = None,
+    ) -> Generator[dict[str, Any], None, None]:
         """Run agent code once, yielding trace events and finally the outcome.
 
         Args:
@@ -380,6 +382,9 @@ class Runner:
             context: For the run's runtime: `platformUrl`, `token`, `agentName`,
                 `contextWindows`, `llmSettings` (the egress socket is added here).
             limits: Resource limits (the configured ones by default).
+            heartbeat_seconds: When set, an empty event `{}` after each such
+                silence, so a consumer that went away is noticed (closing this
+                generator kills the run's whole tree).
 
         Yields:
             `{"trace": {...}}` events as they happen, then one `{"done": {...}}`
@@ -406,9 +411,11 @@ class Runner:
         outcome = "abandoned"
         try:
             conn.sendall(json.dumps(request).encode() + b"\n")
-            watch = _Watch(conn, limits)
+            watch = _Watch(conn, limits, heartbeat_seconds)
             for message in watch.messages():
-                if "pid" in message and root is None:
+                if not message:
+                    yield {}
+                elif "pid" in message and root is None:
                     root = int(message["pid"])
                     watch.root = root
                 elif "trace" in message:
@@ -446,16 +453,21 @@ def _outcome(done: Any) -> dict[str, Any]:
 class _Watch:
     """Reads a run's messages while keeping its budget (wall clock, tasks, memory, output)."""
 
-    def __init__(self, conn: socket.socket, limits: Limits) -> None:
+    def __init__(
+        self, conn: socket.socket, limits: Limits, heartbeat_seconds: float | None = None
+    ) -> None:
         self.conn = conn
         self.limits = limits
+        self.heartbeat_seconds = heartbeat_seconds
         self.root: int | None = None
         self.failure = "The run ended unexpectedly (killed by a resource limit)"
         self._deadline = time.monotonic() + limits.wallSeconds
         self._budget = limits.outputBytes + limits.resultBytes + _LINE_MARGIN
 
     def messages(self) -> Iterator[dict[str, Any]]:
+        """The run's messages, and `{}` after each `heartbeat_seconds` of silence."""
         buffer = b""
+        quiet_since = time.monotonic()
         while True:
             if time.monotonic() > self._deadline:
                 self.failure = f"Timed out after {self.limits.wallSeconds:g} seconds"
@@ -465,7 +477,14 @@ class _Watch:
                 return
             ready, _, _ = select.select([self.conn], [], [], _POLL_SECONDS)
             if not ready:
+                if (
+                    self.heartbeat_seconds
+                    and time.monotonic() - quiet_since >= self.heartbeat_seconds
+                ):
+                    quiet_since = time.monotonic()
+                    yield {}
                 continue
+            quiet_since = time.monotonic()
             chunk = self.conn.recv(65536)
             if not chunk:
                 return
