@@ -199,7 +199,7 @@ def serve_spec() -> str:
 def seed(stack_env: dict[str, str]) -> tuple[str, str, str, str]:
     """Create the bench user's profile, account, session and photo; return ids and a token."""
     from devstack.tokens import mint_token
-    from shared.agents import accounts
+    from shared.agents import accounts, chat
     from shared.platform import clients
     from shared.platform.auth import Principal
     from shared.social import users
@@ -211,7 +211,7 @@ def seed(stack_env: dict[str, str]) -> tuple[str, str, str, str]:
     users.create_user(principal, users.CreateUserRequest(bio="bench"))
     accounts.get_account(principal)
     session_id = uuid.uuid4().hex
-    clients.firestore().collection("sessions").document(session_id).set(
+    chat.session_ref(user.uid, session_id).set(
         {
             "sessionId": session_id,
             "ownerId": user.uid,

@@ -64,10 +64,11 @@ def me(request):
 
 
 def session(request):
-    _uid(request)
+    uid = _uid(request)
     db, _ = _clients()
     session_id = request.path.split("/")[2]
-    return _json(db.collection("sessions").document(session_id).get().to_dict()["provider_config"])
+    stored = db.collection("sessions").document(f"{uid}:{session_id}").get().to_dict()
+    return _json(stored["provider_config"])
 
 
 def demos(request):

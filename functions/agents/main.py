@@ -429,7 +429,10 @@ def clear_namespace(ctx: RequestContext, namespace: str) -> data_store.ClearedNa
     summary="Data Store Operation From Agent Code",
     body=data_store.OpBody,
     response=data_store.OpResult,
-    responses=_SIZES,
+    responses={
+        **_SIZES,
+        403: "Not a run token, or a namespace the run's agent did not declare for this use",
+    },
 )
 def data_store_op(ctx: RequestContext, body: data_store.OpBody) -> data_store.OpResult:
     """`data_store` in agent code: one operation on the run's user's records."""

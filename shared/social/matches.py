@@ -16,9 +16,10 @@ No user's word alone changes another user's rating:
   outcome, no rating, no notification. Matches stored before this rule
   carry no `confirmed` and count as unconfirmed;
 - an archetype match is between a user and a person made up from their own
-  network: nobody can contradict its outcome, so closing it records the
-  outcome and moves no rating (otherwise a user could win against
-  archetypes of their own making without end);
+  network, private to that user: only its creator (or an admin) closes it,
+  and the ratings it moves are the creator's own and their archetype's;
+  how many archetypes a user can make is bounded by their network and
+  `AUGMENTATIONS_PER_USER_PER_DAY`;
 - admins may close any match, confirmed or not, and their outcome counts.
 
 Closing the loop (`POST /users/close-loop`) records how the introduction of
@@ -31,8 +32,8 @@ included, gets 404 for it.
 - `declined`: the target declined; a loss for the source, a win for the target;
 - `no_response`, `cancelled`: recorded, Elo unchanged.
 
-For a win or a loss of a rated match (a confirmed referral, or any referral
-an admin closes) both users' Elo moves by the standard formula: with
+For a win or a loss of a rated match (a confirmed referral, any referral
+an admin closes, or an archetype match) both users' Elo moves by the standard formula: with
 expected score `E = 1 / (1 + 10 ** ((R_target - R_source) / 400))` and score
 `S` (1 or 0), the source gains `round(K * (S - E))` and the target loses the
 same (`K` is `ELO_K_FACTOR`, 32). The close is one compare-and-set commit on
@@ -314,7 +315,7 @@ def close_loop(
             raise Conflict("The referrer has not confirmed this introduction yet")
         notify_phone = _referrer_phone(match, ref_phone, referrer[1])
         delta = 0
-        if outcome in _SCORES and match.get("source") == "referral":
+        if outcome in _SCORES and match.get("source") in ("referral", "archetype"):
             source_elo = profiles[source_id].get("elo", DEFAULT_ELO)
             target_elo = profiles[target_id].get("elo", DEFAULT_ELO)
             delta = elo_delta(source_elo, target_elo, _SCORES[outcome], k_factor)

@@ -288,7 +288,7 @@ def test_augmentation_is_written_by_the_system_only(stack, unique):
     assert created.status_code == 422
 
 
-def test_close_loop_settles_an_archetype_match_without_moving_ratings(stack, unique):
+def test_close_loop_settles_an_archetype_match(stack, unique):
     user, _ = augmented_user(stack, unique, 1)
     augment(stack, user)
     wait_run(stack, user)
@@ -303,11 +303,10 @@ def test_close_loop_settles_an_archetype_match_without_moving_ratings(stack, uni
     )
 
     assert closed.status_code == 200, closed.text
-    # Nobody can contradict a win against an archetype of one's own network.
-    assert closed.json()["eloChange"] == {user.user_id: 0, archetype["userId"]: 0}
+    assert closed.json()["eloChange"] == {user.user_id: 16, archetype["userId"]: -16}
     assert closed.json()["status"] == "closed"
     stored = clients.firestore().collection("users").document(user.user_id).get().to_dict()
-    assert stored["elo"] == 1600
+    assert stored["elo"] == 1616
 
 
 def test_without_a_provider_lookups_are_recorded_not_configured(stack, unique, monkeypatch):

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import requests
 
+from shared.agents import cancels
 from shared.platform import clients
 from shared.platform.config import get_settings
 from tests.integration.helpers import SignedUp, random_number, sign_up
@@ -338,10 +339,20 @@ def test_short_lived_records_expire_and_every_one_has_a_ttl_policy(stack, fake):
     assert close_to(counter[TTL_FIELD], counter["windowStart"] + timedelta(hours=1))
     assert event[TTL_FIELD] == event["receivedAt"] + timedelta(days=3)
     assert close_to(event[TTL_FIELD], datetime.now(UTC) + timedelta(days=3))
+    # A streamed run's cancel flag outlives the run's longest possible life, no longer.
+    cancels.register("probe-run", "probe-user", 90)
+    flag = db.collection(cancels.RUN_CANCELS).document("probe-run").get().to_dict()
+    assert close_to(flag[TTL_FIELD], datetime.now(UTC) + timedelta(seconds=90))
 
     expiring = {name for name, data in walk(db.collections()) if TTL_FIELD in data}
     policies = ttl_policies()
-    assert expiring == {"phone_codes", "auth_tokens", "rate_limits", "webhook_events"}
+    assert expiring == {
+        "phone_codes",
+        "auth_tokens",
+        "rate_limits",
+        "webhook_events",
+        "run_cancels",
+    }
     # Every collection that writes expireAt has its TTL policy, and every policy is used.
     assert policies == dict.fromkeys(expiring, TTL_FIELD)
 

@@ -1,15 +1,18 @@
-"""Load: 50 concurrent `POST /rest/{friendly_name}` calls to one deployed agent.
+"""Load: 50 concurrent `POST /rest/{friendly_name}` calls to one public deployed agent.
 
-Through the gateway, the `agents` function and the signed call to the
-`sandbox` function, where each call runs the agent's code in its own
-isolated subprocess: every call must be answered 200 with its own result
-(no answer lost, none crossed with another caller's).
+Each call comes from a caller of its own (one user may have only
+`RUNS_PER_USER` runs going at once). Through the gateway, the `agents`
+function and the signed call to the `sandbox` function, where each call
+runs the agent's code in its own isolated subprocess: every call must be
+answered 200 with its own result (no answer lost, none crossed with
+another caller's).
 """
 
 from __future__ import annotations
 
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import requests
 
@@ -35,18 +38,27 @@ def test_fifty_concurrent_rest_calls_are_all_answered_with_their_own_result(stac
     )
     assert agent.status_code == 201, agent.text
     deployed = requests.post(
-        stack.url(f"/agents/{agent.json()['_id']}/deploy"), headers=headers, timeout=30
+        stack.url(f"/agents/{agent.json()['_id']}/deploy?public=true"),
+        headers=headers,
+        timeout=30,
     )
     assert deployed.status_code == 201, deployed.text
     inputs = [f"caller {index} {uuid.uuid4().hex}" for index in range(CALLS)]
+    with ThreadPoolExecutor(10) as pool:
+        callers = list(
+            pool.map(lambda i: mint_token(f"load-caller-{uuid.uuid4().hex}@example.com"), inputs)
+        )
 
-    def call(text: str) -> requests.Response:
+    def call(text: str, caller: Any) -> requests.Response:
         return requests.post(
-            stack.url(f"/rest/{name}"), json={"inputText": text}, headers=headers, timeout=120
+            stack.url(f"/rest/{name}"),
+            json={"inputText": text},
+            headers={"Authorization": f"Bearer {caller.id_token}"},
+            timeout=120,
         )
 
     with ThreadPoolExecutor(CALLS) as pool:
-        responses = list(pool.map(call, inputs))
+        responses = list(pool.map(call, inputs, callers))
 
     assert [r.status_code for r in responses] == [200] * CALLS, [
         r.text for r in responses if r.status_code != 200
